@@ -1,0 +1,217 @@
+"""Merging the isolated copies of parallel beats back into one context.
+
+Each parallel beat runs on its own deep copy. Afterwards every field is compared with the
+context as it was before the step (a three-way merge, like git's): a field a beat left equal to
+the original is no write. One write is taken as is; equal writes agree; different writes go to
+the step's merge strategy, which returns the merged value or raises `MergeConflictError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import UnionType
+from typing import Any, TypeAlias
+
+from cadence._errors import MergeConflictError
+
+__all__ = [
+    "FieldConflict",
+    "MergeStrategy",
+    "fail_on_conflict",
+    "last_write_wins",
+    "smart_merge",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldConflict:
+    """Parallel beats that changed one field to different values; a merge strategy resolves it.
+
+    Attributes:
+        cadence_name: The cadence of the parallel step.
+        step_name: The parallel step.
+        field: The field in question.
+        original: The field's value before the step.
+        writes: Each writing beat's value, by beat name, in declaration order.
+
+    """
+
+    cadence_name: str
+    step_name: str
+    field: str
+    original: object
+    writes: Mapping[str, object]
+
+    def error(self, detail: str = "") -> MergeConflictError:
+        """Return the `MergeConflictError` that names this field and its writers."""
+        return MergeConflictError(
+            self.cadence_name, self.step_name, self.field, list(self.writes), detail
+        )
+
+
+MergeStrategy: TypeAlias = Callable[[FieldConflict], object]
+"""Resolve one conflicting field: return the merged value or raise `MergeConflictError`."""
+
+
+def fail_on_conflict(conflict: FieldConflict) -> object:
+    """Refuse every conflict (the default): raise `MergeConflictError` naming field and beats."""
+    raise conflict.error()
+
+
+def last_write_wins(conflict: FieldConflict) -> object:
+    """Take the value of the writing beat declared last in the step."""
+    return list(conflict.writes.values())[-1]
+
+
+def smart_merge(conflict: FieldConflict) -> object:
+    """Combine collection writes; refuse anything else.
+
+    Lists: the items each beat appended, in declaration order, after the original items.
+    Dicts: the union of the keys each beat added, changed or removed (one key changed two
+    ways is a conflict). Sets: the original plus every addition, minus every removal.
+    A field that was `None` counts as an empty collection of the kind the beats wrote.
+
+    Raises:
+        MergeConflictError: the values are not all lists, dicts or sets of one kind, or the
+            beats disagree inside them.
+
+    """
+    values: list[Any] = list(conflict.writes.values())  # Any: field values of any type
+    original: Any = conflict.original  # Any: likewise
+    if all(isinstance(v, list) for v in values):
+        return _merge_lists(conflict, _as(list, [], original, conflict), values)
+    if all(isinstance(v, dict) for v in values):
+        return _merge_dicts(conflict, _as(dict, {}, original, conflict), values)
+    if all(isinstance(v, set | frozenset) for v in values):
+        return _merge_sets(_as(set | frozenset, set(), original, conflict), values)
+    kinds = ", ".join(sorted({type(v).__name__ for v in values}))
+    raise conflict.error(f"smart_merge combines lists, dicts and sets, not {kinds}")
+
+
+def _as(
+    kind: type | UnionType, empty: Any, original: Any, conflict: FieldConflict
+) -> Any:  # Any: a collection of unknown items
+    """Return `original` if it is of `kind` (`None` counts as `empty`), else raise the conflict."""
+    if original is None:
+        return empty
+    if not isinstance(original, kind):
+        raise conflict.error(
+            f"the beats wrote {getattr(kind, '__name__', 'set')}s over a {type(original).__name__}"
+        )
+    return original
+
+
+def _merge_lists(
+    conflict: FieldConflict, original: list[Any], values: Sequence[list[Any]]
+) -> list[Any]:
+    base = len(original)
+    merged = list(original)
+    for beat, value in zip(conflict.writes, values, strict=True):
+        if value[:base] != original:
+            raise conflict.error(f"{beat!r} changed existing items; smart_merge only appends")
+        merged.extend(value[base:])
+    return merged
+
+
+def _merge_dicts(
+    conflict: FieldConflict, original: dict[Any, Any], values: Sequence[dict[Any, Any]]
+) -> dict[Any, Any]:
+    missing = object()
+    changes: dict[Any, tuple[str, object]] = {}
+    for beat, value in zip(conflict.writes, values, strict=True):
+        for key in original.keys() | value.keys():
+            new = value.get(key, missing)
+            if new is missing or new != original.get(key, missing):
+                earlier = changes.get(key)
+                if earlier is not None and not _equal(earlier[1], new):
+                    raise conflict.error(f"{earlier[0]!r} and {beat!r} disagree on key {key!r}")
+                changes[key] = (beat, new)
+    merged = dict(original)
+    for key, (_, new) in changes.items():
+        if new is missing:
+            merged.pop(key, None)
+        else:
+            merged[key] = new
+    return merged
+
+
+def _merge_sets(
+    original: set[Any] | frozenset[Any], values: Sequence[set[Any]]
+) -> set[Any] | frozenset[Any]:
+    added: set[Any] = set()
+    removed: set[Any] = set()
+    for value in values:
+        added |= value - original
+        removed |= original - value
+    merged = (set(original) | added) - removed
+    return frozenset(merged) if isinstance(original, frozenset) else merged
+
+
+def _equal(a: object, b: object) -> bool:
+    """Compare like `==`, but never fail: values whose `==` raises or is not a bool differ."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 # e.g. numpy arrays: an ambiguous truth value means "changed"
+        return False
+
+
+_MISSING = object()
+
+
+def merge_branches(
+    original: Mapping[str, object],
+    branches: Sequence[tuple[str, Mapping[str, object], Mapping[str, object]]],
+    strategy: MergeStrategy,
+    cadence_name: str,
+    step_name: str,
+) -> dict[str, object]:
+    """Return the fields to set on the context after a parallel step.
+
+    Args:
+        original: The field values before the step.
+        branches: For each beat in declaration order, its name, its copy's field values at the
+            start (to tell reassignment from in-place mutation) and at the end.
+        strategy: Resolves fields that beats changed to different values.
+        cadence_name: For error messages.
+        step_name: For error messages.
+
+    Raises:
+        MergeConflictError: the strategy refused a conflict.
+
+    """
+    changes: dict[str, object] = {}
+    keys: dict[str, None] = dict.fromkeys(original)
+    for _, _, final in branches:
+        keys.update(dict.fromkeys(final))
+    for key in keys:
+        before = original.get(key, _MISSING)
+        writes: dict[str, object] = {}
+        for beat_name, start, final in branches:
+            value = final.get(key, _MISSING)
+            if value is before or value is _MISSING:
+                continue
+            if value is start.get(key, _MISSING) and type(value).__eq__ is object.__eq__:
+                # A deep copy that compares by identity: only reassignment can be seen.
+                continue
+            if before is not _MISSING and _equal(value, before):
+                continue
+            writes[beat_name] = value
+        if not writes:
+            continue
+        values = list(writes.values())
+        first = values[0]
+        if all(_equal(first, v) for v in values[1:]):
+            changes[key] = first
+        else:
+            conflict = FieldConflict(
+                cadence_name,
+                step_name,
+                key,
+                None if before is _MISSING else before,
+                writes,
+            )
+            changes[key] = strategy(conflict)
+    return changes

@@ -40,6 +40,12 @@ from cadence._steps import Split as Split
 from cadence._steps import Step as Step
 from cadence._steps import Sync as Sync
 from cadence._steps import Then as Then
+from cadence.resilience import CircuitBreaker as CircuitBreaker
+from cadence.resilience import CircuitState as CircuitState
+from cadence.resilience import circuit_breaker as circuit_breaker
+from cadence.resilience import fallback as fallback
+from cadence.resilience import retry as retry
+from cadence.resilience import timeout as timeout
 
 __all__ = [
     "AtomicDict",
@@ -55,7 +61,9 @@ __all__ = [
     "CadenceError",
     "CadenceHooks",
     "Child",
+    "CircuitBreaker",
     "CircuitOpenError",
+    "CircuitState",
     "Condition",
     "Context",
     "ErrorHandler",
@@ -72,9 +80,13 @@ __all__ = [
     "Then",
     "TimingHooks",
     "beat",
+    "circuit_breaker",
     "fail_on_conflict",
+    "fallback",
     "last_write_wins",
+    "retry",
     "smart_merge",
+    "timeout",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -183,7 +184,10 @@ class CircuitBreaker:
         self._window: deque[bool] | None = (
             deque(maxlen=sliding_window) if failure_rate_threshold is not None else None
         )
-        self._successes = self._failures = self._ignored = self._rejections = 0
+        self._failures = self._ignored = self._rejections = 0
+        # Successes in the closed state are the hot path: counted by an itertools.count, whose
+        # next() is atomic under the GIL, so they take no lock.
+        self._successes = itertools.count()
 
     # ------------------------------------------------------------------ reading
 
@@ -223,7 +227,8 @@ class CircuitBreaker:
     def stats(self) -> CircuitStats:
         """Counts of successes, failures, ignored calls and rejections."""
         with self._lock:
-            return CircuitStats(self._successes, self._failures, self._ignored, self._rejections)
+            successes = _current_count(self._successes)
+            return CircuitStats(successes, self._failures, self._ignored, self._rejections)
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self._state.value})"
@@ -256,14 +261,15 @@ class CircuitBreaker:
         """Close the circuit and clear every count, as if the breaker were new."""
         with self._lock:
             changes = self._move(CLOSED, self._now())
-            self._successes = self._failures = self._ignored = self._rejections = 0
+            self._successes = itertools.count()
+            self._failures = self._ignored = self._rejections = 0
         self._notify(changes)
 
     # ------------------------------------------------------------------ calling
 
     def __call__(self, fn: F) -> F:
         """Guard `fn` (sync or async) with this breaker; the wrapper keeps `fn`'s type."""
-        acquire, record = self._acquire, self._record
+        acquire, record, succeeded = self._acquire, self._record, self._succeeded
 
         if is_async_callable(fn):
 
@@ -275,7 +281,7 @@ class CircuitBreaker:
                 except BaseException as error:
                     record(probe, error)
                     raise
-                record(probe, None)
+                succeeded(probe)
                 return result
 
             setattr(async_wrapper, _BREAKER_ATTRIBUTE, self)
@@ -289,7 +295,7 @@ class CircuitBreaker:
             except BaseException as error:
                 record(probe, error)
                 raise
-            record(probe, None)
+            succeeded(probe)
             return result
 
         setattr(sync_wrapper, _BREAKER_ATTRIBUTE, self)
@@ -319,12 +325,19 @@ class CircuitBreaker:
             raise error
         return True
 
+    def _succeeded(self, probe: bool) -> None:  # internal
+        """Count a success; in the closed state with nothing to reset, without the lock."""
+        if not probe and self._state is CLOSED and not self._consecutive and self._window is None:
+            next(self._successes)
+            return
+        self._record(probe, None)
+
     def _record(self, probe: bool, error: BaseException | None) -> None:  # internal
         with self._lock:
             if probe:
                 self._probes -= 1
             if error is None:
-                self._successes += 1
+                next(self._successes)
                 if self._state is CLOSED:
                     self._consecutive = 0
                     if self._window is not None:
@@ -390,6 +403,11 @@ class CircuitBreaker:
         for old, new in changes:
             for listener in listeners:
                 listener(self, old, new)
+
+
+def _current_count(counter: itertools.count[int]) -> int:
+    """Return how many times `next` was called on a fresh `itertools.count()`."""
+    return int(repr(counter)[len("count(") : -1])
 
 
 _registry: dict[str, CircuitBreaker] = {}

@@ -131,9 +131,10 @@ def timeout(seconds: float) -> Callable[[F], F]:
 async def _trio_timeout(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float, name: str
 ) -> Any:  # Any: what the wrapped function returns
-    import trio  # noqa: PLC0415 # only ever needed on trio, where it is imported already
+    # Imported here: only ever needed on trio, where it is loaded already.
+    from trio import CancelScope, current_time  # noqa: PLC0415
 
-    with trio.move_on_after(seconds) as scope:
+    with CancelScope(deadline=current_time() + seconds) as scope:
         return await fn(*args, **kwargs)
     if scope.cancelled_caught:
         raise BeatTimeoutError(name, seconds)

@@ -307,8 +307,14 @@ class Cadence(Generic[C]):
     ) -> C:
         """Run the cadence from synchronous code, on a new event loop of `backend`.
 
+        It takes the same `context` as `run` and raises the same errors; `backend="trio"`
+        needs trio installed.
+
         Raises:
-            The same errors as `run`.
+            BeatError: a beat failed (its exception is the `__cause__`).
+            BeatErrorGroup: several parallel beats failed.
+            MergeConflictError: parallel beats changed one field to different values.
+            CadenceDefinitionError: there is no context to run on.
 
         """
         return anyio.run(self.run, context, backend=backend)

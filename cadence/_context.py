@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any, Self, SupportsIndex, TypeVar, cast, overl
 from cadence._errors import CadenceDefinitionError
 
 if TYPE_CHECKING:
-    from _typeshed import DataclassInstance, SupportsKeysAndGetItem
+    from _typeshed import (
+        DataclassInstance,
+        SupportsKeysAndGetItem,
+        SupportsRichComparison,
+        SupportsRichComparisonT,
+    )
 
 __all__ = ["AtomicDict", "AtomicList", "Context", "ImmutableContext"]
 
@@ -139,6 +144,26 @@ class AtomicList(list[T]):
         """Remove every item atomically."""
         with self._lock:
             super().clear()
+
+    @overload
+    def sort(
+        self: AtomicList[SupportsRichComparisonT], *, key: None = None, reverse: bool = False
+    ) -> None: ...
+    @overload
+    def sort(
+        self, *, key: Callable[[T], SupportsRichComparison], reverse: bool = False
+    ) -> None: ...
+    def sort(
+        self, *, key: Callable[[T], Any] | None = None, reverse: bool = False
+    ) -> None:  # Any: the overloads above
+        """Sort in place atomically."""
+        with self._lock:
+            # list.sort through the class: super().sort's overloads cannot take both key forms.
+            list.sort(cast("list[Any]", self), key=key, reverse=reverse)  # pyright: ignore[reportUnknownMemberType]
+
+    def __imul__(self, times: SupportsIndex, /) -> Self:
+        with self._lock:
+            return super().__imul__(times)
 
     def reverse(self) -> None:
         """Reverse in place atomically."""

@@ -19,7 +19,7 @@ Cancellation is never wrapped: it passes through every layer untouched.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -33,6 +33,10 @@ __all__ = [
     "CircuitOpenError",
     "MergeConflictError",
 ]
+
+
+_E = TypeVar("_E", bound=Exception)
+_BaseE = TypeVar("_BaseE", bound=BaseException)
 
 
 class CadenceError(Exception):
@@ -49,7 +53,9 @@ class BeatError(CadenceError):
     The original exception is chained as `__cause__`.
 
     Attributes:
-        beat_name: The beat that failed (`step.beat` for beats inside `sync` and `split`).
+        beat_name: What failed: a `then` step's name; `step.beat` for a beat inside `sync` or
+            `split`; `step.condition`, `step.context` or `step.merge` for those functions; a
+            `child` step's name when its cadence failed (the child's own error is the cause).
         cadence_name: The cadence the beat belongs to.
 
     """
@@ -110,6 +116,17 @@ class BeatErrorGroup(CadenceError, ExceptionGroup[BeatError]):  # noqa: N818 # i
 
     def __reduce__(self) -> str | tuple[Any, ...]:  # Any: the signature of object.__reduce__
         return type(self), (self.step_name, self.cadence_name, self.exceptions)
+
+    @overload
+    def derive(self, excs: Sequence[_E], /) -> ExceptionGroup[_E]: ...
+    @overload
+    def derive(self, excs: Sequence[_BaseE], /) -> BaseExceptionGroup[_BaseE]: ...
+    def derive(self, excs: Sequence[BaseException], /) -> BaseExceptionGroup[BaseException]:
+        """Return a group of the same step and cadence holding `excs` (used by `except*`)."""
+        if all(isinstance(e, BeatError) for e in excs):
+            beat_errors = cast("Sequence[BeatError]", excs)
+            return BeatErrorGroup(self.step_name, self.cadence_name, beat_errors)
+        return BaseExceptionGroup(self.message, excs)
 
 
 class MergeConflictError(CadenceError):

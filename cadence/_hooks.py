@@ -34,7 +34,8 @@ Reporter: TypeAlias = Callable[[str, float, C], Awaitable[None] | None]
 class CadenceHooks(Protocol[C_contra]):
     """Observe cadence runs: subclass it and override what you need (every method is a no-op).
 
-    Any object with these methods works too. Each method may be sync or async.
+    Any object with these five methods satisfies the protocol; at run time an object with only
+    some of them works too (the missing ones are skipped). Each method may be sync or async.
     """
 
     def before_cadence(self, cadence_name: str, context: C_contra) -> Awaitable[None] | None:
@@ -233,12 +234,53 @@ async def _call(hooks: object, method: str, args: tuple[object, ...]) -> None:
         logger.exception("hook %s.%s raised; the run goes on", type(hooks).__qualname__, method)
 
 
+Entry: TypeAlias = tuple[str, object]
+"""A hooks object, with the prefix the beat names it hears of get (`""` for its own cadence)."""
+
+
+async def open_calls(
+    entries: Sequence[Entry], method: str, name: str, rest: tuple[object, ...], told: list[Entry]
+) -> None:
+    """Call a `before_*` method on each entry in order, adding to `told` each one told.
+
+    A cancellation stops the loop: the entries told so far are in `told`, for their `after_*`.
+    """
+    for entry in entries:
+        prefix, hooks = entry
+        await _call(hooks, method, (prefix + name, *rest))
+        told.append(entry)
+
+
+async def close_calls(
+    entries: Sequence[Entry], method: str, name: str, rest: tuple[object, ...], *, shield: bool
+) -> None:
+    """Call an `after_*` method on each entry; a cancellation never makes one miss its call.
+
+    With `shield`, every call is shielded from cancellation (the run is being cancelled);
+    otherwise a cancellation arriving during one call lets the others run shielded, then
+    propagates.
+    """
+    if shield:
+        with CancelScope(shield=True):
+            for prefix, hooks in entries:
+                await _call(hooks, method, (prefix + name, *rest))
+        return
+    for index, (prefix, hooks) in enumerate(entries):
+        try:
+            await _call(hooks, method, (prefix + name, *rest))
+        except BaseException:
+            with CancelScope(shield=True):
+                for later_prefix, later in entries[index + 1 :]:
+                    await _call(later, method, (later_prefix + name, *rest))
+            raise
+
+
 class Observers:
     """The hooks observing one run: each with the path prefix its beat names get."""
 
     __slots__ = ("entries",)
 
-    def __init__(self, entries: Sequence[tuple[str, object]]) -> None:
+    def __init__(self, entries: Sequence[Entry]) -> None:
         self.entries = tuple(entries)
 
     def nested(self, prefix: str, own: Sequence[object]) -> Observers | None:
@@ -247,39 +289,20 @@ class Observers:
         entries.extend(("", hooks) for hooks in own)
         return Observers(entries) if entries else None
 
-    async def before_beat(self, path: str, context: object) -> None:
-        """Tell every observer a beat starts."""
-        for prefix, hooks in self.entries:
-            await _call(hooks, "before_beat", (prefix + path, context))
-
-    async def after_beat(
-        self, path: str, context: object, duration: float, error: BaseException | None
-    ) -> None:
-        """Tell every observer a beat ended (shielded from cancellation when it was cancelled)."""
-        if error is not None and not isinstance(error, Exception):
-            with CancelScope(shield=True):
-                for prefix, hooks in self.entries:
-                    await _call(hooks, "after_beat", (prefix + path, context, duration, error))
-            return
-        for prefix, hooks in self.entries:
-            await _call(hooks, "after_beat", (prefix + path, context, duration, error))
-        if error is not None:
-            for prefix, hooks in self.entries:
-                await _call(hooks, "on_error", (prefix + path, context, error))
+    async def before_beat(self, path: str, context: object, told: list[Entry]) -> None:
+        """Tell every observer a beat starts, adding each one told to `told`."""
+        await open_calls(self.entries, "before_beat", path, (context,), told)
 
 
-async def notify_cadence(
-    hooks: Sequence[object],
-    method: str,
-    args: tuple[object, ...],
-    *,
-    shield: bool = False,
+async def after_beat(
+    told: Sequence[Entry],
+    path: str,
+    context: object,
+    duration: float,
+    error: BaseException | None,
 ) -> None:
-    """Call `before_cadence` or `after_cadence` on a cadence's own hooks."""
-    if shield:
-        with CancelScope(shield=True):
-            for h in hooks:
-                await _call(h, method, args)
-        return
-    for h in hooks:
-        await _call(h, method, args)
+    """Tell the observers in `told` a beat ended, and of its failure if it failed."""
+    cancelled = error is not None and not isinstance(error, Exception)
+    await close_calls(told, "after_beat", path, (context, duration, error), shield=cancelled)
+    if isinstance(error, Exception):
+        await close_calls(told, "on_error", path, (context, error), shield=False)

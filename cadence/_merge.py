@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import UnionType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from cadence._errors import MergeConflictError
 
@@ -70,7 +70,8 @@ def smart_merge(conflict: FieldConflict) -> object:
     Lists: the items each beat appended, in declaration order, after the original items.
     Dicts: the union of the keys each beat added, changed or removed (one key changed two
     ways is a conflict). Sets: the original plus every addition, minus every removal.
-    A field that was `None` counts as an empty collection of the kind the beats wrote.
+    A field that was `None` counts as an empty collection of the kind the beats wrote. Other
+    values agree only when every beat wrote the same one.
 
     Raises:
         MergeConflictError: the values are not all lists, dicts or sets of one kind, or the
@@ -85,6 +86,8 @@ def smart_merge(conflict: FieldConflict) -> object:
         return _merge_dicts(conflict, _as(dict, {}, original, conflict), values)
     if all(isinstance(v, set | frozenset) for v in values):
         return _merge_sets(_as(set | frozenset, set(), original, conflict), values)
+    if all(_equal(values[0], v) for v in values[1:]):
+        return values[0]
     kinds = ", ".join(sorted({type(v).__name__ for v in values}))
     raise conflict.error(f"smart_merge combines lists, dicts and sets, not {kinds}")
 
@@ -148,17 +151,83 @@ def _merge_sets(
     return frozenset(merged) if isinstance(original, frozenset) else merged
 
 
-def _equal(a: object, b: object) -> bool:
-    """Compare like `==`, but never fail: values whose `==` raises or is not a bool differ."""
+def _equal(a: object, b: object, depth: int = 0) -> bool:  # noqa: PLR0911 # one return per kind
+    """Return whether two values hold the same state, never failing.
+
+    Like `==`, but objects that compare by identity (no `__eq__` of their own) are compared by
+    their attributes, so an in-place change to a deep copy of one is seen; containers are
+    compared item by item when `==` says they differ, for the same reason.
+    """
     if a is b:
         return True
+    if type(a) is not type(b):
+        return _plain_equal(a, b)
+    if type(a).__eq__ is object.__eq__:
+        return depth < _MAX_DEPTH and _same_attributes(a, b, depth + 1)
+    if _plain_equal(a, b):
+        return True
+    if depth >= _MAX_DEPTH:
+        return False
+    if isinstance(a, list | tuple):
+        items = cast("Sequence[object]", b)
+        return len(cast("Sequence[object]", a)) == len(items) and all(
+            _equal(x, y, depth + 1) for x, y in zip(cast("Sequence[object]", a), items, strict=True)
+        )
+    if isinstance(a, dict):
+        left, right = cast("Mapping[object, object]", a), cast("Mapping[object, object]", b)
+        return left.keys() == right.keys() and all(
+            _equal(left[k], right[k], depth + 1) for k in left
+        )
+    return False
+
+
+_MAX_DEPTH = 32
+
+
+def _plain_equal(a: object, b: object) -> bool:
+    """Compare with `==`; an array-like result counts as equal when all its items are."""
     try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 # e.g. numpy arrays: an ambiguous truth value means "changed"
+        result = cast("object", a == b)  # numpy and friends return arrays
+        if isinstance(result, bool):
+            return result
+        every = getattr(result, "all", None)
+        return bool(every() if callable(every) else result)
+    except Exception:  # noqa: BLE001 # an uncomparable pair counts as different
         return False
 
 
+def _same_attributes(a: object, b: object, depth: int) -> bool:
+    """Compare two objects of one class by their `__dict__` and `__slots__` values."""
+    state_a, state_b = getattr(a, "__dict__", None), getattr(b, "__dict__", None)
+    slots = [
+        name
+        for cls in type(a).__mro__
+        for name in cast("tuple[str, ...]", getattr(cls, "__slots__", ()))
+        if name not in {"__dict__", "__weakref__"}
+    ]
+    if state_a is None and not slots:
+        return False  # nothing to look at: the caller falls back to reassignment
+    if state_a is not None and not _equal(state_a, state_b, depth):
+        return False
+    missing = object()
+    return all(
+        _equal(getattr(a, name, missing), getattr(b, name, missing), depth) for name in slots
+    )
+
+
+def _opaque(value: object) -> bool:
+    """Return whether `value` compares by identity and has no attributes to compare."""
+    return (
+        type(value).__eq__ is object.__eq__
+        and getattr(value, "__dict__", None) is None
+        and not any(getattr(cls, "__slots__", ()) for cls in type(value).__mro__)
+    )
+
+
 _MISSING = object()
+
+# The built-in strategies that treat equal writes as one write; other strategies see them all.
+_EQUAL_WRITES_AGREE: tuple[MergeStrategy, ...] = (fail_on_conflict, last_write_wins)
 
 
 def merge_branches(
@@ -170,11 +239,15 @@ def merge_branches(
 ) -> dict[str, object]:
     """Return the fields to set on the context after a parallel step.
 
+    A beat wrote a field when its final value holds other state than the original. One write
+    is taken; writes by several beats go to `strategy`, except that `fail_on_conflict` and
+    `last_write_wins` take equal writes as one.
+
     Args:
         original: The field values before the step.
         branches: For each beat in declaration order, its name, its copy's field values at the
-            start (to tell reassignment from in-place mutation) and at the end.
-        strategy: Resolves fields that beats changed to different values.
+            start (to tell reassignment of opaque objects) and at the end.
+        strategy: Resolves fields that several beats wrote.
         cadence_name: For error messages.
         step_name: For error messages.
 
@@ -193,25 +266,22 @@ def merge_branches(
             value = final.get(key, _MISSING)
             if value is before or value is _MISSING:
                 continue
-            if value is start.get(key, _MISSING) and type(value).__eq__ is object.__eq__:
-                # A deep copy that compares by identity: only reassignment can be seen.
-                continue
-            if before is not _MISSING and _equal(value, before):
+            if _opaque(value):
+                # Nothing to compare: only a reassignment can be seen.
+                if value is start.get(key, _MISSING):
+                    continue
+            elif before is not _MISSING and _equal(value, before):
                 continue
             writes[beat_name] = value
         if not writes:
             continue
         values = list(writes.values())
-        first = values[0]
-        if all(_equal(first, v) for v in values[1:]):
-            changes[key] = first
-        else:
-            conflict = FieldConflict(
-                cadence_name,
-                step_name,
-                key,
-                None if before is _MISSING else before,
-                writes,
-            )
-            changes[key] = strategy(conflict)
+        if len(values) == 1 or (
+            strategy in _EQUAL_WRITES_AGREE and all(_equal(values[0], v) for v in values[1:])
+        ):
+            changes[key] = values[0]
+            continue
+        original_value = None if before is _MISSING else before
+        conflict = FieldConflict(cadence_name, step_name, key, original_value, writes)
+        changes[key] = strategy(conflict)
     return changes

@@ -16,7 +16,7 @@ import anyio.to_thread
 
 from cadence._context import Context, context_fields, copy_context, is_frozen
 from cadence._errors import BeatError, BeatErrorGroup, CadenceError
-from cadence._hooks import Observers, notify_cadence
+from cadence._hooks import Entry, Observers, after_beat, close_calls, open_calls
 from cadence._merge import merge_branches
 from cadence._steps import Child, Split, Sync, Then
 
@@ -44,19 +44,19 @@ async def execute(cadence: Cadence[C], context: C, outer: Observers | None) -> C
     if not own:
         return await _run_steps(cadence, context, observers)
     name = cadence.name
-    await notify_cadence(own, "before_cadence", (name, context))
+    told: list[Entry] = []
     start = perf_counter()
     try:
+        await open_calls([("", h) for h in own], "before_cadence", name, (context,), told)
+        start = perf_counter()
         context = await _run_steps(cadence, context, observers)
     except BaseException as exc:
-        await notify_cadence(
-            own,
-            "after_cadence",
-            (name, context, perf_counter() - start, exc),
-            shield=not isinstance(exc, Exception),
-        )
+        cancelled = not isinstance(exc, Exception)
+        ended = (context, perf_counter() - start, exc)
+        await close_calls(told, "after_cadence", name, ended, shield=cancelled)
         raise
-    await notify_cadence(own, "after_cadence", (name, context, perf_counter() - start, None))
+    finished = (context, perf_counter() - start, None)
+    await close_calls(told, "after_cadence", name, finished, shield=False)
     return context
 
 
@@ -126,14 +126,16 @@ async def _invoke(spec: BeatSpec, context: C, path: str, observers: Observers | 
     """Run one beat, telling `observers` (if any) of its start, end and failure."""
     if observers is None:
         return await _call_beat(spec, context)
-    await observers.before_beat(path, context)
+    told: list[Entry] = []
     start = perf_counter()
     try:
+        await observers.before_beat(path, context, told)
+        start = perf_counter()
         context = await _call_beat(spec, context)
     except BaseException as exc:
-        await observers.after_beat(path, context, perf_counter() - start, exc)
+        await after_beat(told, path, context, perf_counter() - start, exc)
         raise
-    await observers.after_beat(path, context, perf_counter() - start, None)
+    await after_beat(told, path, context, perf_counter() - start, None)
     return context
 
 

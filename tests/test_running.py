@@ -209,12 +209,15 @@ async def test_several_parallel_failures_raise_a_group() -> None:
         "2 beats of step 'par' in cadence 'c' failed: "
         "'par.fails_with_value_error', 'par.fails_with_key_error'"
     )
-    caught: list[str] = []
+    caught: list[BaseExceptionGroup[BeatError]] = []
     try:
         await cadence.run()
     except* BeatError as matched:
-        caught = [type(e.__cause__).__name__ for e in matched.exceptions]
-    assert caught == ["ValueError", "KeyError"]
+        caught.append(matched)
+    [matched] = caught
+    assert isinstance(matched, BeatErrorGroup)  # except* keeps the step and cadence
+    assert (matched.step_name, matched.cadence_name) == ("par", "c")
+    assert [type(e.__cause__).__name__ for e in matched.exceptions] == ["ValueError", "KeyError"]
 
 
 async def test_on_error_continue_after_a_failed_parallel_step_keeps_the_context() -> None:

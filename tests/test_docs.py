@@ -79,7 +79,7 @@ def read_fences(path: Path) -> list[Fence]:
     return fences
 
 
-PAGES = sorted(DOCS.glob("*.md"))
+PAGES = sorted(DOCS.rglob("*.md"))
 FENCES = [fence for page in PAGES for fence in read_fences(page)]
 PYTHON_FENCES = [fence for fence in FENCES if fence.is_python]
 PROGRAMS = [fence for fence in PYTHON_FENCES if fence.kind == "program"]

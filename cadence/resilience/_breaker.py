@@ -179,7 +179,11 @@ class CircuitBreaker:
         self._listeners: list[StateListener] = []
         self._state = CLOSED
         self._opened_at = 0.0
-        self._probes = 0
+        self._round = 1  # the state's number: a probe's ticket, so stale probes decide nothing
+        self._probes = 0  # probes in flight, of any round
+        # State changes wait here for the listeners; one thread at a time delivers them, in order.
+        self._pending: deque[tuple[CircuitState, CircuitState]] = deque()
+        self._delivering = threading.RLock()
         self._consecutive = 0
         self._window: deque[bool] | None = (
             deque(maxlen=sliding_window) if failure_rate_threshold is not None else None
@@ -210,9 +214,9 @@ class CircuitBreaker:
     def state(self) -> CircuitState:
         """The current state (an open circuit whose timeout has passed reads as half-open)."""
         with self._lock:
-            changes = self._refresh(self._now())
+            self._refresh(self._now())
             state = self._state
-        self._notify(changes)
+        self._deliver()
         return state
 
     @property
@@ -236,7 +240,11 @@ class CircuitBreaker:
     # ------------------------------------------------------------------ observing and steering
 
     def add_listener(self, listener: StateListener) -> None:
-        """Call `listener(breaker, old_state, new_state)` after every state change."""
+        """Call `listener(breaker, old_state, new_state)` after every state change.
+
+        Listeners hear of changes in the order they happened, one at a time, outside the
+        breaker's state lock (a listener may read the breaker).
+        """
         with self._lock:
             self._listeners.append(listener)
 
@@ -248,22 +256,22 @@ class CircuitBreaker:
     def open(self) -> None:
         """Open the circuit now; a probe is let through after `recovery_timeout`."""
         with self._lock:
-            changes = self._move(OPEN, self._now())
-        self._notify(changes)
+            self._move(OPEN, self._now())
+        self._deliver()
 
     def close(self) -> None:
         """Close the circuit now and forget the failures counted so far."""
         with self._lock:
-            changes = self._move(CLOSED, self._now())
-        self._notify(changes)
+            self._move(CLOSED, self._now())
+        self._deliver()
 
     def reset(self) -> None:
         """Close the circuit and clear every count, as if the breaker were new."""
         with self._lock:
-            changes = self._move(CLOSED, self._now())
+            self._move(CLOSED, self._now())
             self._successes = itertools.count()
             self._failures = self._ignored = self._rejections = 0
-        self._notify(changes)
+        self._deliver()
 
     # ------------------------------------------------------------------ calling
 
@@ -275,13 +283,13 @@ class CircuitBreaker:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:  # Any: F's own signature
-                probe = acquire()
+                ticket = acquire()
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as error:
-                    record(probe, error)
+                    record(ticket, error)
                     raise
-                succeeded(probe)
+                succeeded(ticket)
                 return result
 
             setattr(async_wrapper, _BREAKER_ATTRIBUTE, self)
@@ -289,53 +297,59 @@ class CircuitBreaker:
 
         @functools.wraps(fn)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:  # Any: F's own signature
-            probe = acquire()
+            ticket = acquire()
             try:
                 result = fn(*args, **kwargs)
             except BaseException as error:
-                record(probe, error)
+                record(ticket, error)
                 raise
-            succeeded(probe)
+            succeeded(ticket)
             return result
 
         setattr(sync_wrapper, _BREAKER_ATTRIBUTE, self)
         return cast("F", sync_wrapper)
 
-    def _acquire(self) -> bool:
-        """Admit a call (returning whether it is a probe) or raise `CircuitOpenError`."""
+    def _acquire(self) -> int:
+        """Admit a call or raise `CircuitOpenError`.
+
+        Returns the call's ticket: 0 for an ordinary call, or, for a probe, the number of the
+        half-open round it was admitted to (a probe of an earlier round decides nothing).
+        """
         if self._state is CLOSED:  # read without the lock: a racing trip admits one more call
-            return False
+            return 0
         with self._lock:
-            changes = self._refresh(self._now())
+            self._refresh(self._now())
             state = self._current()
             if state is OPEN:
                 self._rejections += 1
                 retry_after = self._opened_at + self._settings.recovery_timeout - self._now()
                 error = CircuitOpenError(self.name, max(0.0, retry_after))
             elif state is CLOSED:  # closed meanwhile, by another call or by close()
-                return False
+                return 0
             elif self._probes >= self._settings.half_open_max_calls:
                 self._rejections += 1
                 error = CircuitOpenError(self.name, 0.0)
             else:
                 self._probes += 1
                 error = None
-        self._notify(changes)
+            ticket = self._round
+        self._deliver()
         if error is not None:
             raise error
-        return True
+        return ticket
 
-    def _succeeded(self, probe: bool) -> None:  # internal
+    def _succeeded(self, ticket: int) -> None:
         """Count a success; in the closed state with nothing to reset, without the lock."""
-        if not probe and self._state is CLOSED and not self._consecutive and self._window is None:
+        if not ticket and self._state is CLOSED and not self._consecutive and self._window is None:
             next(self._successes)
             return
-        self._record(probe, None)
+        self._record(ticket, None)
 
-    def _record(self, probe: bool, error: BaseException | None) -> None:  # internal
+    def _record(self, ticket: int, error: BaseException | None) -> None:
         with self._lock:
-            if probe:
-                self._probes -= 1
+            if ticket:
+                self._probes -= 1  # a probe holds its slot until it ends, whatever the round
+            probe = ticket == self._round and self._state is HALF_OPEN
             if error is None:
                 next(self._successes)
                 if self._state is CLOSED:
@@ -343,14 +357,15 @@ class CircuitBreaker:
                     if self._window is not None:
                         self._window.append(False)
                     return
-                changes = self._move(CLOSED, 0.0) if probe and self._state is HALF_OPEN else []
+                if probe:
+                    self._move(CLOSED, 0.0)
             elif not isinstance(error, Exception) or isinstance(error, self._settings.exclude):
                 self._ignored += 1
                 return
             else:
                 self._failures += 1
-                changes = self._count_failure(probe)
-        self._notify(changes)
+                self._count_failure(probe)
+        self._deliver()
 
     # ------------------------------------------------------------------ state machine (locked)
 
@@ -360,11 +375,13 @@ class CircuitBreaker:
     def _now(self) -> float:
         return (self._clock or get_clock()).monotonic()
 
-    def _count_failure(self, probe: bool) -> list[tuple[CircuitState, CircuitState]]:  # internal
+    def _count_failure(self, probe: bool) -> None:  # internal
         if self._state is HALF_OPEN:
-            return self._move(OPEN, self._now()) if probe else []
+            if probe:
+                self._move(OPEN, self._now())
+            return
         if self._state is OPEN:
-            return []
+            return
         self._consecutive += 1
         window = self._window
         if window is not None:
@@ -376,33 +393,40 @@ class CircuitBreaker:
             and len(window) >= settings.minimum_calls
             and sum(window) / len(window) >= settings.failure_rate_threshold
         ):
-            return self._move(OPEN, self._now())
-        return []
+            self._move(OPEN, self._now())
 
-    def _refresh(self, now: float) -> list[tuple[CircuitState, CircuitState]]:
+    def _refresh(self, now: float) -> None:
         if self._state is OPEN and now - self._opened_at >= self._settings.recovery_timeout:
-            return self._move(HALF_OPEN, now)
-        return []
+            self._move(HALF_OPEN, now)
 
-    def _move(self, new: CircuitState, now: float) -> list[tuple[CircuitState, CircuitState]]:
+    def _move(self, new: CircuitState, now: float) -> None:
+        """Enter `new`; queue the change for the listeners. Every change starts a new round."""
         old = self._state
         self._state = new
         if new is OPEN:
             self._opened_at = now
-        if new is CLOSED:
+        elif new is CLOSED:
             self._consecutive = 0
             if self._window is not None:
                 self._window.clear()
-        return [] if old is new else [(old, new)]
+        if old is not new:
+            self._round += 1
+            if self._listeners:
+                self._pending.append((old, new))
 
-    def _notify(self, changes: list[tuple[CircuitState, CircuitState]]) -> None:
-        """Tell listeners of `changes`, outside the lock."""
-        if not changes:
+    def _deliver(self) -> None:
+        """Tell the listeners of queued changes, in order, outside the state lock."""
+        if not self._pending:
             return
-        listeners = list(self._listeners)
-        for old, new in changes:
-            for listener in listeners:
-                listener(self, old, new)
+        with self._delivering:
+            while True:
+                with self._lock:
+                    if not self._pending:
+                        return
+                    old, new = self._pending.popleft()
+                    listeners = list(self._listeners)
+                for listener in listeners:
+                    listener(self, old, new)
 
 
 def _current_count(counter: itertools.count[int]) -> int:

@@ -118,6 +118,8 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
             return wait
 
         def give_up(error: Exception, attempt: int) -> Exception:
+            if not should_retry(error):
+                return error  # not ours to retry: it propagates as it came
             error.add_note(
                 f"cadence.retry: {name!r} gave up after {attempt} of {max_attempts} attempts"
             )
@@ -127,11 +129,12 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:  # Any: F's own signature
+                # The budget runs from the first call; the clock is read only when there is one.
+                started = get_clock().monotonic() if max_time is not None else 0.0
                 try:
                     return await fn(*args, **kwargs)
                 except Exception as first:  # noqa: BLE001 # `on` decides; cancellation is a BaseException
                     error = first
-                started = get_clock().monotonic()
                 attempt = 1
                 while True:
                     wait = next_wait(attempt, error, started)
@@ -148,11 +151,11 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
 
         @functools.wraps(fn)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:  # Any: F's own signature
+            started = get_clock().monotonic() if max_time is not None else 0.0
             try:
                 return fn(*args, **kwargs)
             except Exception as first:  # noqa: BLE001 # `on` decides
                 error = first
-            started = get_clock().monotonic()
             attempt = 1
             while True:
                 wait = next_wait(attempt, error, started)

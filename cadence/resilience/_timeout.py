@@ -5,8 +5,10 @@ that cancels the task on asyncio, a cancel scope on trio), so its cleanup runs b
 `BeatTimeoutError` is raised. A sync function cannot be stopped from outside: it runs in a
 thread of its own, and at the deadline its caller is released while the thread is abandoned to
 finish alone. Abandoned threads are counted (`abandoned_threads()`) and capped
-(`set_abandoned_thread_limit()`): at the cap, a new call fails at once with `BeatTimeoutError`
-without starting, so a stuck dependency cannot pile up threads without bound.
+(`set_abandoned_thread_limit()`, default 64). The cap counts every thread a timed sync call
+holds, running or abandoned, because any running one may be abandoned next: so concurrent
+callers can never push the abandoned threads past it. At the cap, a new call fails at once with
+`BeatTimeoutError`, without starting, so a stuck dependency cannot pile up threads without bound.
 """
 
 from __future__ import annotations
@@ -29,34 +31,35 @@ F = TypeVar("F", bound=Callable[..., Any])
 _DEFAULT_THREAD_LIMIT = 64
 
 
-class _Abandoned:
-    """The count of sync calls still running in threads whose callers timed out."""
+class _Threads:
+    """The threads of timed sync calls: all of them, and those whose callers timed out."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.count = 0
+        self.held = 0
+        self.abandoned = 0
         self.limit = _DEFAULT_THREAD_LIMIT
 
 
-_abandoned = _Abandoned()
+_threads = _Threads()
 
 
 def abandoned_threads() -> int:
     """Return how many timed-out sync calls are still running in their threads."""
-    with _abandoned.lock:
-        return _abandoned.count
+    with _threads.lock:
+        return _threads.abandoned
 
 
 def set_abandoned_thread_limit(limit: int) -> int:
-    """Cap the abandoned threads (default 64); return the previous cap.
+    """Cap the threads of timed sync calls, running or abandoned (default 64); return the old cap.
 
     Raises:
         ValueError: `limit` is below 1.
 
     """
     whole_at_least("set_abandoned_thread_limit", "limit", limit, 1)
-    with _abandoned.lock:
-        previous, _abandoned.limit = _abandoned.limit, limit
+    with _threads.lock:
+        previous, _threads.limit = _threads.limit, limit
     return previous
 
 
@@ -144,9 +147,11 @@ async def _trio_timeout(
 def _run_in_thread(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], seconds: float, name: str
 ) -> Any:  # Any: what the wrapped function returns
-    with _abandoned.lock:
-        if _abandoned.count >= _abandoned.limit:
-            raise BeatTimeoutError(name, seconds) from _AtCapError(_abandoned.count)
+    with _threads.lock:
+        if _threads.held >= _threads.limit:
+            refused = _AtCapError(_threads.held, _threads.abandoned)
+            raise BeatTimeoutError(name, seconds) from refused
+        _threads.held += 1
     outcome: list[Any] = []  # Any: [True, result] or [False, exception]
     done = threading.Event()
     state = {"abandoned": False}
@@ -158,18 +163,24 @@ def _run_in_thread(
         except BaseException as error:  # noqa: BLE001 # handed to the caller, whatever it is
             outcome.extend((False, error))
         finally:
-            with _abandoned.lock:
+            with _threads.lock:
                 done.set()
+                _threads.held -= 1
                 if state["abandoned"]:
-                    _abandoned.count -= 1
+                    _threads.abandoned -= 1
 
-    thread = threading.Thread(target=target, name=f"cadence-timeout-{name}", daemon=True)
-    thread.start()
+    try:
+        thread = threading.Thread(target=target, name=f"cadence-timeout-{name}", daemon=True)
+        thread.start()
+    except BaseException:
+        with _threads.lock:
+            _threads.held -= 1
+        raise
     if not done.wait(seconds):
-        with _abandoned.lock:
+        with _threads.lock:
             if not done.is_set():
                 state["abandoned"] = True
-                _abandoned.count += 1
+                _threads.abandoned += 1
                 raise BeatTimeoutError(name, seconds)
     ok, value = outcome
     if ok:
@@ -178,10 +189,11 @@ def _run_in_thread(
 
 
 class _AtCapError(RuntimeError):
-    """The cause of a timeout refused because too many threads are abandoned already."""
+    """The cause of a call refused because timed sync calls hold every allowed thread."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, held: int, abandoned: int) -> None:
         super().__init__(
-            f"{count} timed-out sync calls are still running; new calls are refused until some "
-            "finish (see set_abandoned_thread_limit)"
+            f"timed sync calls hold {held} threads ({abandoned} of them abandoned after a "
+            "timeout), the cap; new calls are refused until some finish "
+            "(see set_abandoned_thread_limit)"
         )

@@ -9,7 +9,9 @@ interleaved, so drift hits both alike), `--rounds` times each. The tables show t
 (minimum) round, the figure least disturbed by the machine, and the median for spread; the
 overheads, ratios and target checks use the best. The garbage collector is off during a batch
 (as in `timeit`) unless `--gc` is given. Every beat is trivial (`ctx.x += 1`), so the figures are
-the framework's own cost. The script only prints; it checks nothing.
+the framework's own cost. Thread-hop figures (scenario 5, plain `def` beats) depend on OS
+scheduling and vary far more than the rest; they are there for reference. A full run takes about
+15 s per backend, `--quick` about 2 s. The script only prints; it checks nothing.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
+import cadence
 from cadence import Cadence, CadenceHooks, Context, beat
 
 # ---------------------------------------------------------------------------- contexts and beats
@@ -301,7 +305,7 @@ SECTIONS: list[tuple[str, str, list[tuple[str, str | None]]]] = [
         [("gather", None), ("task_group", None), ("sync", "task_group")],
     ),
     (
-        "4. hooks on the 10-step cadence",
+        "4. hooks on the 10-step cadence (hook rows vs the cadence without hooks)",
         "per step",
         [("hand_then", None), ("then", "hand_then"), ("then_hooks", "then"),
          ("then_reporter", "then")],
@@ -323,10 +327,11 @@ def machine_facts(backend: str) -> str:
             return "absent"
 
     impl = platform.python_implementation()
+    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
     return (
         f"python {platform.python_version()} ({impl}) | {platform.platform()} | "
-        f"{os.cpu_count()} cpus | backend {backend} | anyio {ver('anyio')} | "
-        f"trio {ver('trio')} | cadence {ver('cadence-flow')}"
+        f"{os.cpu_count()} cpus (load {load}) | backend {backend} | anyio {ver('anyio')} | "
+        f"trio {ver('trio')} | cadence {ver('cadence-flow')} from {Path(cadence.__file__).parent}"
     )
 
 
@@ -379,12 +384,14 @@ async def bench(backend: str, rounds: int, batch_ns: int, keep_gc: bool) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
-    parser.add_argument("--quick", action="store_true", help="3 rounds of ~10 ms batches")
-    parser.add_argument("--rounds", type=int, help="rounds per case (default 9, quick 3)")
+    parser.add_argument(
+        "--quick", action="store_true", help="5 rounds of ~10 ms batches: a smoke test"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds per case (default 9, quick 5)")
     parser.add_argument("--batch-ms", type=float, help="time per batch (default 100, quick 10)")
     parser.add_argument("--gc", action="store_true", help="leave the garbage collector on")
     args = parser.parse_args()
-    rounds = args.rounds or (3 if args.quick else 9)
+    rounds = args.rounds or (5 if args.quick else 9)
     batch_ms = args.batch_ms or (10.0 if args.quick else 100.0)
 
     print(machine_facts(args.backend))

@@ -10,7 +10,7 @@ import anyio
 from cadence._beat import Beat, BeatSpec, Condition, is_async_callable, resolve_beat
 from cadence._context import Context, check_context_class, copy_context
 from cadence._errors import CadenceDefinitionError, CadenceError
-from cadence._hooks import HOOK_METHODS, CadenceHooks, Reporter, ReporterHooks
+from cadence._hooks import HOOK_METHODS, CadenceHooks, Observers, Reporter, ReporterHooks
 from cadence._merge import MergeStrategy, fail_on_conflict
 from cadence._run import execute
 from cadence._steps import Child, Split, Step, Sync, Then
@@ -47,6 +47,7 @@ class Cadence(Generic[C]):
         "_error_handler",
         "_hooks",
         "_name",
+        "_observers",
         "_step_names",
         "_steps",
         "_stop_on_error",
@@ -57,6 +58,7 @@ class Cadence(Generic[C]):
     _steps: tuple[Step, ...]
     _step_names: frozenset[str]
     _hooks: tuple[object, ...]
+    _observers: Observers | None
     _error_handler: ErrorHandler[C] | None
     _stop_on_error: bool
 
@@ -72,6 +74,7 @@ class Cadence(Generic[C]):
         self._steps = ()
         self._step_names = frozenset()
         self._hooks = ()
+        self._observers = None
         self._error_handler = None
         self._stop_on_error = True
 
@@ -96,6 +99,11 @@ class Cadence(Generic[C]):
     def hooks(self) -> tuple[object, ...]:
         """The hooks attached to this cadence, reporters included, in attachment order."""
         return self._hooks
+
+    @property
+    def observers(self) -> Observers | None:
+        """The hooks as the runner walks them (`None` when there are none)."""
+        return self._observers
 
     @property
     def error_handler(self) -> ErrorHandler[C] | None:
@@ -258,9 +266,7 @@ class Cadence(Generic[C]):
                     f"cadence {self._name!r}, with_hooks: {h!r} has none of the hook methods "
                     f"({', '.join(HOOK_METHODS)})"
                 )
-        new = self._copy()
-        new._hooks = (*self._hooks, *added)
-        return new
+        return self._with_all_hooks((*self._hooks, *added))
 
     def with_reporter(self, reporter: Reporter[C]) -> Self:
         """Return a cadence that calls `reporter(beat_name, elapsed, context)` after every beat.
@@ -274,9 +280,7 @@ class Cadence(Generic[C]):
                 f"cadence {self._name!r}, with_reporter: the reporter must be callable, got "
                 f"{type(reporter).__qualname__} {reporter!r}"
             )
-        new = self._copy()
-        new._hooks = (*self._hooks, ReporterHooks(reporter))
-        return new
+        return self._with_all_hooks((*self._hooks, ReporterHooks(reporter)))
 
     # ----------------------------------------------------------------- running
 
@@ -339,6 +343,12 @@ class Cadence(Generic[C]):
         new = object.__new__(type(self))
         for slot in Cadence.__slots__:
             object.__setattr__(new, slot, object.__getattribute__(self, slot))
+        return new
+
+    def _with_all_hooks(self, hooks: tuple[object, ...]) -> Self:
+        new = self._copy()
+        new._hooks = hooks
+        new._observers = Observers([("", h) for h in hooks]) if hooks else None
         return new
 
     def _add(self, step: Step) -> Self:

@@ -285,8 +285,11 @@ def copy_context(context: T, *, share_atomics: bool) -> T:
     state = getattr(context, "__dict__", None)
     if state is None:  # slotted dataclass: fall back to the general protocol
         return _deepcopy(context, share_atomics=share_atomics)
-    memo: dict[int, Any] = {}  # Any: copy's memo type
     new = object.__new__(type(context))
+    if all(type(value) in _SCALARS for value in state.values()):
+        new.__dict__.update(state)  # nothing to deep-copy: the common case of a flat context
+        return new
+    memo: dict[int, Any] = {}  # Any: copy's memo type
     if share_atomics:
         _sharing.active = True
     try:

@@ -222,13 +222,24 @@ class ReporterHooks(CadenceHooks[C]):
         return f"reporter {self.report!r}"
 
 
+_NO_OPS = {method: getattr(CadenceHooks, method) for method in HOOK_METHODS}
+
+
+def _live(hooks: object, method: str) -> bool:
+    """Return whether `hooks` has `method` of its own (not missing, not the inherited no-op)."""
+    on_class = getattr(type(hooks), method, None)
+    if on_class is None:
+        return getattr(hooks, method, None) is not None  # set on the instance, or missing
+    return on_class is not _NO_OPS[method]
+
+
 async def _call(hooks: object, method: str, args: tuple[object, ...]) -> None:
     function = getattr(hooks, method, None)
     if function is None:
         return
     try:
         result = function(*args)
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             await result
     except Exception:
         logger.exception("hook %s.%s raised; the run goes on", type(hooks).__qualname__, method)
@@ -247,7 +258,8 @@ async def open_calls(
     """
     for entry in entries:
         prefix, hooks = entry
-        await _call(hooks, method, (prefix + name, *rest))
+        if _live(hooks, method):
+            await _call(hooks, method, (prefix + name, *rest))
         told.append(entry)
 
 
@@ -260,17 +272,20 @@ async def close_calls(
     otherwise a cancellation arriving during one call lets the others run shielded, then
     propagates.
     """
+    live = [(prefix, hooks) for prefix, hooks in entries if _live(hooks, method)]
+    if not live:
+        return
     if shield:
         with CancelScope(shield=True):
-            for prefix, hooks in entries:
+            for prefix, hooks in live:
                 await _call(hooks, method, (prefix + name, *rest))
         return
-    for index, (prefix, hooks) in enumerate(entries):
+    for index, (prefix, hooks) in enumerate(live):
         try:
             await _call(hooks, method, (prefix + name, *rest))
         except BaseException:
             with CancelScope(shield=True):
-                for later_prefix, later in entries[index + 1 :]:
+                for later_prefix, later in live[index + 1 :]:
                     await _call(later, method, (later_prefix + name, *rest))
             raise
 
@@ -278,10 +293,12 @@ async def close_calls(
 class Observers:
     """The hooks observing one run: each with the path prefix its beat names get."""
 
-    __slots__ = ("entries",)
+    __slots__ = ("announce_beats", "entries")
 
     def __init__(self, entries: Sequence[Entry]) -> None:
         self.entries = tuple(entries)
+        # Without a live before_beat, no await precedes a beat: every entry counts as told.
+        self.announce_beats = any(_live(hooks, "before_beat") for _, hooks in self.entries)
 
     def nested(self, prefix: str, own: Sequence[object]) -> Observers | None:
         """Return the observers of a child run: these, under `prefix`, plus the child's own."""
@@ -289,7 +306,9 @@ class Observers:
         entries.extend(("", hooks) for hooks in own)
         return Observers(entries) if entries else None
 
-    async def before_beat(self, path: str, context: object, told: list[Entry]) -> None:
+    async def before_beat(
+        self, path: str, context: object, told: list[Entry]
+    ) -> None:  # documented on the line below
         """Tell every observer a beat starts, adding each one told to `told`."""
         await open_calls(self.entries, "before_beat", path, (context,), told)
 

@@ -256,9 +256,18 @@ def merge_branches(
 
     """
     changes: dict[str, object] = {}
-    keys: dict[str, None] = dict.fromkeys(original)
-    for _, _, final in branches:
-        keys.update(dict.fromkeys(final))
+    # Only fields some copy holds another object in can have been written (scalars are never
+    # copied, so an untouched one is the very same object); keep the fields' declared order.
+    touched = {
+        key
+        for _, _, final in branches
+        for key, value in final.items()
+        if value is not original.get(key, _MISSING)
+    }
+    if not touched:
+        return changes
+    keys: dict[str, None] = dict.fromkeys(k for k in original if k in touched)
+    keys.update(dict.fromkeys(sorted(touched - keys.keys())))
     for key in keys:
         before = original.get(key, _MISSING)
         writes: dict[str, object] = {}

@@ -21,7 +21,7 @@ from cadence._merge import merge_branches
 from cadence._steps import Child, Split, Sync, Then
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from cadence._beat import BeatSpec
     from cadence._cadence import Cadence
@@ -34,20 +34,20 @@ C = TypeVar("C", bound=Context)
 
 async def execute(cadence: Cadence[C], context: C, outer: Observers | None) -> C:
     """Run `cadence` over `context`, observed by its own hooks and `outer` (a parent run's)."""
-    own = cadence.hooks
+    own = cadence.observers
     if outer is None:
-        observers = Observers([("", h) for h in own]) if own else None
+        observers = own
     else:
-        observers = outer.nested("", own) if own else outer
+        observers = outer.nested("", cadence.hooks) if own is not None else outer
     if observers is None:
         return await _run_steps(cadence, context, None)
-    if not own:
+    if own is None:
         return await _run_steps(cadence, context, observers)
     name = cadence.name
     told: list[Entry] = []
     start = perf_counter()
     try:
-        await open_calls([("", h) for h in own], "before_cadence", name, (context,), told)
+        await open_calls(own.entries, "before_cadence", name, (context,), told)
         start = perf_counter()
         context = await _run_steps(cadence, context, observers)
     except BaseException as exc:
@@ -68,6 +68,12 @@ async def _run_steps(cadence: Cadence[C], context: C, observers: Observers | Non
                 if observers is None and spec.is_async:
                     result = await spec.fn(context)
                     if result is not None:
+                        context = _next_context(context, result, spec.name)
+                elif observers is None and not spec.in_thread:  # a sync beat cheap enough
+                    result = spec.fn(context)
+                    if result is not None:
+                        if inspect.isawaitable(result):
+                            result = await result
                         context = _next_context(context, result, spec.name)
                 else:
                     context = await _invoke(spec, context, step.name, observers)
@@ -117,7 +123,7 @@ async def _call_beat(spec: BeatSpec, context: C) -> C:
         result = await fn(context)
     else:
         result = await anyio.to_thread.run_sync(fn, context) if spec.in_thread else fn(context)
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             result = await result
     return context if result is None else _next_context(context, result, spec.name)
 
@@ -126,11 +132,14 @@ async def _invoke(spec: BeatSpec, context: C, path: str, observers: Observers | 
     """Run one beat, telling `observers` (if any) of its start, end and failure."""
     if observers is None:
         return await _call_beat(spec, context)
-    told: list[Entry] = []
+    told: Sequence[Entry] = observers.entries
     start = perf_counter()
     try:
-        await observers.before_beat(path, context, told)
-        start = perf_counter()
+        if observers.announce_beats:
+            announced: list[Entry] = []
+            told = announced
+            await observers.before_beat(path, context, announced)
+            start = perf_counter()
         context = await _call_beat(spec, context)
     except BaseException as exc:
         await after_beat(told, path, context, perf_counter() - start, exc)
@@ -159,11 +168,17 @@ async def _run_sync(cadence_name: str, step: Sync, context: C, observers: Observ
     async with anyio.create_task_group() as group:
 
         async def run_one(index: int, spec: BeatSpec, isolated: C) -> None:
+            path = f"{step.name}.{spec.name}"
             try:
-                results[index] = await _invoke_wrapped(
-                    spec, isolated, f"{step.name}.{spec.name}", observers, cadence_name
-                )
-            except BeatError as error:
+                if observers is None and spec.is_async:
+                    result = await spec.fn(isolated)
+                    if result is not None:
+                        results[index] = _next_context(isolated, result, path)
+                else:
+                    results[index] = await _invoke(spec, isolated, path, observers)
+            except Exception as exc:  # noqa: BLE001 # each failure is kept, in declaration order
+                error = BeatError(path, cadence_name)
+                error.__cause__ = exc
                 errors.append((index, error))
                 group.cancel_scope.cancel()
 

@@ -6,15 +6,16 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar, cast, overload
+from typing import Any, Protocol, TypeAlias, TypeVar, cast, overload
 
 from cadence._context import Context
 from cadence._errors import CadenceDefinitionError
 
-__all__ = ["Beat", "BeatInfo", "Condition", "beat"]
+__all__ = ["Beat", "BeatDecorator", "BeatInfo", "Condition", "beat"]
 
 C = TypeVar("C", bound=Context)
 _F = TypeVar("_F", bound=Callable[..., object])
+_G = TypeVar("_G", bound=Callable[..., object])
 
 Beat: TypeAlias = Callable[[C], Awaitable[C | None] | C | None]
 """A beat over context `C`: it mutates the context, or returns a new one (immutable contexts)."""
@@ -41,12 +42,20 @@ class BeatInfo:
     description: str | None = None
 
 
+class BeatDecorator(Protocol):
+    """What `beat(name=...)` returns: apply it to a function to mark it as a beat."""
+
+    def __call__(self, fn: _F, /) -> _F:
+        """Mark `fn` and return it unchanged."""
+        ...
+
+
 @overload
 def beat(fn: _F, /) -> _F: ...
 @overload
 def beat(
     *, name: str | None = None, blocking: bool = True, description: str | None = None
-) -> Callable[[_F], _F]: ...
+) -> BeatDecorator: ...
 def beat(
     fn: _F | None = None,
     /,
@@ -54,7 +63,7 @@ def beat(
     name: str | None = None,
     blocking: bool = True,
     description: str | None = None,
-) -> _F | Callable[[_F], _F]:
+) -> _F | BeatDecorator:
     """Mark a function as a beat, bare (`@beat`) or called (`@beat(name=...)`).
 
     The function is returned unchanged (same object, same type); `@beat` only records
@@ -75,7 +84,7 @@ def beat(
         raise CadenceDefinitionError(f"@beat: name must be a non-empty string, got {name!r}")
     info = BeatInfo(name=name, blocking=blocking, description=description)
 
-    def mark(function: _F) -> _F:
+    def mark(function: _G) -> _G:
         if not callable(function):
             raise CadenceDefinitionError(
                 f"@beat: expected a function, got {type(function).__qualname__} {function!r}"

@@ -9,13 +9,13 @@ import inspect
 import logging
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from cadence._beat import default_name, is_async_callable
 from cadence._context import Context, ImmutableContext, is_frozen
 from cadence.resilience._checks import ExceptionFilter, exception_filter
 
-__all__ = ["fallback"]
+__all__ = ["FallbackDecorator", "fallback"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,13 +24,21 @@ logger = logging.getLogger("cadence")
 _MISSING: Any = object()  # Any: a sentinel that fits every parameter type
 
 
+class FallbackDecorator(Protocol):
+    """What `fallback(...)` returns: apply it to a function to guard it."""
+
+    def __call__(self, fn: F, /) -> F:
+        """Guard `fn` and return a function of exactly its type."""
+        ...
+
+
 def fallback(
     default: object = _MISSING,
     *,
     field: str | None = None,
     handler: Callable[[Any, Exception], object] | None = None,
     on: ExceptionFilter = Exception,
-) -> Callable[[F], F]:
+) -> FallbackDecorator:
     """Replace a failure of a sync or async function (or beat) by a value.
 
     On a failure matched by `on`, the value (`default`, or `handler(context, error)`) is written

@@ -1,0 +1,1 @@
+"""One module per construct the plugin checks."""

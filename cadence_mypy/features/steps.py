@@ -1,0 +1,143 @@
+"""Steps of a chain: beats, conditions and merges over the wrong context; duplicate names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mypy.messages import format_type
+from mypy.nodes import CallExpr, Expression, LambdaExpr, ListExpr, TupleExpr
+from mypy.subtypes import is_subtype
+from mypy.types import CallableType, Instance, Type, get_proper_type
+
+from cadence_mypy import fullnames
+from cadence_mypy.errorcodes import CADENCE_CONTEXT, CADENCE_LAMBDA, CADENCE_NAME
+from cadence_mypy.lib import cadence_name, callable_name, chain_calls, first_parameter, step_name
+
+if TYPE_CHECKING:
+    from mypy.plugin import MethodContext
+
+
+def step_hook(method: str) -> Callable[[MethodContext], Type]:
+    """Return the hook for `Cadence.<method>` (`then`, `sync`, `split` or `child`)."""
+
+    def hook(ctx: MethodContext) -> Type:
+        receiver = get_proper_type(ctx.type)
+        call = ctx.context
+        if not (
+            isinstance(receiver, Instance)
+            and receiver.type.has_base(fullnames.CADENCE)
+            and receiver.args
+            and isinstance(call, CallExpr)
+        ):
+            return ctx.default_return_type
+        _check_name(ctx, call)
+        checker = _Checker(ctx, receiver.args[0], cadence_name(call))
+        if method == "then":
+            checker.beats("beat")
+        elif method == "sync":
+            checker.beats("beats")
+        elif method == "split":
+            checker.beats("condition", what="condition")
+            checker.beats("if_true")
+            checker.beats("if_false")
+        else:
+            checker.merge()
+        return ctx.default_return_type
+
+    return hook
+
+
+def _check_name(ctx: MethodContext, call: CallExpr) -> None:
+    name = step_name(call)
+    if name is None:
+        return
+    earlier = {n.value for c in chain_calls(call)[:-1] if (n := step_name(c)) is not None}
+    if name.value in earlier:
+        where = cadence_name(call)
+        in_cadence = f' in cadence "{where}"' if where else " in this chain"
+        ctx.api.fail(
+            f'Step name "{name.value}" is used twice{in_cadence}; step names must be unique',
+            name,
+            code=CADENCE_NAME,
+        )
+
+
+class _Checker:
+    """Checks the callables given to one builder call against the cadence's context type."""
+
+    def __init__(self, ctx: MethodContext, context_type: Type, cadence: str | None) -> None:
+        self.ctx = ctx
+        self.context_type = context_type
+        self.runs_over = f'cadence "{cadence}"' if cadence else "the cadence"
+
+    def _arguments(self, formal: str) -> list[tuple[Expression, Type]]:
+        if formal not in self.ctx.callee_arg_names:
+            return []
+        index = self.ctx.callee_arg_names.index(formal)
+        return list(zip(self.ctx.args[index], self.ctx.arg_types[index], strict=True))
+
+    def beats(self, formal: str, what: str = "beat") -> None:
+        for expr, typ in self._arguments(formal):
+            items = expr.items if isinstance(expr, ListExpr | TupleExpr) else None
+            if items is None:
+                self._beat(expr, typ, what)
+            else:
+                for item in items:
+                    self._beat(item, self.ctx.api.get_expression_type(item), what)
+
+    def _beat(self, expr: Expression, typ: Type, what: str) -> None:
+        if isinstance(expr, LambdaExpr):
+            self.ctx.api.fail(
+                f"A lambda used as a {what} is named <lambda> in hooks, errors and diagrams; "
+                "give it a name with def",
+                expr,
+                code=CADENCE_LAMBDA,
+            )
+            return
+        parameter = first_parameter(typ)
+        if parameter is None or is_subtype(self.context_type, parameter):
+            return
+        options = self.ctx.api.options
+        self.ctx.api.msg.note(
+            f'{what.capitalize()} "{callable_name(expr)}" takes {format_type(parameter, options)}, '
+            f"but {self.runs_over} runs over {format_type(self.context_type, options)}",
+            expr,
+            code=CADENCE_CONTEXT,
+        )
+
+    def merge(self) -> None:
+        children = self._arguments("cadence")
+        merges = self._arguments("merge")
+        if not children or not merges:
+            return
+        child = get_proper_type(children[0][1])
+        if not (
+            isinstance(child, Instance) and child.type.has_base(fullnames.CADENCE) and child.args
+        ):
+            return
+        expected = (self.context_type, child.args[0])
+        expr, typ = merges[0]
+        signature = get_proper_type(typ)
+        if not isinstance(signature, CallableType):
+            return
+        options = self.ctx.api.options
+        wanted = f"({format_type(expected[0], options)}, {format_type(expected[1], options)})"
+        name = callable_name(expr)
+        if len(signature.arg_types) != 2 or signature.min_args > 2:
+            self.ctx.api.msg.note(
+                f'Merge "{name}" takes {len(signature.arg_types)} arguments; a merge takes two: '
+                f"merge(parent, child) {wanted}",
+                expr,
+                code=CADENCE_CONTEXT,
+            )
+            return
+        if all(is_subtype(e, p) for e, p in zip(expected, signature.arg_types, strict=True)):
+            return
+        takes = ", ".join(format_type(p, options) for p in signature.arg_types)
+        self.ctx.api.msg.note(
+            f'Merge "{name}" takes ({takes}), but this child step gives merge(parent, child) '
+            f"{wanted}",
+            expr,
+            code=CADENCE_CONTEXT,
+        )

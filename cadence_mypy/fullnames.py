@@ -1,0 +1,19 @@
+"""Fully qualified names of the cadence objects the plugin looks at."""
+
+from __future__ import annotations
+
+from typing import Final
+
+CONTEXT: Final = "cadence._context.Context"
+IMMUTABLE_CONTEXT: Final = "cadence._context.ImmutableContext"
+CADENCE: Final = "cadence._cadence.Cadence"
+BEAT: Final = "cadence._beat.beat"
+BEAT_DECORATOR: Final = "cadence._beat.BeatDecorator"
+RETRY: Final = "cadence.resilience._retry.retry"
+TIMEOUT: Final = "cadence.resilience._timeout.timeout"
+CIRCUIT_BREAKER: Final = "cadence.resilience._breaker.circuit_breaker"
+FALLBACK: Final = "cadence.resilience._fallback.fallback"
+FALLBACK_DECORATOR: Final = "cadence.resilience._fallback.FallbackDecorator"
+DATACLASS: Final = "dataclasses.dataclass"
+
+STEP_METHODS: Final = frozenset({"then", "sync", "split", "child"})

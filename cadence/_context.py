@@ -196,8 +196,10 @@ class AtomicDict(dict[K, V]):
     cadence gets its own copy of the template's dict.
     """
 
-    def __init__(self, *args: Any, **kwargs: V) -> None:  # Any: dict's constructor overloads
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, source: SupportsKeysAndGetItem[K, V] | Iterable[tuple[K, V]] = (), /, **kwargs: V
+    ) -> None:
+        super().__init__(source, **kwargs)
         self._lock = threading.RLock()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> AtomicDict[K, V]:  # Any: copy's memo type

@@ -8,6 +8,7 @@ beat, `sync` runs several in parallel on isolated copies and merges them back, `
 from __future__ import annotations
 
 from cadence._beat import Beat as Beat
+from cadence._beat import BeatDecorator as BeatDecorator
 from cadence._beat import BeatInfo as BeatInfo
 from cadence._beat import BeatSpec as BeatSpec
 from cadence._beat import Condition as Condition
@@ -51,6 +52,7 @@ __all__ = [
     "AtomicDict",
     "AtomicList",
     "Beat",
+    "BeatDecorator",
     "BeatError",
     "BeatErrorGroup",
     "BeatInfo",

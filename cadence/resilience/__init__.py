@@ -21,6 +21,7 @@ from cadence.resilience._clock import is_testing as is_testing
 from cadence.resilience._clock import set_clock as set_clock
 from cadence.resilience._clock import set_testing as set_testing
 from cadence.resilience._clock import use_clock as use_clock
+from cadence.resilience._fallback import FallbackDecorator as FallbackDecorator
 from cadence.resilience._fallback import fallback as fallback
 from cadence.resilience._retry import RetryEvent as RetryEvent
 from cadence.resilience._retry import RetryOn as RetryOn
@@ -35,6 +36,7 @@ __all__ = [
     "CircuitState",
     "CircuitStats",
     "Clock",
+    "FallbackDecorator",
     "RetryEvent",
     "RetryOn",
     "StateListener",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mypy.nodes import (
     CallExpr,
@@ -28,6 +29,11 @@ from mypy.types import (
 )
 
 from cadence_mypy import fullnames
+
+if TYPE_CHECKING:
+    from mypy.errorcodes import ErrorCode
+    from mypy.nodes import Context
+    from mypy.plugin import CheckerPluginInterface
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,11 @@ def context_info(typ: Type) -> TypeInfo | None:
 
 
 def first_parameter(typ: Type) -> Type | None:
-    """Return the type of a callable's first positional parameter, if it has one."""
+    """Return the type of a callable's first positional parameter, if it has one.
+
+    A function whose first parameter is `self` or `cls` (a method seen through its class, as a
+    decorator sees it) is looked at from its second parameter.
+    """
     proper = get_proper_type(typ)
     if isinstance(proper, Instance):  # a callable object: look at its __call__
         call = proper.type.get_method("__call__")
@@ -107,8 +117,29 @@ def first_parameter(typ: Type) -> Type | None:
             return None
         return signature.arg_types[1]
     if isinstance(proper, CallableType) and proper.arg_types:
+        if proper.arg_names[0] in {"self", "cls"} and len(proper.arg_types) > 1:
+            return proper.arg_types[1]
         return proper.arg_types[0]
     return None
+
+
+def note_unless_silenced(
+    api: CheckerPluginInterface, message: str, where: Context, *, code: ErrorCode, error: ErrorCode
+) -> None:
+    """Add a note explaining mypy's `error` at `where`, unless that error is ignored or disabled.
+
+    The note follows the error: a `# type: ignore[<error>]` on its line, or the error's code
+    disabled, silences the note too.
+    """
+    options = api.options
+    if error.code in {c.code for c in options.disabled_error_codes}:
+        return
+    errors = getattr(getattr(api, "msg", None), "errors", None)  # mypy's Errors, when reachable
+    ignored = getattr(errors, "ignored_lines", {}).get(getattr(errors, "file", None), {})
+    codes = ignored.get(where.line)
+    if codes is not None and (not codes or error.code in codes):
+        return
+    api.msg.note(message, where, code=code)
 
 
 def callable_name(expr: Expression, typ: Type | None = None) -> str:

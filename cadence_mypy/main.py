@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["CadencePlugin"]
 
 # Bumped when the plugin's checks change, so mypy's cache is not trusted across versions.
-PLUGIN_VERSION = "1"
+PLUGIN_VERSION = "2"
 
 _STEP_HOOKS = {method: step_hook(method) for method in fullnames.STEP_METHODS}
 _CONFIG_HOOKS = {name: config_hook(name) for name in RULES}

@@ -5,14 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from mypy.errorcodes import ARG_TYPE, LIST_ITEM, ErrorCode
 from mypy.messages import format_type
 from mypy.nodes import CallExpr, Expression, LambdaExpr, ListExpr, TupleExpr
 from mypy.subtypes import is_subtype
-from mypy.types import CallableType, Instance, Type, get_proper_type
+from mypy.types import CallableType, Instance, Type, get_proper_type, has_type_vars
 
 from cadence_mypy import fullnames
 from cadence_mypy.errorcodes import CADENCE_CONTEXT, CADENCE_LAMBDA, CADENCE_NAME
-from cadence_mypy.lib import cadence_name, callable_name, chain_calls, first_parameter, step_name
+from cadence_mypy.lib import (
+    cadence_name,
+    callable_name,
+    chain_calls,
+    first_parameter,
+    note_unless_silenced,
+    step_name,
+)
 
 if TYPE_CHECKING:
     from mypy.plugin import MethodContext
@@ -81,12 +89,12 @@ class _Checker:
         for expr, typ in self._arguments(formal):
             items = expr.items if isinstance(expr, ListExpr | TupleExpr) else None
             if items is None:
-                self._beat(expr, typ, what)
+                self._beat(expr, typ, what, ARG_TYPE)
             else:
                 for item in items:
-                    self._beat(item, self.ctx.api.get_expression_type(item), what)
+                    self._beat(item, self.ctx.api.get_expression_type(item), what, LIST_ITEM)
 
-    def _beat(self, expr: Expression, typ: Type, what: str) -> None:
+    def _beat(self, expr: Expression, typ: Type, what: str, error: ErrorCode) -> None:
         if isinstance(expr, LambdaExpr):
             self.ctx.api.fail(
                 f"A lambda used as a {what} is named <lambda> in hooks, errors and diagrams; "
@@ -96,14 +104,20 @@ class _Checker:
             )
             return
         parameter = first_parameter(typ)
-        if parameter is None or is_subtype(self.context_type, parameter):
+        if (
+            parameter is None
+            or has_type_vars(parameter)  # a generic beat: mypy solves it, or says why not
+            or is_subtype(self.context_type, parameter)
+        ):
             return
         options = self.ctx.api.options
-        self.ctx.api.msg.note(
+        note_unless_silenced(
+            self.ctx.api,
             f'{what.capitalize()} "{callable_name(expr)}" takes {format_type(parameter, options)}, '
             f"but {self.runs_over} runs over {format_type(self.context_type, options)}",
             expr,
             code=CADENCE_CONTEXT,
+            error=error,
         )
 
     def merge(self) -> None:
@@ -119,25 +133,33 @@ class _Checker:
         expected = (self.context_type, child.args[0])
         expr, typ = merges[0]
         signature = get_proper_type(typ)
-        if not isinstance(signature, CallableType):
+        if not isinstance(signature, CallableType) or has_type_vars(signature):
             return
         options = self.ctx.api.options
         wanted = f"({format_type(expected[0], options)}, {format_type(expected[1], options)})"
         name = callable_name(expr)
-        if len(signature.arg_types) != 2 or signature.min_args > 2:
-            self.ctx.api.msg.note(
-                f'Merge "{name}" takes {len(signature.arg_types)} arguments; a merge takes two: '
+        if not signature.min_args <= 2 <= signature.max_possible_positional_args():
+            note_unless_silenced(
+                self.ctx.api,
+                f'Merge "{name}" cannot be called with two arguments; a merge is '
                 f"merge(parent, child) {wanted}",
                 expr,
                 code=CADENCE_CONTEXT,
+                error=ARG_TYPE,
             )
             return
-        if all(is_subtype(e, p) for e, p in zip(expected, signature.arg_types, strict=True)):
+        positional = [signature.arg_types[i] for i in range(min(2, len(signature.arg_types)))]
+        star = signature.var_arg()
+        if len(positional) < 2 and star is not None:
+            positional += [star.typ] * (2 - len(positional))
+        if all(is_subtype(e, p) for e, p in zip(expected, positional, strict=True)):
             return
-        takes = ", ".join(format_type(p, options) for p in signature.arg_types)
-        self.ctx.api.msg.note(
+        takes = ", ".join(format_type(p, options) for p in positional)
+        note_unless_silenced(
+            self.ctx.api,
             f'Merge "{name}" takes ({takes}), but this child step gives merge(parent, child) '
             f"{wanted}",
             expr,
             code=CADENCE_CONTEXT,
+            error=ARG_TYPE,
         )

@@ -186,9 +186,9 @@ def step_name(call: CallExpr) -> StrExpr | None:
     return None
 
 
-def cadence_name(call: CallExpr) -> str | None:
+def cadence_name(chain: list[CallExpr]) -> str | None:
     """Return the literal name given to `Cadence(...)` at the start of a chain, if any."""
-    first = chain_calls(call)[0]
+    first = chain[0]
     callee = first.callee
     if isinstance(callee, RefExpr) and callee.fullname == fullnames.CADENCE and first.args:
         name = first.args[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,10 @@ PLUGIN_VERSION = "2"
 
 _STEP_HOOKS = {method: step_hook(method) for method in fullnames.STEP_METHODS}
 _CONFIG_HOOKS = {name: config_hook(name) for name in RULES}
+_DECORATOR_HOOKS: dict[str, Callable[[MethodContext], Type]] = {
+    f"{fullnames.FALLBACK_DECORATOR}.__call__": fallback_hook,
+    f"{fullnames.BEAT_DECORATOR}.__call__": beat_hook,
+}
 
 
 class CadencePlugin(Plugin):
@@ -43,10 +48,9 @@ class CadencePlugin(Plugin):
 
     def get_method_hook(self, fullname: str) -> Callable[[MethodContext], Type] | None:
         """Route builder calls, `with_field(s)`, and applied `fallback`/`beat` decorators."""
-        if fullname == f"{fullnames.FALLBACK_DECORATOR}.__call__":
-            return fallback_hook
-        if fullname == f"{fullnames.BEAT_DECORATOR}.__call__":
-            return beat_hook
+        decorator_hook = _DECORATOR_HOOKS.get(fullname)
+        if decorator_hook is not None:
+            return decorator_hook
         method = fullname.rpartition(".")[2]
         if method == "with_field":
             return with_field_hook
@@ -61,5 +65,9 @@ class CadencePlugin(Plugin):
         return context_class_hook
 
     def report_config_data(self, ctx: ReportConfigContext) -> Any:  # mypy's own signature
-        """Tie mypy's cache to the plugin's version."""
-        return PLUGIN_VERSION
+        """Tie mypy's cache to the plugin's version and the installed cadence's."""
+        try:
+            installed = importlib.metadata.version("cadence-flow")
+        except importlib.metadata.PackageNotFoundError:
+            installed = "unknown"
+        return f"{PLUGIN_VERSION}/{installed}"

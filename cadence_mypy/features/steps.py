@@ -39,8 +39,10 @@ def step_hook(method: str) -> Callable[[MethodContext], Type]:
             and isinstance(call, CallExpr)
         ):
             return ctx.default_return_type
-        _check_name(ctx, call)
-        checker = _Checker(ctx, receiver.args[0], cadence_name(call))
+        chain = chain_calls(call)
+        name = cadence_name(chain)
+        _check_name(ctx, chain, name)
+        checker = _Checker(ctx, receiver.args[0], name)
         if method == "then":
             checker.beats("beat")
         elif method == "sync":
@@ -56,14 +58,13 @@ def step_hook(method: str) -> Callable[[MethodContext], Type]:
     return hook
 
 
-def _check_name(ctx: MethodContext, call: CallExpr) -> None:
-    name = step_name(call)
+def _check_name(ctx: MethodContext, chain: list[CallExpr], cadence: str | None) -> None:
+    name = step_name(chain[-1])
     if name is None:
         return
-    earlier = {n.value for c in chain_calls(call)[:-1] if (n := step_name(c)) is not None}
+    earlier = {n.value for c in chain[:-1] if (n := step_name(c)) is not None}
     if name.value in earlier:
-        where = cadence_name(call)
-        in_cadence = f' in cadence "{where}"' if where else " in this chain"
+        in_cadence = f' in cadence "{cadence}"' if cadence else " in this chain"
         ctx.api.fail(
             f'Step name "{name.value}" is used twice{in_cadence}; step names must be unique',
             name,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["CadencePlugin"]
 
 # Bumped when the plugin's checks change, so mypy's cache is not trusted across versions.
-PLUGIN_VERSION = "2"
+PLUGIN_VERSION = "3"
 
 _STEP_HOOKS = {method: step_hook(method) for method in fullnames.STEP_METHODS}
 _CONFIG_HOOKS = {name: config_hook(name) for name in RULES}
@@ -65,9 +64,5 @@ class CadencePlugin(Plugin):
         return context_class_hook
 
     def report_config_data(self, ctx: ReportConfigContext) -> Any:  # mypy's own signature
-        """Tie mypy's cache to the plugin's version and the installed cadence's."""
-        try:
-            installed = importlib.metadata.version("cadence-flow")
-        except importlib.metadata.PackageNotFoundError:
-            installed = "unknown"
-        return f"{PLUGIN_VERSION}/{installed}"
+        """Tie mypy's cache to the plugin's version (a package look-up here would cost every run)."""
+        return PLUGIN_VERSION

@@ -44,11 +44,13 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _mypy(cache_dir: Path, cases: Path) -> subprocess.CompletedProcess[str]:
+def _mypy(
+    cache_dir: Path, cases: Path, config: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return _run(
         "mypy",
         "--config-file",
-        str(MYPY_CONFIG.relative_to(ROOT)),
+        str((config or MYPY_CONFIG).relative_to(ROOT)),
         "--cache-dir",
         str(cache_dir),
         str(cases.relative_to(ROOT)) if cases.is_relative_to(ROOT) else str(cases),
@@ -86,6 +88,14 @@ def test_mypy_plain(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     # An empty or unread directory must not pass: every case file is checked.
+    assert f"no issues found in {len(_case_files())} source files" in output, output
+
+
+def test_mypy_with_the_plugin_plain(tmp_path: Path) -> None:
+    # The same cases, with the plugin: its notes follow mypy's errors, so the same ignores hold.
+    result = _mypy(tmp_path / "mypy_cache", PLAIN, ROOT / "typecheck_tests" / "mypy-plugin.ini")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
     assert f"no issues found in {len(_case_files())} source files" in output, output
 
 

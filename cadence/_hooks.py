@@ -258,8 +258,7 @@ async def open_calls(
     """
     for entry in entries:
         prefix, hooks = entry
-        if _live(hooks, method):
-            await _call(hooks, method, (prefix + name, *rest))
+        await _call(hooks, method, (prefix + name, *rest))
         told.append(entry)
 
 
@@ -272,20 +271,19 @@ async def close_calls(
     otherwise a cancellation arriving during one call lets the others run shielded, then
     propagates.
     """
-    live = [(prefix, hooks) for prefix, hooks in entries if _live(hooks, method)]
-    if not live:
+    if not entries:
         return
     if shield:
         with CancelScope(shield=True):
-            for prefix, hooks in live:
+            for prefix, hooks in entries:
                 await _call(hooks, method, (prefix + name, *rest))
         return
-    for index, (prefix, hooks) in enumerate(live):
+    for index, (prefix, hooks) in enumerate(entries):
         try:
             await _call(hooks, method, (prefix + name, *rest))
         except BaseException:
             with CancelScope(shield=True):
-                for later_prefix, later in live[index + 1 :]:
+                for later_prefix, later in entries[index + 1 :]:
                     await _call(later, method, (later_prefix + name, *rest))
             raise
 
@@ -293,12 +291,14 @@ async def close_calls(
 class Observers:
     """The hooks observing one run: each with the path prefix its beat names get."""
 
-    __slots__ = ("announce_beats", "entries")
+    __slots__ = ("entries", "live")
 
     def __init__(self, entries: Sequence[Entry]) -> None:
         self.entries = tuple(entries)
-        # Without a live before_beat, no await precedes a beat: every entry counts as told.
-        self.announce_beats = any(_live(hooks, "before_beat") for _, hooks in self.entries)
+        # Which hooks have each method of their own, resolved once rather than on every beat.
+        self.live = {
+            method: tuple(e for e in self.entries if _live(e[1], method)) for method in HOOK_METHODS
+        }
 
     def nested(self, prefix: str, own: Sequence[object]) -> Observers | None:
         """Return the observers of a child run: these, under `prefix`, plus the child's own."""
@@ -306,22 +306,31 @@ class Observers:
         entries.extend(("", hooks) for hooks in own)
         return Observers(entries) if entries else None
 
-    async def before_beat(
-        self, path: str, context: object, told: list[Entry]
-    ) -> None:  # documented on the line below
-        """Tell every observer a beat starts, adding each one told to `told`."""
-        await open_calls(self.entries, "before_beat", path, (context,), told)
+    def owed(self, method: str, before: str, told: Sequence[Entry]) -> tuple[Entry, ...]:
+        """Return the entries owed a `method` call: those whose `before` call was not cut short.
 
+        An entry with a `before` method of its own is owed its `after` only if it was told
+        (a cancellation may stop the `before` calls part way).
+        """
+        live = self.live[method]
+        started = self.live[before]
+        if len(told) == len(started):
+            return live
+        missed = [e for e in started if not any(e is t for t in told)]
+        return tuple(e for e in live if not any(e is m for m in missed))
 
-async def after_beat(
-    told: Sequence[Entry],
-    path: str,
-    context: object,
-    duration: float,
-    error: BaseException | None,
-) -> None:
-    """Tell the observers in `told` a beat ended, and of its failure if it failed."""
-    cancelled = error is not None and not isinstance(error, Exception)
-    await close_calls(told, "after_beat", path, (context, duration, error), shield=cancelled)
-    if isinstance(error, Exception):
-        await close_calls(told, "on_error", path, (context, error), shield=False)
+    async def after_beat(
+        self,
+        told: Sequence[Entry],
+        path: str,
+        context: object,
+        duration: float,
+        error: BaseException | None,
+    ) -> None:
+        """Tell the observers owed it that a beat ended, and of its failure if it failed."""
+        cancelled = error is not None and not isinstance(error, Exception)
+        ended = self.owed("after_beat", "before_beat", told)
+        await close_calls(ended, "after_beat", path, (context, duration, error), shield=cancelled)
+        if isinstance(error, Exception):
+            failed = self.owed("on_error", "before_beat", told)
+            await close_calls(failed, "on_error", path, (context, error), shield=False)

@@ -16,12 +16,12 @@ import anyio.to_thread
 
 from cadence._context import Context, context_fields, copy_context, is_frozen
 from cadence._errors import BeatError, BeatErrorGroup, CadenceError
-from cadence._hooks import Entry, Observers, after_beat, close_calls, open_calls
+from cadence._hooks import Entry, Observers, close_calls, open_calls
 from cadence._merge import merge_branches
 from cadence._steps import Child, Split, Sync, Then
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
 
     from cadence._beat import BeatSpec
     from cadence._cadence import Cadence
@@ -47,16 +47,18 @@ async def execute(cadence: Cadence[C], context: C, outer: Observers | None) -> C
     told: list[Entry] = []
     start = perf_counter()
     try:
-        await open_calls(own.entries, "before_cadence", name, (context,), told)
+        await open_calls(own.live["before_cadence"], "before_cadence", name, (context,), told)
         start = perf_counter()
         context = await _run_steps(cadence, context, observers)
     except BaseException as exc:
         cancelled = not isinstance(exc, Exception)
         ended = (context, perf_counter() - start, exc)
-        await close_calls(told, "after_cadence", name, ended, shield=cancelled)
+        owed = own.owed("after_cadence", "before_cadence", told)
+        await close_calls(owed, "after_cadence", name, ended, shield=cancelled)
         raise
     finished = (context, perf_counter() - start, None)
-    await close_calls(told, "after_cadence", name, finished, shield=False)
+    owed = own.owed("after_cadence", "before_cadence", told)
+    await close_calls(owed, "after_cadence", name, finished, shield=False)
     return context
 
 
@@ -132,19 +134,18 @@ async def _invoke(spec: BeatSpec, context: C, path: str, observers: Observers | 
     """Run one beat, telling `observers` (if any) of its start, end and failure."""
     if observers is None:
         return await _call_beat(spec, context)
-    told: Sequence[Entry] = observers.entries
+    told: list[Entry] = []
     start = perf_counter()
     try:
-        if observers.announce_beats:
-            announced: list[Entry] = []
-            told = announced
-            await observers.before_beat(path, context, announced)
+        before = observers.live["before_beat"]
+        if before:
+            await open_calls(before, "before_beat", path, (context,), told)
             start = perf_counter()
         context = await _call_beat(spec, context)
     except BaseException as exc:
-        await after_beat(told, path, context, perf_counter() - start, exc)
+        await observers.after_beat(told, path, context, perf_counter() - start, exc)
         raise
-    await after_beat(told, path, context, perf_counter() - start, None)
+    await observers.after_beat(told, path, context, perf_counter() - start, None)
     return context
 
 

@@ -79,7 +79,7 @@ def context_to_dict(context: object, cadence_name: str = "") -> dict[str, object
         except UnencodableError as exc:
             where = f"cadence {cadence_name!r}: " if cadence_name else ""
             raise UnencodableError(
-                f"{where}field {name!r} of {cls.__qualname__} holds {exc}, which has no JSON "
+                f"{where}field {name!r} of {cls.__name__} holds {exc}, which has no JSON "
                 "form; annotate the field as Shared[...] to leave it out of the response, or "
                 "hold a JSON-ready value"
             ) from None
@@ -146,7 +146,7 @@ def _encode(value: object) -> object:  # noqa: PLR0911, PLR0912 # one dispatch, 
     dump = getattr(value, "model_dump", None)  # a pydantic model
     if callable(dump):
         return _encode(dump(mode="json"))
-    raise UnencodableError(f"a {kind.__qualname__}")
+    raise UnencodableError(f"a value of type {kind.__name__}")
 
 
 def _key(key: object) -> str:
@@ -157,7 +157,7 @@ def _key(key: object) -> str:
         return encoded
     if encoded is None or isinstance(encoded, bool | int | float):
         return json.dumps(encoded)
-    raise UnencodableError(f"a dict key of type {type(key).__qualname__}")
+    raise UnencodableError(f"a dict key of type {type(key).__name__}")
 
 
 def _duration(delta: dt.timedelta) -> str:

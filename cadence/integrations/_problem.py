@@ -106,7 +106,12 @@ HttpTranslator: TypeAlias = Callable[[BaseException], Problem | None]
 """The framework's own HTTP exception as a `Problem` (None for any other exception)."""
 
 
+_PHRASES = {413: "Content Too Large", 422: "Unprocessable Content"}  # RFC 9110's names
+
+
 def _phrase(status: int) -> str:
+    if status in _PHRASES:
+        return _PHRASES[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:

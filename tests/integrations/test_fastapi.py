@@ -1,0 +1,565 @@
+"""CadenceRouter through FastAPI's TestClient: routing, parameters, JSON, OpenAPI, every status."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import pytest
+from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from pydantic import BaseModel
+
+with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from fastapi.testclient import TestClient
+
+import web_apps
+from web_apps import SECRET, JobContext, OrderContext, Tier
+
+from cadence import Cadence, CircuitBreaker, MergeConflictError, beat
+from cadence.integrations import Problem
+from cadence.integrations.fastapi import CadenceRouter
+from cadence.resilience import Clock
+
+PROBLEM = "application/problem+json"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def clock(self) -> Clock:
+        return Clock(monotonic=lambda: self.now)
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+class OrderBody(BaseModel):
+    quantity: int = 1
+    tier: Tier = Tier.SILVER
+
+
+def new_job() -> JobContext:
+    return JobContext()
+
+
+def make_app(clock: FakeClock | None = None, *, debug: bool = False) -> FastAPI:
+    app = FastAPI(debug=debug)
+    router = CadenceRouter(prefix="/v1")
+
+    @router.cadence("/orders/{order_id}", web_apps.orders, tags=["orders"])
+    async def create_order(
+        order_id: str,
+        body: OrderBody,
+        customer: Annotated[str, Header(alias="x-customer")] = "",
+    ) -> OrderContext:
+        """Place an order."""
+        if body.quantity <= 0:
+            raise ValueError(f"quantity must be positive {SECRET}")
+        return OrderContext(order_id, body.quantity, customer, body.tier)
+
+    @router.cadence("/quick/{order_id}", web_apps.orders)
+    def quick_order(
+        order_id: str, quantity: Annotated[int, Query(ge=1, le=50)] = 1
+    ) -> OrderContext:
+        return OrderContext(order_id, quantity)  # a sync factory
+
+    @router.cadence("/orders/{order_id}", web_apps.orders, methods=["GET"], status_code=201)
+    async def read_order(order_id: str) -> OrderContext:
+        if order_id == "missing":
+            raise HTTPException(404, "no such order", headers={"X-Hint": "check the id"})
+        return OrderContext(order_id)
+
+    for path, cadence in [
+        ("/failing", web_apps.failing),
+        ("/slow", web_apps.slow),
+        ("/conflicting", web_apps.conflicting),
+        ("/group", web_apps.group_failing),
+        ("/nested", web_apps.nested),
+        ("/declining", web_apps.declining),
+    ]:
+        router.cadence(path, cadence, name=path.strip("/"))(new_job)
+
+    router.cadence(
+        "/declining-mapped",
+        web_apps.declining,
+        error_map={web_apps.PaymentDeclinedError: 402, MergeConflictError: 409},
+    )(new_job)
+    router.cadence(
+        "/conflicting-mapped",
+        web_apps.conflicting,
+        error_map={
+            MergeConflictError: lambda exc: Problem(
+                409, detail="try again", type="urn:example:conflict"
+            )
+        },
+    )(new_job)
+    router.cadence("/failing-debug", web_apps.failing, debug=True)(new_job)
+
+    if clock is not None:
+        breaker = CircuitBreaker("fastapi-test", 2, 30.0, clock=clock.clock())
+        router.cadence("/guarded", web_apps.guarded(breaker))(new_job)
+        first = CircuitBreaker("first", 1, 10.0, clock=clock.clock())
+        second = CircuitBreaker("second", 1, 40.0, clock=clock.clock())
+        first.open()
+        second.open()
+        router.cadence("/guarded-pair", web_apps.guarded_pair(first, second))(new_job)
+
+    app.include_router(router)
+    return app
+
+
+@pytest.fixture
+def client(anyio_backend: str, fake_clock: FakeClock) -> Iterator[TestClient]:
+    with TestClient(make_app(fake_clock), backend=anyio_backend) as test_client:
+        yield test_client
+
+
+def assert_problem(response, status: int, type_: str, cadence: str, beat: str | None) -> dict:
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    assert body["type"] == type_
+    assert body["cadence"] == cadence
+    assert body.get("beat") == beat
+    assert SECRET not in response.text
+    assert "Traceback" not in response.text
+    return body
+
+
+# --------------------------------------------------------------------------- success
+
+
+def test_route_runs_the_cadence_and_answers_the_context(client: TestClient) -> None:
+    response = client.post(
+        "/v1/orders/A-1", json={"quantity": 3, "tier": "gold"}, headers={"x-customer": "ada"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == web_apps.expected_body("A-1", 3, "ada", "gold")
+
+
+def test_sync_factory_with_query_parameters(client: TestClient) -> None:
+    response = client.post("/v1/quick/Q-7", params={"quantity": 4})
+    assert response.status_code == 200
+    assert response.json() == web_apps.expected_body("Q-7", 4)
+
+
+def test_default_method_is_post_and_a_route_may_choose_others(client: TestClient) -> None:
+    assert client.get("/v1/quick/Q-1").status_code == 405
+    response = client.get("/v1/orders/G-2")
+    assert response.status_code == 201  # the route's own status_code
+    assert response.json() == web_apps.expected_body("G-2", 1)
+
+
+def test_each_request_gets_its_own_context(client: TestClient) -> None:
+    first = client.post("/v1/orders/one", json={"quantity": 1}).json()
+    second = client.post("/v1/orders/two", json={"quantity": 2}).json()
+    assert first["events"] == ["audited one"]
+    assert second["events"] == ["audited two"]
+    assert second["tags"] == {"two": 2}
+
+
+def test_response_model_filters_and_validates_the_context(anyio_backend: str) -> None:
+    class Summary(BaseModel):
+        order_id: str
+        status: str
+
+    app = FastAPI()
+    router = CadenceRouter()
+
+    @router.cadence("/o/{order_id}", web_apps.orders, response_model=Summary)
+    async def make(order_id: str) -> OrderContext:
+        return OrderContext(order_id)
+
+    app.include_router(router)
+    with TestClient(app, backend=anyio_backend) as test_client:
+        response = test_client.post("/o/S-1")
+    assert response.status_code == 200
+    assert response.json() == {"order_id": "S-1", "status": "placed"}
+    schema = app.openapi()["paths"]["/o/{order_id}"]["post"]["responses"]["200"]
+    assert schema["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Summary"
+    }
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_request_validation_is_a_422_problem(client: TestClient) -> None:
+    response = client.post("/v1/quick/Q-1", params={"quantity": "lots"})
+    body = assert_problem(response, 422, "urn:cadence:problem:invalid-input", "orders", None)
+    assert body["title"] == "Unprocessable Content"  # RFC 9110's name
+    assert [e["loc"] for e in body["errors"]] == [["query", "quantity"]]
+    response = client.post("/v1/quick/Q-1", params={"quantity": 99})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["type"] == "less_than_equal"
+
+
+def test_factory_value_error_is_a_422_problem_without_the_message(client: TestClient) -> None:
+    response = client.post("/v1/orders/A-1", json={"quantity": 0})
+    body = assert_problem(response, 422, "urn:cadence:problem:invalid-input", "orders", None)
+    assert body["detail"] == "the input was rejected by the context factory of cadence 'orders'"
+
+
+def test_beat_failure_is_a_500_naming_cadence_and_beat(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="cadence.integrations"):
+        response = client.post("/v1/failing")
+    body = assert_problem(response, 500, "urn:cadence:problem:beat-failed", "failing", "explode")
+    assert body["title"] == "Internal Server Error"
+    assert body["detail"] == "a beat of cadence 'failing' failed"
+    # the server log carries the whole error, cause included
+    [record] = [r for r in caplog.records if r.name == "cadence.integrations"]
+    assert record.levelno == logging.ERROR
+    assert "'failing' on /v1/failing answered 500 (beat 'explode')" in record.getMessage()
+    assert record.exc_info is not None
+    error = record.exc_info[1]
+    assert isinstance(error.__cause__, RuntimeError)
+    assert SECRET in caplog.text  # in the log, never on the wire
+
+
+def test_beat_in_a_child_cadence_is_named_by_its_path(client: TestClient) -> None:
+    assert_problem(
+        client.post("/v1/nested"),
+        500,
+        "urn:cadence:problem:beat-failed",
+        "nested",
+        "payment.charge",
+    )
+
+
+def test_open_circuit_is_a_503_with_retry_after(client: TestClient, fake_clock: FakeClock) -> None:
+    for _ in range(2):  # failure_threshold=2
+        assert client.post("/v1/guarded").status_code == 500
+    fake_clock.now += 0.4  # 29.6 s left of the 30 s recovery timeout
+    response = client.post("/v1/guarded")
+    body = assert_problem(
+        response, 503, "urn:cadence:problem:circuit-open", "guarded", "call_upstream"
+    )
+    assert response.headers["retry-after"] == "30"
+    assert body["retry_after"] == 30
+    fake_clock.now += 25.0
+    assert client.post("/v1/guarded").headers["retry-after"] == "5"
+
+
+def test_timeout_is_a_504(client: TestClient) -> None:
+    assert_problem(
+        client.post("/v1/slow"), 504, "urn:cadence:problem:beat-timeout", "slow", "too_slow"
+    )
+
+
+def test_merge_conflict_is_a_500_unless_mapped(client: TestClient) -> None:
+    body = assert_problem(
+        client.post("/v1/conflicting"),
+        500,
+        "urn:cadence:problem:merge-conflict",
+        "conflicting",
+        "both",
+    )
+    assert body["detail"] == "parallel beats of cadence 'conflicting' wrote one field differently"
+    response = client.post("/v1/conflicting-mapped")
+    body = assert_problem(response, 409, "urn:example:conflict", "conflicting", "both")
+    assert body["detail"] == "try again"
+    assert body["title"] == "Conflict"
+
+
+def test_several_parallel_failures_list_each_beat(client: TestClient) -> None:
+    body = assert_problem(
+        client.post("/v1/group"), 500, "urn:cadence:problem:beat-failed", "group", "pair"
+    )
+    assert body["errors"] == [
+        {"beat": "pair.fail_a", "status": 500, "type": "urn:cadence:problem:beat-failed"},
+        {"beat": "pair.fail_b", "status": 500, "type": "urn:cadence:problem:beat-failed"},
+    ]
+
+
+def test_parallel_open_circuits_wait_for_the_longest(client: TestClient) -> None:
+    response = client.post("/v1/guarded-pair")
+    body = assert_problem(response, 503, "urn:cadence:problem:circuit-open", "guarded_pair", "both")
+    assert response.headers["retry-after"] == "40"
+    assert [e["beat"] for e in body["errors"]] == ["both.one", "both.two"]
+
+
+def test_error_map_overrides_by_type_anywhere_in_the_cause_chain(client: TestClient) -> None:
+    assert_problem(
+        client.post("/v1/declining"), 500, "urn:cadence:problem:beat-failed", "declining", "decline"
+    )
+    response = client.post("/v1/declining-mapped")
+    body = assert_problem(response, 402, "about:blank", "declining", "decline")
+    assert body["title"] == "Payment Required"
+
+
+def test_http_exception_from_the_factory_is_a_problem(client: TestClient) -> None:
+    response = client.get("/v1/orders/missing")
+    body = assert_problem(response, 404, "about:blank", "orders", None)
+    assert body["detail"] == "no such order"
+    assert response.headers["x-hint"] == "check the id"
+
+
+def test_http_exception_from_a_beat_is_a_problem(anyio_backend: str) -> None:
+    @beat
+    async def lookup(ctx: JobContext) -> None:
+        raise HTTPException(410, "order archived")
+
+    app = FastAPI()
+    router = CadenceRouter()
+    router.cadence("/x", Cadence[JobContext]("archive").then("lookup", lookup))(new_job)
+    app.include_router(router)
+    with TestClient(app, backend=anyio_backend) as test_client:
+        body = assert_problem(test_client.post("/x"), 410, "about:blank", "archive", "lookup")
+    assert body["detail"] == "order archived"
+
+
+def test_debug_puts_the_exception_and_traceback_in_the_body(
+    client: TestClient, anyio_backend: str
+) -> None:
+    response = client.post("/v1/failing-debug")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["exception"] == [
+        "BeatError: beat 'explode' of cadence 'failing' failed",
+        f"RuntimeError: connection refused, password={SECRET}",
+    ]
+    assert "Traceback (most recent call last)" in body["traceback"]
+    # without debug=..., the app's own flag decides
+    with TestClient(make_app(debug=True), backend=anyio_backend) as debug_client:
+        body = debug_client.post("/v1/failing").json()
+        assert SECRET in body["exception"][1]
+        validation = debug_client.post("/v1/orders/A", json={"quantity": 0}).json()
+        assert validation["exception"] == [f"ValueError: quantity must be positive {SECRET}"]
+
+
+def test_unmapped_factory_errors_go_to_the_app_handlers(anyio_backend: str) -> None:
+    class NotFoundError(Exception):
+        pass
+
+    app = FastAPI()
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: object, exc: NotFoundError):
+        from fastapi.responses import JSONResponse
+
+        return JSONResponse({"missing": True}, status_code=404)
+
+    router = CadenceRouter()
+
+    @router.cadence("/x", web_apps.orders)
+    async def make() -> OrderContext:
+        raise NotFoundError
+
+    app.include_router(router)
+    with TestClient(app, backend=anyio_backend) as test_client:
+        response = test_client.post("/x")
+    assert response.status_code == 404
+    assert response.json() == {"missing": True}
+
+
+def test_a_factory_returning_no_context_is_a_server_error(anyio_backend: str) -> None:
+    app = FastAPI()
+    router = CadenceRouter()
+
+    @router.cadence("/x", web_apps.orders)
+    async def make() -> OrderContext:
+        return {"order_id": "x"}  # type: ignore[return-value]
+
+    app.include_router(router)
+    with TestClient(app, backend=anyio_backend, raise_server_exceptions=True) as test_client:
+        with pytest.raises(TypeError, match=r"cadence 'orders' on /x: the context factory .*make"):
+            test_client.post("/x")
+
+
+# --------------------------------------------------------------------------- shared fields
+
+
+@dataclass
+class Session:
+    log: list[str]
+    closed: bool = False
+
+    def query(self, what: str) -> str:
+        assert not self.closed, "the session was closed before the cadence finished"
+        self.log.append(f"query {what}")
+        return what.upper()
+
+
+def test_a_depends_session_in_a_shared_field_is_cleaned_up_after_the_cadence(
+    anyio_backend: str,
+) -> None:
+    shared = pytest.importorskip("cadence").__dict__.get("Shared")
+    if shared is None:
+        pytest.skip("Shared[T] has not landed in the core yet")
+    log: list[str] = []
+
+    @dataclass
+    class SessionContext(web_apps.Context):
+        name: str
+        session: shared[Session]  # type: ignore[valid-type]
+        answer: str = ""
+
+    @beat
+    async def ask(ctx: SessionContext) -> None:
+        ctx.answer = ctx.session.query(ctx.name)
+
+    async def get_session() -> AsyncIterator[Session]:
+        session = Session(log)
+        log.append("open")
+        yield session
+        session.closed = True
+        log.append("close")
+
+    app = FastAPI()
+    router = CadenceRouter()
+
+    @router.cadence("/ask/{name}", Cadence[SessionContext]("ask").then("ask", ask))
+    async def make(name: str, session: Annotated[Session, Depends(get_session)]) -> SessionContext:
+        return SessionContext(name, session)
+
+    app.include_router(router)
+    with TestClient(app, backend=anyio_backend) as test_client:
+        response = test_client.post("/ask/ada")
+    assert response.status_code == 200
+    assert response.json() == {"name": "ada", "answer": "ADA"}
+    assert log == ["open", "query ada", "close"]
+    schema = app.openapi()["components"]["schemas"]["SessionContext"]
+    assert set(schema["properties"]) == {"name", "answer"}
+
+
+def current_customer(x_customer: Annotated[str, Header()] = "guest") -> str:
+    return x_customer.title()
+
+
+def test_a_depends_value_reaches_the_factory(anyio_backend: str) -> None:
+    app = FastAPI()
+    router = CadenceRouter()
+
+    @router.cadence("/o/{order_id}", web_apps.orders)
+    async def make(
+        order_id: str, customer: Annotated[str, Depends(current_customer)]
+    ) -> OrderContext:
+        return OrderContext(order_id, customer=customer)
+
+    app.include_router(router)
+    with TestClient(app, backend=anyio_backend) as test_client:
+        response = test_client.post("/o/D-1", headers={"x-customer": "grace"})
+    assert response.json() == web_apps.expected_body("D-1", 1, "Grace")
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+
+def test_openapi_shows_the_context_and_the_problem_responses() -> None:
+    app = make_app(FakeClock())
+    document = app.openapi()
+    operation = document["paths"]["/v1/orders/{order_id}"]["post"]
+    assert operation["summary"] == "Create Order"
+    assert operation["description"] == "Place an order."
+    assert operation["tags"] == ["orders"]
+    params = {p["name"]: p["in"] for p in operation["parameters"]}
+    assert params == {"order_id": "path", "x-customer": "header"}
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/OrderBody"
+    }
+    responses = operation["responses"]
+    assert responses["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/OrderContext"
+    }
+    assert set(responses) == {"200", "422", "500", "503", "504"}
+    for status in ("422", "500", "503", "504"):
+        problem = responses[status]["content"][PROBLEM]["schema"]
+        assert problem["required"] == ["type", "title", "status"]
+        assert {"cadence", "beat", "detail"} <= set(problem["properties"])
+    assert responses["503"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+
+    schemas = document["components"]["schemas"]
+    context = schemas["OrderContext"]
+    assert context["description"] == "An order being placed."
+    props = context["properties"]
+    assert list(props) == list(web_apps.expected_body("x", 1))
+    assert props["events"] == {"items": {"type": "string"}, "type": "array", "title": "Events"}
+    assert props["tags"]["additionalProperties"] == {"type": "integer"}
+    assert props["lines"]["items"] == {"$ref": "#/components/schemas/Line"}
+    assert props["tier"] == {"$ref": "#/components/schemas/Tier"}
+    assert {"type": "string", "format": "date-time"} in props["placed_at"]["anyOf"]
+    assert props["wait"]["format"] == "duration"
+    assert {"type": "string", "format": "uuid"} in props["reference"]["anyOf"]
+    assert schemas["Line"]["properties"]["price"]["type"] == "string"  # decimals answer strings
+    assert context["required"] == list(props)
+
+
+class Opaque:
+    """A value with neither a JSON form nor a pydantic schema."""
+
+
+@dataclass
+class OpaqueContext(web_apps.Context):
+    name: str = ""
+    handle: Opaque = field(default_factory=Opaque)
+
+
+def new_opaque() -> OpaqueContext:
+    return OpaqueContext()
+
+
+def opaque_app() -> FastAPI:
+    app = FastAPI()
+    router = CadenceRouter()
+    cadence = Cadence[OpaqueContext]("opaque").then("noop", lambda ctx: None)
+    router.cadence("/x", cadence)(new_opaque)
+    app.include_router(router)
+    return app
+
+
+def test_a_context_pydantic_cannot_describe_still_documents_its_fields() -> None:
+    schema = opaque_app().openapi()["components"]["schemas"]["OpaqueContext"]
+    assert set(schema["properties"]) == {"name", "handle"}
+    assert schema["properties"]["handle"] == {"title": "Handle"}  # any value
+
+
+def test_an_unencodable_field_fails_naming_the_field(anyio_backend: str) -> None:
+    with (
+        TestClient(opaque_app(), backend=anyio_backend) as test_client,
+        pytest.raises(
+            TypeError,
+            match=r"cadence 'opaque': field 'handle' of OpaqueContext holds a value of type "
+            r"Opaque, which has no JSON form; annotate the field as Shared\[\.\.\.\]",
+        ),
+    ):
+        test_client.post("/x")
+
+
+def test_missing_extra_raises_an_import_error_with_the_install_hint() -> None:
+    for module, extra in [("fastapi", "fastapi"), ("flask", "flask")]:
+        program = (
+            f"import sys; sys.modules[{module!r}] = None\n"
+            "try:\n"
+            f"    import cadence.integrations.{module}\n"
+            "except ImportError as exc:\n"
+            "    print(exc)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", program], capture_output=True, text=True, check=True
+        ).stdout
+        assert f"pip install 'cadence-flow[{extra}]'" in out
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, cadence, cadence.integrations; "
+            "print(sorted(m for m in ('fastapi', 'flask', 'pydantic', 'starlette') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == "[]"

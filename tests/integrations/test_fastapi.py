@@ -12,6 +12,7 @@ from typing import Annotated
 
 import pytest
 from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works
@@ -348,8 +349,6 @@ def test_unmapped_factory_errors_go_to_the_app_handlers(anyio_backend: str) -> N
 
     @app.exception_handler(NotFoundError)
     async def not_found(request: object, exc: NotFoundError):
-        from fastapi.responses import JSONResponse
-
         return JSONResponse({"missing": True}, status_code=404)
 
     router = CadenceRouter()
@@ -374,9 +373,11 @@ def test_a_factory_returning_no_context_is_a_server_error(anyio_backend: str) ->
         return {"order_id": "x"}  # type: ignore[return-value]
 
     app.include_router(router)
-    with TestClient(app, backend=anyio_backend, raise_server_exceptions=True) as test_client:
-        with pytest.raises(TypeError, match=r"cadence 'orders' on /x: the context factory .*make"):
-            test_client.post("/x")
+    with (
+        TestClient(app, backend=anyio_backend) as test_client,
+        pytest.raises(TypeError, match=r"cadence 'orders' on /x: the context factory .*make"),
+    ):
+        test_client.post("/x")
 
 
 # --------------------------------------------------------------------------- shared fields
@@ -556,7 +557,8 @@ def test_missing_extra_raises_an_import_error_with_the_install_hint() -> None:
             sys.executable,
             "-c",
             "import sys, cadence, cadence.integrations; "
-            "print(sorted(m for m in ('fastapi', 'flask', 'pydantic', 'starlette') if m in sys.modules))",
+            "print(sorted(m for m in ('fastapi', 'flask', 'pydantic', 'starlette') "
+            "if m in sys.modules))",
         ],
         capture_output=True,
         text=True,

@@ -22,7 +22,7 @@ from cadence import (
 
 EPOCH = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 NAMESPACE = uuid.UUID("12345678-1234-5678-1234-567812345678")
-SECRET = "secret-db-password-4711"
+SECRET = "secret-db-password-4711"  # noqa: S105 # a marker that must never reach a client
 
 
 class Tier(enum.Enum):

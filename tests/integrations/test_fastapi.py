@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 import pytest
-from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -20,102 +20,12 @@ with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works
     from fastapi.testclient import TestClient
 
 import web_apps
-from web_apps import SECRET, JobContext, OrderContext, Tier
+from fastapi_apps import FakeClock, make_app, new_job
+from web_apps import SECRET, JobContext, OrderContext
 
-from cadence import Cadence, CircuitBreaker, MergeConflictError, beat
-from cadence.integrations import Problem
+from cadence import Cadence, beat
+from cadence.integrations import PROBLEM_MEDIA_TYPE as PROBLEM
 from cadence.integrations.fastapi import CadenceRouter
-from cadence.resilience import Clock
-
-PROBLEM = "application/problem+json"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def clock(self) -> Clock:
-        return Clock(monotonic=lambda: self.now)
-
-
-@pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock()
-
-
-class OrderBody(BaseModel):
-    quantity: int = 1
-    tier: Tier = Tier.SILVER
-
-
-def new_job() -> JobContext:
-    return JobContext()
-
-
-def make_app(clock: FakeClock | None = None, *, debug: bool = False) -> FastAPI:
-    app = FastAPI(debug=debug)
-    router = CadenceRouter(prefix="/v1")
-
-    @router.cadence("/orders/{order_id}", web_apps.orders, tags=["orders"])
-    async def create_order(
-        order_id: str,
-        body: OrderBody,
-        customer: Annotated[str, Header(alias="x-customer")] = "",
-    ) -> OrderContext:
-        """Place an order."""
-        if body.quantity <= 0:
-            raise ValueError(f"quantity must be positive {SECRET}")
-        return OrderContext(order_id, body.quantity, customer, body.tier)
-
-    @router.cadence("/quick/{order_id}", web_apps.orders)
-    def quick_order(
-        order_id: str, quantity: Annotated[int, Query(ge=1, le=50)] = 1
-    ) -> OrderContext:
-        return OrderContext(order_id, quantity)  # a sync factory
-
-    @router.cadence("/orders/{order_id}", web_apps.orders, methods=["GET"], status_code=201)
-    async def read_order(order_id: str) -> OrderContext:
-        if order_id == "missing":
-            raise HTTPException(404, "no such order", headers={"X-Hint": "check the id"})
-        return OrderContext(order_id)
-
-    for path, cadence in [
-        ("/failing", web_apps.failing),
-        ("/slow", web_apps.slow),
-        ("/conflicting", web_apps.conflicting),
-        ("/group", web_apps.group_failing),
-        ("/nested", web_apps.nested),
-        ("/declining", web_apps.declining),
-    ]:
-        router.cadence(path, cadence, name=path.strip("/"))(new_job)
-
-    router.cadence(
-        "/declining-mapped",
-        web_apps.declining,
-        error_map={web_apps.PaymentDeclinedError: 402, MergeConflictError: 409},
-    )(new_job)
-    router.cadence(
-        "/conflicting-mapped",
-        web_apps.conflicting,
-        error_map={
-            MergeConflictError: lambda exc: Problem(
-                409, detail="try again", type="urn:example:conflict"
-            )
-        },
-    )(new_job)
-    router.cadence("/failing-debug", web_apps.failing, debug=True)(new_job)
-
-    if clock is not None:
-        breaker = CircuitBreaker("fastapi-test", 2, 30.0, clock=clock.clock())
-        router.cadence("/guarded", web_apps.guarded(breaker))(new_job)
-        first = CircuitBreaker("first", 1, 10.0, clock=clock.clock())
-        second = CircuitBreaker("second", 1, 40.0, clock=clock.clock())
-        first.open()
-        second.open()
-        router.cadence("/guarded-pair", web_apps.guarded_pair(first, second))(new_job)
-
-    app.include_router(router)
-    return app
 
 
 @pytest.fixture
@@ -565,3 +475,8 @@ def test_missing_extra_raises_an_import_error_with_the_install_hint() -> None:
         check=True,
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()

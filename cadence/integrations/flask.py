@@ -20,7 +20,7 @@ on the one loop that made them. See docs/design.md, "Web integrations", for why.
 from __future__ import annotations
 
 try:
-    from flask import Blueprint, Response, current_app
+    from flask import Blueprint, Response, current_app, request
 except ImportError as _missing:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
         "cadence.integrations.flask needs Flask; install it with pip install 'cadence-flow[flask]'"
@@ -140,7 +140,7 @@ def _view(  # noqa: PLR0917 # the route's settings, passed once at registration
             )
             if problem is None:
                 raise
-            log_problem(problem, exc, cadence_name, rule)
+            log_problem(problem, exc, cadence_name, _route(rule))
             return _problem_response(problem)
         if not isinstance(context, Context):
             raise TypeError(
@@ -154,7 +154,7 @@ def _view(  # noqa: PLR0917 # the route's settings, passed once at registration
             problem = problem_for(
                 exc, cadence_name, error_map=error_map, http=_http_problem, debug=show
             )
-            log_problem(problem, exc, cadence_name, rule)
+            log_problem(problem, exc, cadence_name, _route(rule))
             return _problem_response(problem)
         return current_app.response_class(
             dumps(result, cadence_name), status=status_code, mimetype="application/json"
@@ -165,6 +165,11 @@ def _view(  # noqa: PLR0917 # the route's settings, passed once at registration
     view.__doc__ = getattr(factory, "__doc__", None)
     view.__module__ = getattr(factory, "__module__", __name__)
     return view
+
+
+def _route(rule: str) -> str:
+    url_rule = request.url_rule
+    return url_rule.rule if url_rule is not None else rule
 
 
 # --------------------------------------------------------------------------- the portal

@@ -26,6 +26,8 @@ except ImportError as _missing:  # pragma: no cover - exercised in a subprocess
         "pip install 'cadence-flow[fastapi]'"
     ) from _missing
 
+import asyncio
+import contextvars
 import dataclasses
 import functools
 import inspect
@@ -66,7 +68,11 @@ FactoryT = TypeVar("FactoryT", bound=Callable[..., Any])  # Any: a factory's own
 
 logger = logging.getLogger("cadence.integrations")
 
-_REQUEST_PARAMETER = "cadence_request__"
+# The route's handler puts the request here for the endpoint: cheaper than a `Request` parameter
+# FastAPI would resolve on every call, and it keeps the factory's signature as written.
+_current_request: contextvars.ContextVar[Request] = contextvars.ContextVar("cadence_request")
+# A run that is still going after this many seconds gets a watcher for client disconnects.
+_WATCH_AFTER = 0.02
 _ROUTE_ATTRIBUTE = "__cadence_route__"
 
 
@@ -121,6 +127,7 @@ class CadenceRoute(APIRoute):
             return handler
 
         async def app(request: Request) -> Response:
+            token = _current_request.set(request)
             try:
                 return await handler(request)
             except RequestValidationError as exc:
@@ -136,6 +143,8 @@ class CadenceRoute(APIRoute):
                 )
                 log_problem(problem, exc, settings.cadence_name, settings.path)
                 return _problem_response(problem)
+            finally:
+                _current_request.reset(token)
 
         return app
 
@@ -222,7 +231,7 @@ def _endpoint(
     route = settings.path
 
     async def endpoint(**values: Any) -> object:  # Any: the factory's parameters
-        request: Request = values.pop(_REQUEST_PARAMETER)
+        request = _current_request.get()
         try:
             if is_async:
                 context = await factory(**values)
@@ -266,17 +275,8 @@ def _endpoint(
             return context_to_dict(outcome, cadence_name)  # FastAPI checks it against the model
         return Response(dumps(outcome, cadence_name), status_code, media_type="application/json")
 
-    parameters = list(signature.parameters.values())
-    extra = inspect.Parameter(
-        _REQUEST_PARAMETER, inspect.Parameter.KEYWORD_ONLY, annotation=Request
-    )
-    at = next(
-        (i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD),
-        len(parameters),
-    )
-    parameters.insert(at, extra)
     endpoint.__signature__ = signature.replace(  # type: ignore[attr-defined] # FastAPI reads the factory's parameters from here
-        parameters=parameters, return_annotation=inspect.Signature.empty
+        return_annotation=inspect.Signature.empty
     )
     for attribute in ("__name__", "__qualname__", "__doc__", "__module__"):
         if hasattr(factory, attribute):
@@ -295,7 +295,40 @@ _DISCONNECTED = _Disconnected()
 async def _run_watched(
     cadence: Cadence[C], context: C, request: Request
 ) -> C | CadenceError | _Disconnected:
-    """Run `cadence` on `context`; cancel it if the client disconnects first."""
+    """Run `cadence` on `context`; cancel the run if the client disconnects first.
+
+    A watcher reads the request's `receive` channel until `http.disconnect` (the body is read
+    already) and then cancels the run's scope. On asyncio the watcher is a plain task, started
+    only once the run has taken `_WATCH_AFTER` seconds: a short run finishes before a
+    disconnect could save anything, and a watcher task per request (an anyio task group even
+    more) costs a tenth of a small route's time. Other backends use a task group at once.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio (trio)
+        return await _run_in_group(cadence, context, request)
+    outcome: C | CadenceError | _Disconnected = _DISCONNECTED
+    watchers: list[asyncio.Task[None]] = []
+    with anyio.CancelScope() as scope:
+
+        def watch() -> None:
+            watchers.append(loop.create_task(_watch_disconnect(request, scope)))
+
+        timer = loop.call_later(_WATCH_AFTER, watch)
+        try:
+            outcome = await cadence.run(context)
+        except CadenceError as exc:
+            outcome = exc
+        finally:
+            timer.cancel()
+            for watcher in watchers:
+                watcher.cancel()
+    return outcome
+
+
+async def _run_in_group(
+    cadence: Cadence[C], context: C, request: Request
+) -> C | CadenceError | _Disconnected:
     outcome: C | CadenceError | _Disconnected = _DISCONNECTED
     failure: Exception | None = None
     async with anyio.create_task_group() as group:
@@ -314,11 +347,14 @@ async def _run_watched(
 
 async def _watch_disconnect(request: Request, scope: anyio.CancelScope) -> None:
     receive = request.receive
-    while True:
-        message = await receive()
-        if message.get("type") == "http.disconnect":
-            scope.cancel()
-            return
+    try:
+        while True:
+            message = await receive()
+            if message.get("type") == "http.disconnect":
+                scope.cancel()
+                return
+    except Exception:  # noqa: BLE001 # a broken channel means no disconnect to report
+        return
 
 
 # --------------------------------------------------------------------------- signatures

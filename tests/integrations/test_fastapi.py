@@ -480,3 +480,47 @@ def test_missing_extra_raises_an_import_error_with_the_install_hint() -> None:
 @pytest.fixture
 def fake_clock() -> FakeClock:
     return FakeClock()
+
+
+session_log: list[str] = []
+
+
+async def get_session() -> AsyncIterator[str]:
+    session_log.append("open")
+    yield "session-1"
+    session_log.append("close")
+
+
+def test_a_yield_dependency_cleans_up_after_the_cadence(anyio_backend: str) -> None:
+    log = session_log
+    log.clear()
+
+    @beat
+    async def work(ctx: JobContext) -> None:
+        log.append(f"beat with {ctx.job}")
+
+    app = FastAPI()
+    router = CadenceRouter()
+
+    @router.cadence("/work", Cadence[JobContext]("work").then("work", work))
+    async def make(session: Annotated[str, Depends(get_session)]) -> JobContext:
+        return JobContext(job=session)
+
+    app.include_router(router)
+    with TestClient(app, backend=anyio_backend) as test_client:
+        assert test_client.post("/work").json() == {"job": "session-1", "status": "new"}
+    assert log == ["open", "beat with session-1", "close"]
+
+
+def test_response_model_none_documents_no_schema(anyio_backend: str) -> None:
+    app = FastAPI()
+    router = CadenceRouter()
+    router.cadence("/x", web_apps.failing, response_model=None, name="x")(new_job)
+    router.cadence("/ok", Cadence[JobContext]("ok").then("ok", web_apps.ok), response_model=None)(
+        new_job
+    )
+    app.include_router(router)
+    responses = app.openapi()["paths"]["/ok"]["post"]["responses"]
+    assert responses["200"]["content"]["application/json"]["schema"] == {}  # any JSON
+    with TestClient(app, backend=anyio_backend) as test_client:
+        assert test_client.post("/ok").json() == {"job": "job", "status": "done"}

@@ -32,7 +32,6 @@ from cadence.integrations import Problem, UnencodableError, context_to_dict, pro
 from cadence.integrations._json import dumps
 from cadence.integrations._problem import beat_path, factory_problem
 
-
 IDENT = uuid.UUID(int=2)
 PATH = PurePosixPath("/srv/x")
 

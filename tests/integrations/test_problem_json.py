@@ -87,7 +87,11 @@ class Everything(Context):
 
 
 def test_every_supported_value_has_its_json_form() -> None:
-    assert context_to_dict(Everything()) == {
+    answered = context_to_dict(Everything())
+    mixed = answered.pop("mixed")  # items that do not sort keep the set's own order
+    assert isinstance(mixed, list)
+    assert sorted(mixed, key=str) == [1, "a"]
+    assert answered == {
         "text": "é",
         "number": 7,
         "flag": True,
@@ -97,7 +101,6 @@ def test_every_supported_value_has_its_json_form() -> None:
         "inf": None,
         "items": [1, 2],
         "letters": ["a", "b"],
-        "mixed": [1, "a"] if context_to_dict(Everything())["mixed"][0] == 1 else ["a", 1],
         "by_color": {"red": 1},
         "by_number": {"1": "one"},
         "by_id": {str(uuid.UUID(int=1)): "first"},

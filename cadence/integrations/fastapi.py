@@ -117,7 +117,7 @@ def _problem_response(problem: Problem) -> Response:
 
 
 class CadenceRoute(APIRoute):
-    """An `APIRoute` whose request-validation errors answer 422 problem details."""
+    """An `APIRoute` whose validation errors (and dependencies' HTTP errors) answer problems."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """Return FastAPI's handler, with validation failures turned into problem details."""
@@ -141,6 +141,12 @@ class CadenceRoute(APIRoute):
                         "errors": jsonable_encoder(exc.errors()),
                     },
                 )
+                log_problem(problem, exc, settings.cadence_name, settings.path)
+                return _problem_response(problem)
+            except StarletteHTTPException as exc:  # from a dependency (auth, lookups, ...)
+                problem = factory_problem(exc, settings.cadence_name, http=_http_problem)
+                if problem is None:  # pragma: no cover - every HTTPException maps
+                    raise
                 log_problem(problem, exc, settings.cadence_name, settings.path)
                 return _problem_response(problem)
             finally:

@@ -551,3 +551,27 @@ def test_response_model_none_documents_no_schema(anyio_backend: str) -> None:
     assert responses["200"]["content"]["application/json"]["schema"] == {}  # any JSON
     with TestClient(app, backend=anyio_backend) as test_client:
         assert test_client.post("/ok").json() == {"job": "job", "status": "done"}
+
+
+def require_token(authorization: Annotated[str, Header()] = "") -> str:
+    if authorization != "Bearer good":
+        raise HTTPException(401, "a bearer token is needed", {"WWW-Authenticate": "Bearer"})
+    return "ada"
+
+
+def test_an_http_error_of_a_dependency_is_a_problem(anyio_backend: str) -> None:
+    app = FastAPI()
+    router = CadenceRouter()
+
+    @router.cadence("/o/{order_id}", web_apps.orders, dependencies=[Depends(require_token)])
+    async def make(order_id: str) -> OrderContext:
+        return OrderContext(order_id)
+
+    app.include_router(router)
+    with TestClient(app, backend=anyio_backend) as test_client:
+        refused = test_client.post("/o/A")
+        allowed = test_client.post("/o/A", headers={"authorization": "Bearer good"})
+    body = assert_problem(refused, 401, "about:blank", "orders", None)
+    assert body["detail"] == "a bearer token is needed"
+    assert refused.headers["www-authenticate"] == "Bearer"
+    assert allowed.json() == web_apps.expected_body("A", 1)

@@ -144,11 +144,11 @@ class CadenceRoute(APIRoute):
                 log_problem(problem, exc, settings.cadence_name, settings.path)
                 return _problem_response(problem)
             except StarletteHTTPException as exc:  # from a dependency (auth, lookups, ...)
-                problem = factory_problem(exc, settings.cadence_name, http=_http_problem)
-                if problem is None:  # pragma: no cover - every HTTPException maps
+                answer = factory_problem(exc, settings.cadence_name, http=_http_problem)
+                if answer is None:  # pragma: no cover - every HTTPException maps
                     raise
-                log_problem(problem, exc, settings.cadence_name, settings.path)
-                return _problem_response(problem)
+                log_problem(answer, exc, settings.cadence_name, settings.path)
+                return _problem_response(answer)
             finally:
                 _current_request.reset(token)
 

@@ -48,6 +48,7 @@ __all__ = [
     "log_problem",
     "problem_for",
     "problem_schema",
+    "server_problem",
 ]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -294,6 +295,23 @@ def factory_problem(
     if debug:
         extensions.update(_debug_members(error))
     return replace(problem, extensions=extensions)
+
+
+def server_problem(error: BaseException, cadence_name: str, *, debug: bool = False) -> Problem:
+    """Return the 500 problem for a defect of the route itself, not of a beat.
+
+    A factory that returned no context, or a context field with no JSON form: the body says only
+    that the route failed; the log names what went wrong.
+    """
+    extensions: dict[str, object] = {"cadence": cadence_name}
+    if debug:
+        extensions.update(_debug_members(error))
+    return Problem(
+        500,
+        detail=f"cadence {cadence_name!r} could not answer this request",
+        type=f"{_TYPE}route-failed",
+        extensions=extensions,
+    )
 
 
 def log_problem(problem: Problem, error: BaseException, cadence_name: str, route: str) -> None:

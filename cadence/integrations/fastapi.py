@@ -50,7 +50,7 @@ from starlette.responses import Response
 from cadence._cadence import Cadence
 from cadence._context import AtomicDict, AtomicList, Context
 from cadence._errors import CadenceError
-from cadence.integrations._json import context_to_dict, dumps, json_fields
+from cadence.integrations._json import UnencodableError, context_to_dict, dumps, json_fields
 from cadence.integrations._problem import (
     PROBLEM_MEDIA_TYPE,
     ErrorMap,
@@ -59,6 +59,7 @@ from cadence.integrations._problem import (
     log_problem,
     problem_for,
     problem_schema,
+    server_problem,
 )
 
 __all__ = ["CadenceRoute", "CadenceRouter", "context_schema"]
@@ -104,6 +105,12 @@ def _is_debug(settings: _RouteSettings, request: Request) -> bool:
     if settings.debug is not None:
         return settings.debug
     return bool(getattr(request.app, "debug", False))
+
+
+def _server_error(error: Exception, settings: _RouteSettings, request: Request) -> Response:
+    problem = server_problem(error, settings.cadence_name, debug=_is_debug(settings, request))
+    log_problem(problem, error, settings.cadence_name, settings.path)
+    return _problem_response(problem)
 
 
 def _problem_response(problem: Problem) -> Response:
@@ -236,7 +243,7 @@ def _endpoint(
     cadence_name = cadence.name
     route = settings.path
 
-    async def endpoint(**values: Any) -> object:  # Any: the factory's parameters
+    async def endpoint(**values: Any) -> object:  # noqa: PLR0911 # Any: the factory's parameters
         request = _current_request.get()
         try:
             if is_async:
@@ -256,11 +263,12 @@ def _endpoint(
             log_problem(problem, exc, cadence_name, route)
             return _problem_response(problem)
         if not isinstance(context, Context):
-            raise TypeError(
+            wrong = TypeError(
                 f"cadence {cadence_name!r} on {route}: the context factory "
                 f"{getattr(factory, '__qualname__', factory)!r} returned "
                 f"{type(context).__qualname__}; it must return the cadence's Context"
             )
+            return _server_error(wrong, settings, request)
         outcome = await _run_watched(cadence, cast("C", context), request)
         if isinstance(outcome, _Disconnected):
             logger.info(
@@ -277,9 +285,13 @@ def _endpoint(
             )
             log_problem(problem, outcome, cadence_name, route)
             return _problem_response(problem)
-        if validate:
-            return context_to_dict(outcome, cadence_name)  # FastAPI checks it against the model
-        return Response(dumps(outcome, cadence_name), status_code, media_type="application/json")
+        try:
+            if validate:
+                return context_to_dict(outcome, cadence_name)  # FastAPI checks it with the model
+            body = dumps(outcome, cadence_name)
+        except UnencodableError as exc:
+            return _server_error(exc, settings, request)
+        return Response(body, status_code, media_type="application/json")
 
     endpoint.__signature__ = signature.replace(  # type: ignore[attr-defined] # FastAPI reads the factory's parameters from here
         return_annotation=inspect.Signature.empty

@@ -43,7 +43,7 @@ from werkzeug.exceptions import HTTPException
 from cadence._cadence import Cadence
 from cadence._context import Context
 from cadence._errors import CadenceError
-from cadence.integrations._json import dumps
+from cadence.integrations._json import UnencodableError, dumps
 from cadence.integrations._problem import (
     PROBLEM_MEDIA_TYPE,
     ErrorMap,
@@ -51,6 +51,7 @@ from cadence.integrations._problem import (
     factory_problem,
     log_problem,
     problem_for,
+    server_problem,
 )
 
 __all__ = ["CadenceBlueprint", "run_in_portal", "stop_portal"]
@@ -112,6 +113,12 @@ def _http_problem(error: BaseException) -> Problem | None:
     return None
 
 
+def _server_error(error: Exception, cadence_name: str, rule: str, debug: bool) -> Response:
+    problem = server_problem(error, cadence_name, debug=debug)
+    log_problem(problem, error, cadence_name, _route(rule))
+    return _problem_response(problem)
+
+
 def _problem_response(problem: Problem) -> Response:
     body = json.dumps(problem.body(), ensure_ascii=False, separators=(",", ":"), default=str)
     return current_app.response_class(
@@ -143,11 +150,12 @@ def _view(  # noqa: PLR0917 # the route's settings, passed once at registration
             log_problem(problem, exc, cadence_name, _route(rule))
             return _problem_response(problem)
         if not isinstance(context, Context):
-            raise TypeError(
-                f"cadence {cadence_name!r} on {rule}: the view "
+            wrong = TypeError(
+                f"cadence {cadence_name!r} on {_route(rule)}: the view "
                 f"{getattr(factory, '__qualname__', factory)!r} returned "
                 f"{type(context).__qualname__}; it must return the cadence's Context"
             )
+            return _server_error(wrong, cadence_name, rule, show)
         try:
             result = run_in_portal(cadence.run, cast("C", context))
         except CadenceError as exc:
@@ -156,9 +164,11 @@ def _view(  # noqa: PLR0917 # the route's settings, passed once at registration
             )
             log_problem(problem, exc, cadence_name, _route(rule))
             return _problem_response(problem)
-        return current_app.response_class(
-            dumps(result, cadence_name), status=status_code, mimetype="application/json"
-        )
+        try:
+            body = dumps(result, cadence_name)
+        except UnencodableError as exc:
+            return _server_error(exc, cadence_name, rule, show)
+        return current_app.response_class(body, status=status_code, mimetype="application/json")
 
     view.__name__ = getattr(factory, "__name__", "cadence_view")
     view.__qualname__ = getattr(factory, "__qualname__", view.__name__)

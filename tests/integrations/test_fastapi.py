@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 import warnings
@@ -273,7 +274,9 @@ def test_unmapped_factory_errors_go_to_the_app_handlers(anyio_backend: str) -> N
     assert response.json() == {"missing": True}
 
 
-def test_a_factory_returning_no_context_is_a_server_error(anyio_backend: str) -> None:
+def test_a_factory_returning_no_context_is_a_server_error(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
     app = FastAPI()
     router = CadenceRouter()
 
@@ -282,11 +285,17 @@ def test_a_factory_returning_no_context_is_a_server_error(anyio_backend: str) ->
         return {"order_id": "x"}  # type: ignore[return-value]
 
     app.include_router(router)
-    with (
-        TestClient(app, backend=anyio_backend) as test_client,
-        pytest.raises(TypeError, match=r"cadence 'orders' on /x: the context factory .*make"),
-    ):
-        test_client.post("/x")
+    with TestClient(app, backend=anyio_backend) as test_client:
+        response = test_client.post("/x")
+    body = assert_problem(response, 500, "urn:cadence:problem:route-failed", "orders", None)
+    assert body["detail"] == "cadence 'orders' could not answer this request"
+    [record] = [r for r in caplog.records if r.name == "cadence.integrations"]
+    assert record.exc_info is not None
+    assert re.match(
+        r"cadence 'orders' on /x: the context factory .*make' returned dict; it must return "
+        "the cadence's Context",
+        str(record.exc_info[1]),
+    )
 
 
 # --------------------------------------------------------------------------- shared fields
@@ -464,16 +473,18 @@ def test_a_context_pydantic_cannot_describe_still_documents_its_fields() -> None
     assert schema["properties"]["handle"] == {"title": "Handle"}  # any value
 
 
-def test_an_unencodable_field_fails_naming_the_field(anyio_backend: str) -> None:
-    with (
-        TestClient(opaque_app(), backend=anyio_backend) as test_client,
-        pytest.raises(
-            TypeError,
-            match=r"cadence 'opaque': field 'handle' of OpaqueContext holds a value of type "
-            r"Opaque, which has no JSON form; annotate the field as Shared\[\.\.\.\]",
-        ),
-    ):
-        test_client.post("/x")
+def test_an_unencodable_field_fails_naming_the_field(
+    anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with TestClient(opaque_app(), backend=anyio_backend) as test_client:
+        response = test_client.post("/x")
+    assert_problem(response, 500, "urn:cadence:problem:route-failed", "opaque", None)
+    [record] = [r for r in caplog.records if r.name == "cadence.integrations"]
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]).startswith(
+        "cadence 'opaque': field 'handle' of OpaqueContext holds a value of type Opaque, which "
+        "has no JSON form; annotate the field as Shared[...]"
+    )
 
 
 def test_missing_extra_raises_an_import_error_with_the_install_hint() -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 from flask import Flask
 from flask_apps import LoopBoundPool, make_app
-from web_apps import SECRET, expected_body
+from web_apps import SECRET, expected_body, orders
 
 from cadence.integrations import PROBLEM_MEDIA_TYPE
 from cadence.integrations.flask import CadenceBlueprint, run_in_portal, stop_portal
@@ -123,14 +123,17 @@ def test_debug_shows_the_exception_chain() -> None:
         assert "Traceback (most recent call last)" in body["traceback"]
 
 
-def test_a_view_returning_no_context_is_a_server_error() -> None:
+def test_a_view_returning_no_context_is_a_server_error(caplog: pytest.LogCaptureFixture) -> None:
     app = Flask(__name__)
     bp = CadenceBlueprint("bad", __name__)
-    bp.cadence_route("/x", __import__("web_apps").orders)(lambda: {"order_id": "x"})
+    bp.cadence_route("/x", orders)(lambda: {"order_id": "x"})
     app.register_blueprint(bp)
-    app.testing = True  # let the error reach the test
-    with pytest.raises(TypeError, match=r"cadence 'orders' on /x: the view .*lambda"):
-        app.test_client().post("/x")
+    response = app.test_client().post("/x")
+    assert_problem(response, 500, "urn:cadence:problem:route-failed", "orders", None)
+    [record] = [r for r in caplog.records if r.name == "cadence.integrations"]
+    assert record.exc_info is not None
+    assert "cadence 'orders' on /x: the view" in str(record.exc_info[1])
+    assert "returned dict; it must return the cadence's Context" in str(record.exc_info[1])
 
 
 def test_loop_bound_resources_work_across_requests_and_threads(app: Flask) -> None:

@@ -16,13 +16,12 @@ import enum
 import json
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, cast
 
-from cadence import _context
-from cadence._context import AtomicDict, AtomicList
+from cadence._context import AtomicDict, AtomicList, shared_fields
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -30,11 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["UnencodableError", "context_to_dict", "dumps", "json_fields", "shared_field_names"]
 
 _PLAIN: frozenset[type] = frozenset({str, int, bool, type(None)})
-# `shared_fields(cls)` names a context class's `Shared[T]` fields; looked up, not imported, so
-# this module works on a core without shared fields too.
-_shared_fields = cast(
-    "Callable[[type], frozenset[str]] | None", getattr(_context, "shared_fields", None)
-)
+
 _plans: dict[type, tuple[str, ...]] = {}
 
 
@@ -44,11 +39,9 @@ class UnencodableError(TypeError):
 
 def shared_field_names(cls: type) -> frozenset[str]:
     """Return the shared (resource) fields of the context class `cls`: never answered as JSON."""
-    if _shared_fields is None:
-        return frozenset()
     try:
-        return frozenset(_shared_fields(cls))
-    except (TypeError, ValueError):  # not a class shared_fields understands (a plain dataclass)
+        return shared_fields(cls)
+    except (TypeError, ValueError):  # not a class shared_fields understands
         return frozenset()
 
 

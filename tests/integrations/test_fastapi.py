@@ -24,7 +24,7 @@ import web_apps
 from fastapi_apps import FakeClock, make_app, new_job
 from web_apps import SECRET, JobContext, OrderContext
 
-from cadence import AtomicList, Cadence, beat
+from cadence import AtomicList, Cadence, Shared, beat
 from cadence.integrations import PROBLEM_MEDIA_TYPE as PROBLEM
 from cadence.integrations.fastapi import CadenceRouter
 
@@ -301,12 +301,6 @@ def test_a_factory_returning_no_context_is_a_server_error(
 # --------------------------------------------------------------------------- shared fields
 
 
-try:
-    from cadence import Shared  # type: ignore[attr-defined,unused-ignore]
-except ImportError:  # the core without shared fields: the test below skips
-    Shared = None
-
-
 @dataclass
 class Session:
     """Stands in for a database session: a resource, never answered as JSON."""
@@ -347,8 +341,6 @@ async def get_shared_session() -> AsyncIterator[Session]:
 def test_a_depends_session_in_a_shared_field_is_cleaned_up_after_the_cadence(
     anyio_backend: str,
 ) -> None:
-    if Shared is None:
-        pytest.skip("Shared[T] has not landed in the core yet")
     shared_log.clear()
     sessions: list[int] = []
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
-from flask import Flask
+from flask import Flask, g
 from flask_apps import LoopBoundPool, make_app
 from web_apps import SECRET, expected_body, orders
 
+from cadence import Cadence, Context, Shared, beat
 from cadence.integrations import PROBLEM_MEDIA_TYPE
 from cadence.integrations.flask import CadenceBlueprint, run_in_portal, stop_portal
 
@@ -177,3 +179,52 @@ def test_run_in_portal_survives_a_stop() -> None:
     assert run_in_portal(answer, 21) == 42
     stop_portal()
     assert run_in_portal(answer, 4) == 8  # it starts again on next use
+
+
+@dataclass
+class Connection:
+    """Stands in for a per-request database connection."""
+
+    log: list[str]
+    closed: bool = False
+
+    def fetch(self, key: str) -> str:
+        assert not self.closed, "closed before the run finished"
+        self.log.append(f"fetch {key}")
+        return key[::-1]
+
+
+@dataclass
+class LookupContext(Context):
+    key: str
+    connection: Shared[Connection]
+    value: str = ""
+
+
+@beat
+def lookup(ctx: LookupContext) -> None:  # a sync beat: it runs in a worker thread
+    ctx.value = ctx.connection.fetch(ctx.key)
+
+
+def test_a_per_request_connection_in_a_shared_field_is_closed_after_the_run() -> None:
+    log: list[str] = []
+    app = Flask(__name__)
+    bp = CadenceBlueprint("lookups", __name__)
+
+    @bp.cadence_route("/lookup/<key>", Cadence[LookupContext]("lookup").then("lookup", lookup))
+    def make(key: str) -> LookupContext:
+        g.connection = Connection(log)
+        log.append("open")
+        return LookupContext(key, g.connection)
+
+    @app.teardown_request
+    def close(error: BaseException | None) -> None:
+        connection = g.pop("connection", None)
+        if connection is not None:
+            connection.closed = True
+            log.append("close")
+
+    app.register_blueprint(bp)
+    response = app.test_client().post("/lookup/abc")
+    assert response.get_json() == {"key": "abc", "value": "cba"}
+    assert log == ["open", "fetch abc", "close"]

@@ -61,7 +61,12 @@ def hang() -> Hang:
 
 
 @pytest.fixture(scope="module")
-def server(clock: FakeClock, hang: Hang) -> Iterator[str]:
+def hang_parallel() -> Hang:
+    return Hang()
+
+
+@pytest.fixture(scope="module")
+def server(clock: FakeClock, hang: Hang, hang_parallel: Hang) -> Iterator[str]:
     app = make_app(clock)
     router = CadenceRouter()
 
@@ -69,6 +74,15 @@ def server(clock: FakeClock, hang: Hang) -> Iterator[str]:
         return JobContext()
 
     router.cadence("/hang", Cadence[JobContext]("hanging").then("hang", beat(hang)))(new_job)
+
+    @beat
+    async def quick(ctx: JobContext) -> None:
+        ctx.job = "quick"
+
+    parallel = Cadence[JobContext]("hanging_parallel").sync(
+        "both", [beat(hang_parallel, name="hang"), quick]
+    )
+    router.cadence("/hang-parallel", parallel)(new_job)
     app.include_router(router)
     with uvicorn_server(app) as url:
         yield url
@@ -149,13 +163,22 @@ def test_open_circuit_on_the_wire(server: str, clock: FakeClock) -> None:
     assert later.headers["retry-after"] == "18"  # 30 s recovery, 12.5 s gone: 17.5 rounds up
 
 
+@pytest.mark.parametrize(
+    "case", [("/hang", "hanging", "hang"), ("/hang-parallel", "hanging_parallel", "hang_parallel")]
+)
 def test_a_client_that_disconnects_leaves_no_run_behind(
-    server: str, hang: Hang, caplog: pytest.LogCaptureFixture
+    server: str,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+    case: tuple[str, str, str],
 ) -> None:
+    path, cadence, fixture = case
+    hang: Hang = request.getfixturevalue(fixture)
     host, port = server.removeprefix("http://").split(":")
     with caplog.at_level(logging.INFO, logger="cadence.integrations"):
         with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(b"POST /hang HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n")
+            request = f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n"
+            sock.sendall(request.encode())
             assert hang.started.wait(10), "the run did not start"
             assert hang.in_flight == 1
         # the socket is closed: the server sees the disconnect and cancels the run
@@ -163,4 +186,4 @@ def test_a_client_that_disconnects_leaves_no_run_behind(
         assert hang.in_flight == 0
         # and the server still serves
         assert httpx.post(f"{server}/v1/quick/after", timeout=30).status_code == 200
-    assert "'hanging' on /hang: the client disconnected; run cancelled" in caplog.text
+    assert f"'{cadence}' on {path}: the client disconnected; run cancelled" in caplog.text

@@ -105,6 +105,9 @@ def _encode(value: object) -> object:  # noqa: PLR0911, PLR0912 # one dispatch, 
         return [_encode(item) for item in cast("list[object]", value)]
     if kind is dict:
         return {_key(k): _encode(v) for k, v in cast("dict[object, object]", value).items()}
+    plan = _plans.get(kind)
+    if plan is not None:  # a dataclass seen before
+        return {name: _encode(getattr(value, name)) for name in plan}
     if isinstance(value, enum.Enum):
         return _encode(value.value)
     if isinstance(value, AtomicList):

@@ -9,12 +9,13 @@ response). FastAPI runs on uvicorn (one worker); Flask on waitress (8 threads), 
 view an `async def` view as Flask runs them (`ensure_sync`, a new event loop per request). The
 load comes from another process: a keep-alive HTTP/1.1 client on raw asyncio sockets with a fixed
 number of connections, each sending its next request when the last answer is read. The two
-routes are measured in turn, `--rounds` times each (interleaved, so drift hits both alike), for
-`--seconds` each; the table shows the best round of each, with p50/p99 latency of that round,
-and the server's CPU time per request (its threads' on-CPU time from /proc, median over the
-rounds). On a shared machine requests/s swing with other load; CPU time per request barely
-does, so the CPU ratio is the steadier figure. Beats only yield to the loop (no sleeps), so the
-figures are the framework's own cost. The script only prints; it checks nothing.
+routes are warmed up, then measured in turn, `--rounds` times each (interleaved, the order
+swapped every round, so drift hits both alike), for `--seconds` each; the table shows the best
+round of each, with p50/p99 latency of that round, and the server's CPU time per request (its
+threads' on-CPU time from /proc, median over the rounds). On a shared machine requests/s swing
+with other load; CPU time per request barely does, so the CPU ratio is the steadier figure.
+Beats only yield to the loop (no sleeps), so the figures are the framework's own cost. The
+script only prints; it checks nothing.
 """
 
 from __future__ import annotations
@@ -239,6 +240,18 @@ def _cpu_ns(pid: int) -> int:
     return total
 
 
+def _load_round(port: int, route: str, seconds: float, connections: int) -> dict[str, float]:
+    out = subprocess.run(  # noqa: S603 # this very script, as the load generator
+        [sys.executable, __file__, "load", str(port), route, str(seconds), str(connections)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
 def bench(framework: str, seconds: float, rounds: int, connections: int) -> None:
     port = _free_port()
     server = subprocess.Popen(  # noqa: S603 # this very script, as the server
@@ -249,25 +262,13 @@ def bench(framework: str, seconds: float, rounds: int, connections: int) -> None
         _same_json(port)
         best: dict[str, dict[str, float]] = {}
         cpu: dict[str, list[float]] = {"/cadence": [], "/hand": []}
-        for _ in range(rounds):
-            for route in ("/cadence", "/hand"):
+        for route in ("/cadence", "/hand"):  # warm both up; not counted
+            _load_round(port, route, 0.5, connections)
+        for round_number in range(rounds):
+            order = ("/cadence", "/hand") if round_number % 2 == 0 else ("/hand", "/cadence")
+            for route in order:
                 before = _cpu_ns(server.pid)
-                out = subprocess.run(  # noqa: S603 # this very script, as the load generator
-                    [
-                        sys.executable,
-                        __file__,
-                        "load",
-                        str(port),
-                        route,
-                        str(seconds),
-                        str(connections),
-                    ],
-                    env=_env(),
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout
-                result = json.loads(out)
+                result = _load_round(port, route, seconds, connections)
                 cpu[route].append((_cpu_ns(server.pid) - before) / 1000 / result["requests"])
                 if route not in best or result["rps"] > best[route]["rps"]:
                     best[route] = result

@@ -24,7 +24,7 @@ import web_apps
 from fastapi_apps import FakeClock, make_app, new_job
 from web_apps import SECRET, JobContext, OrderContext
 
-from cadence import AtomicList, Cadence, Shared, beat
+from cadence import AtomicList, Cadence, ImmutableContext, Shared, beat
 from cadence.integrations import PROBLEM_MEDIA_TYPE as PROBLEM
 from cadence.integrations.fastapi import CadenceRouter
 
@@ -578,3 +578,30 @@ def test_an_http_error_of_a_dependency_is_a_problem(anyio_backend: str) -> None:
     assert body["detail"] == "a bearer token is needed"
     assert refused.headers["www-authenticate"] == "Bearer"
     assert allowed.json() == web_apps.expected_body("A", 1)
+
+
+@dataclass(frozen=True)
+class Receipt(ImmutableContext):
+    order_id: str
+    lines: tuple[str, ...] = ()
+
+
+@beat
+def stamp(ctx: Receipt) -> Receipt:
+    return ctx.with_field("lines", (*ctx.lines, f"stamped {ctx.order_id}"))
+
+
+def new_receipt(order_id: str) -> Receipt:
+    return Receipt(order_id)
+
+
+def test_an_immutable_context_answers_the_context_the_run_returned(anyio_backend: str) -> None:
+    app = FastAPI()
+    router = CadenceRouter()
+    router.cadence("/r/{order_id}", Cadence[Receipt]("receipt").then("stamp", stamp))(new_receipt)
+    app.include_router(router)
+    with TestClient(app, backend=anyio_backend) as test_client:
+        response = test_client.post("/r/R-1")
+    assert response.json() == {"order_id": "R-1", "lines": ["stamped R-1"]}
+    schema = app.openapi()["components"]["schemas"]["Receipt"]
+    assert schema["properties"]["lines"]["type"] == "array"

@@ -321,6 +321,18 @@ def new_beat(
                 f"--fallback {options.fallback[0]}=...: {chosen} has no field "
                 f"{options.fallback[0]!r} (fields: {', '.join(sorted(field_names)) or 'none'})"
             )
+    attach_it = site is not None
+    if site is not None and site.context_class not in {None, chosen}:
+        if cadence is not None:
+            raise CodegenError(
+                f"cadence {site.name!r} runs over {site.context_class}, not {chosen}; a beat "
+                "attached to it must take its context"
+            )
+        attach_it = False
+        plan.note(
+            f"{plan.label(project.cadences)}: the beat is not attached: the only cadence, "
+            f"{site.name!r}, runs over {site.context_class}, not {chosen}"
+        )
     _run(
         plan,
         project.beats,
@@ -334,8 +346,9 @@ def new_beat(
             first_party=project.package,
         ),
     )
-    attach.notes.clear()
-    _run(plan, project.cadences, attach)
+    if attach_it or site is None:
+        attach.notes.clear()
+        _run(plan, project.cadences, attach)
     return plan
 
 

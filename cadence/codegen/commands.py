@@ -98,6 +98,16 @@ class CadenceCommand(VisitorBasedCodemodCommand):
         """Edit the module once it has been visited."""
         return self.edit(updated_node)
 
+    def future(self, module: cst.Module) -> cst.Module:
+        """Return `module` with `from __future__ import annotations` if it is a new, empty file.
+
+        An existing file is left without it: it changes how every annotation in the file is
+        evaluated, which is the file owner's choice.
+        """
+        if module.body:
+            return module
+        return self.imports(module, "__future__", "annotations")
+
     def imports(self, module: cst.Module, source: str, *names: str) -> cst.Module:
         """Return `module` importing `names` from `source`."""
         return add_from_import(module, source, names, self.first_party)
@@ -146,7 +156,7 @@ class AddContextCommand(CadenceCommand):
                 lines.append(f"    {f.name}: {f.annotation} = field(default_factory={kind})")
             else:
                 lines.append(f"    {f.name}: {f.annotation} = {f.default}")
-        module = self.imports(module, "__future__", "annotations")
+        module = self.future(module)
         module = self.imports(
             module, "dataclasses", *(["dataclass", "field"] if factory else ["dataclass"])
         )
@@ -185,7 +195,7 @@ class AddCadenceCommand(CadenceCommand):
         if any(site.name == self.name for site in find_sites(module)):
             self.notes.append(f"a cadence named {self.name!r} already exists; left as it is")
             return module
-        module = self.imports(module, "__future__", "annotations")
+        module = self.future(module)
         module = self.imports(module, "cadence", "Cadence")
         module = self.imports(module, self.context_module, self.context_class)
         template = f"{self.context_class}({self.template_arguments})"
@@ -222,7 +232,7 @@ class AddBeatCommand(CadenceCommand):
         if self.function in _top_level_names(module):
             self.notes.append(f"{self.function} already exists; left as it is")
             return module
-        module = self.imports(module, "__future__", "annotations")
+        module = self.future(module)
         by_source: dict[str, list[str]] = {}
         for decorator in self.decorators:
             by_source.setdefault(decorator.source, []).append(decorator.name)
@@ -318,11 +328,11 @@ class AttachBeatCommand(CadenceCommand):
             cst.Arg(cst.Name(self.function)),
         ]
         last_dot = _last_dot(chain)
-        if last_dot is not None and isinstance(
-            last_dot.whitespace_before, cst.ParenthesizedWhitespace
-        ):
-            dot = cst.Dot(whitespace_before=last_dot.whitespace_before)
-            return _call(chain, dot, arguments)
+        before = last_dot.whitespace_before if last_dot is not None else None
+        if isinstance(before, cst.ParenthesizedWhitespace):
+            # the same layout as the last step, without the comments around it
+            layout = before.with_changes(first_line=cst.TrailingWhitespace(), empty_lines=[])
+            return _call(chain, cst.Dot(whitespace_before=layout), arguments)
         inline = _call(chain, cst.Dot(), arguments)
         code = module.code_for_node(inline)
         first, *rest = code.splitlines() or [""]
@@ -440,7 +450,7 @@ class AddCadenceTestCommand(CadenceCommand):
                 body=[cst.parse_statement('"""Tests of the cadences."""\n')],
                 has_trailing_newline=True,
             )
-        module = self.imports(module, "__future__", "annotations")
+        module = self.future(module)
         module = self.imports(module, self.cadences_module, self.variable)
         module = self.imports(module, self.context_module, self.context_class)
         cadence = self.variable.removesuffix("_cadence")

@@ -351,7 +351,8 @@ class _Checker:
                     step.name,
                     _source_location(step.context),
                 )
-            child_type = built if isinstance(built, type) else child_type
+            elif isinstance(built, type):
+                child_type = built
         merge: object = step.merge
         if not callable(merge):
             _check_fn(emit, (prefix, step.name), "the merge", merge, None)

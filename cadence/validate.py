@@ -10,7 +10,7 @@ would fail or mislead at run time, each finding with the file and line to look a
 | `not-callable` | a beat, condition, merge or handler that cannot be called |
 | `context-mismatch` | a beat, condition or handler annotated for another context type |
 | `child-merge` | a child step's merge or context function that does not fit the two contexts |
-| `empty` | a cadence without steps, or an empty parallel step or branch |
+| `empty` | a parallel step or a split's `if_true` branch without beats |
 | `merge-conflict` | two beats of one `sync` step writing one field under `fail_on_conflict` |
 
 The last rule reads the beats' source: an assignment to `ctx.field` (plain, augmented,
@@ -64,7 +64,7 @@ RULES: Final[dict[str, str]] = {
     "not-callable": "a beat, condition, merge or handler that cannot be called",
     "context-mismatch": "a beat, condition or handler annotated for another context type",
     "child-merge": "a child step's merge or context function that does not fit the contexts",
-    "empty": "a cadence without steps, or an empty parallel step or branch",
+    "empty": "a parallel step or a split's if_true branch without beats",
     "merge-conflict": "two beats of one sync step write the same field under fail_on_conflict",
 }
 """Every rule `validate` applies, with a one-line description."""
@@ -289,8 +289,6 @@ class _Checker:
 
         emit = _Emitter(self.findings, locations, name, where)
 
-        if not cadence.steps:
-            emit("empty", f"cadence {name!r} has no steps; add one with .then(...)", None, None)
         beat_steps: dict[str, str] = {}
         for step in cadence.steps:
             self._check_step(emit, step, ctx_type, beat_steps, module)
@@ -310,7 +308,8 @@ class _Checker:
         where = (prefix, step.name)
         for group, specs in _groups(step):
             if not specs and group != "if_false":
-                emit("empty", f"{prefix}: {group} holds no beats", step.name, None)
+                what = "the parallel step" if group == "beats" else group
+                emit("empty", f"{prefix}: {what} holds no beats", step.name, None)
             for spec in specs:
                 _check_fn(emit, where, f"beat {spec.name!r}", spec.fn, ctx_type)
         for spec in _distinct_names(step):

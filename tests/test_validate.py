@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cadence import BeatSpec, Cadence, Then
+from cadence import BeatSpec, Cadence, Sync, Then, fail_on_conflict
 from cadence.validate import RULES, SCHEMA_VERSION, Finding, find_cadences, validate
 
 _counter = itertools.count()
@@ -241,12 +241,18 @@ def test_a_non_callable_in_a_plan(load):
     )
 
 
-def test_empty_cadence(load):
-    name, path = load("""
+def test_an_empty_cadence_is_fine_and_an_empty_sync_is_not(load):
+    name, _ = load("""
         empty = Cadence("empty", Order())
     """)
-    [finding] = validate(name).findings
-    assert (finding.rule, finding.line) == ("empty", line_of(path, 'Cadence("empty"'))
+    assert validate(name).ok
+    cadence = Cadence("hand-made")
+    cadence._steps = (Sync("nothing", (), fail_on_conflict),)  # type: ignore[assignment]
+    [finding] = validate(cadence).findings
+    assert (finding.rule, finding.step) == ("empty", "nothing")
+    assert (
+        finding.message == "cadence 'hand-made', step 'nothing': the parallel step holds no beats"
+    )
 
 
 def test_child_merges_that_do_not_fit(load):
@@ -293,7 +299,9 @@ def test_import_errors_propagate(load):
 
 def test_find_cadences_and_the_schema(load):
     name, path = load("""
-        a = Cadence("a", Order())
+        def wrong(ctx: Other) -> None: ...
+
+        a = Cadence("a", Order()).then("wrong", wrong)  # type: ignore[arg-type]
         alias = a
     """)
     module = sys.modules.get(name) or __import__(name)
@@ -304,12 +312,15 @@ def test_find_cadences_and_the_schema(load):
         "cadences": ["a"],
         "findings": [
             {
-                "rule": "empty",
-                "message": "cadence 'a' has no steps; add one with .then(...)",
+                "rule": "context-mismatch",
+                "message": (
+                    "cadence 'a', step 'wrong': beat 'wrong' takes Other, but the cadence runs "
+                    "over Order"
+                ),
                 "cadence": "a",
-                "step": None,
+                "step": "wrong",
                 "file": str(path),
-                "line": line_of(path, 'Cadence("a"'),
+                "line": line_of(path, "def wrong"),
             }
         ],
         "summary": {"cadences": 1, "findings": 1},

@@ -110,63 +110,21 @@ check it with `cadence validate {package}.cadences`.
         ),
         f"src/{package}/__init__.py": f'"""{title}: service logic built with cadence."""\n',
         f"src/{package}/py.typed": "",
-        f"src/{package}/contexts.py": '''\
-"""The contexts: what each cadence works on."""
-
-from __future__ import annotations
-
-from dataclasses import dataclass
-
-from cadence import Context
-
-
-@dataclass
-class GreetingContext(Context):
-    """What the greeting cadence works on."""
-
-    name: str = "world"
-    message: str = ""
-''',
-        f"src/{package}/beats.py": f'''\
-"""The beats: the small steps the cadences run."""
-
-from __future__ import annotations
-
-from cadence import beat
-
-from {package}.contexts import GreetingContext
-
-
-@beat
-async def greet(ctx: GreetingContext) -> None:
-    """Write the greeting."""
-    ctx.message = f"Hello, {{ctx.name}}!"
-''',
-        f"src/{package}/cadences.py": f'''\
-"""The cadences: beats wired into plans."""
-
-from __future__ import annotations
-
-from cadence import Cadence
-
-from {package}.beats import greet
-from {package}.contexts import GreetingContext
-
-greeting_cadence = Cadence("greeting", GreetingContext()).then("greet", greet)
-''',
+        f"src/{package}/contexts.py": '"""The contexts: what each cadence works on."""\n',
+        f"src/{package}/beats.py": '"""The beats: the small steps the cadences run."""\n',
+        f"src/{package}/cadences.py": '"""The cadences: beats wired into plans."""\n',
         "tests/test_cadences.py": f'''\
 """Tests of the cadences."""
 
 from __future__ import annotations
 
-from {package}.cadences import greeting_cadence
-from {package}.contexts import GreetingContext
+from cadence.validate import validate
 
 
-def test_greeting_cadence_greets() -> None:
-    """The greeting cadence writes the greeting."""
-    result = greeting_cadence.run_sync(GreetingContext(name="cadence"))
-    assert result.message == "Hello, cadence!"
+def test_the_cadences_validate() -> None:
+    """Every cadence of the project passes `cadence validate`."""
+    report = validate("{package}.cadences")
+    assert report.findings == ()
 ''',
     }
 

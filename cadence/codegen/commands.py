@@ -66,12 +66,17 @@ def _top_level_names(module: cst.Module) -> dict[str, cst.BaseStatement]:
 
 
 def _append(module: cst.Module, source: str) -> cst.Module:
-    """Return `module` with the statements of `source` appended, two blank lines before."""
+    """Return `module` with the statements of `source` appended, blank lines before."""
     parsed = cst.parse_module(source.replace("\n", module.default_newline))
     statements = list(parsed.body)
     if not statements:
         return module
-    lines = [cst.EmptyLine(), cst.EmptyLine()] if module.body else []
+    # two blank lines around a def or class, one between simple statements (as isort and
+    # ruff format lay them out: an assignment right after the imports gets one)
+    simple = isinstance(statements[0], cst.SimpleStatementLine)
+    after_simple = bool(module.body) and isinstance(module.body[-1], cst.SimpleStatementLine)
+    count = (1 if simple and after_simple else 2) if module.body else 0
+    lines = [cst.EmptyLine()] * count
     statements[0] = statements[0].with_changes(leading_lines=lines)
     return module.with_changes(body=[*module.body, *statements], has_trailing_newline=True)
 

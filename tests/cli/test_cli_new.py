@@ -73,7 +73,7 @@ def test_new_context_immutable(project: Path):
     assert result.exit_code == 0, result.output
     text = (project / "src/shop/contexts.py").read_text()
     assert "@dataclass(frozen=True)\nclass SettingsContext(ImmutableContext):\n" in text
-    assert "from cadence import Context, ImmutableContext\n" in text
+    assert "from cadence import ImmutableContext\n" in text
 
 
 def test_new_cadence_then_beats_then_idempotent(project: Path):

@@ -119,7 +119,7 @@ def test_init_new_check_test_draw_validate(tmp_path: Path):
             assert "process_payment" in (project / "checkout.svg").read_text()
 
     clean = cadence(project, "validate", "shop.cadences")
-    assert clean.stderr == "2 cadences checked, no findings\n"
+    assert clean.stderr == "1 cadence checked, no findings\n"
 
     (project / "src" / "shop" / "conflict.py").write_text(CONFLICT)
     found = cadence(

@@ -90,7 +90,7 @@ def test_cadence_definition_merges_imports():
     after, notes = apply_twice(cadence_command('order_id=""'), before)
     assert after.decode() == (
         before.replace("import GreetingContext", "import CheckoutContext, GreetingContext")
-        + '\n\ncheckout_cadence = Cadence("checkout", CheckoutContext(order_id=""))\n'
+        + '\ncheckout_cadence = Cadence("checkout", CheckoutContext(order_id=""))\n'
     )
     assert notes == []
 

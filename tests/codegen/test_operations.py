@@ -117,6 +117,7 @@ def test_new_beat_twice_is_byte_identical(project):
 
 
 def test_new_beat_all_decorators_in_order(project):
+    new_cadence(project, "checkout").write()
     new_context(project, "rates", ["rate:float=1.0"]).write()
     plan = new_beat(
         project,
@@ -125,7 +126,10 @@ def test_new_beat_all_decorators_in_order(project):
         context="RatesContext",
     )
     text = plan.changes[project.beats].after.decode()
-    assert text.endswith(
+    assert text == (
+        '"""The beats: the small steps the cadences run."""\n\n'
+        "from cadence import beat, circuit_breaker, fallback, retry, timeout\n\n"
+        "from shop.contexts import RatesContext\n\n\n"
         '@fallback(default=1.5, field="rate")\n'
         "@retry(max_attempts=2)\n"
         "@circuit_breaker(failure_threshold=5, recovery_timeout=30.0)\n"
@@ -134,22 +138,26 @@ def test_new_beat_all_decorators_in_order(project):
         "def fetch_rates(ctx: RatesContext) -> None:\n"
         '    """Fetch rates."""\n'
     )
-    assert "from cadence import beat, circuit_breaker, fallback, retry, timeout\n" in text
     assert plan.notes == [
-        "src/shop/cadences.py: the beat is not attached: the only cadence, 'greeting', runs "
-        "over GreetingContext, not RatesContext"
+        "src/shop/cadences.py: the beat is not attached: the only cadence, 'checkout', runs "
+        "over CheckoutContext, not RatesContext"
     ]
     assert project.cadences not in plan.changes
-    with pytest.raises(CodegenError, match="runs over GreetingContext, not RatesContext"):
-        new_beat(project, "fetch-rates", context="RatesContext", cadence="greeting")
+    with pytest.raises(CodegenError, match="runs over CheckoutContext, not RatesContext"):
+        new_beat(project, "fetch-rates", context="RatesContext", cadence="checkout")
 
 
 def test_new_beat_errors(project):
+    with pytest.raises(
+        CodegenError, match=r"cannot tell which context the beat takes \(contexts: none\)"
+    ):
+        new_beat(project, "pay")
     new_context(project, "order", ["id:str"]).write()
     new_cadence(project, "checkout").write()
+    new_cadence(project, "order").write()
     with pytest.raises(
         CodegenError,
-        match=r"cannot tell which context the beat takes \(contexts: CheckoutContext, GreetingContext, OrderContext\)",  # noqa: E501 # the exact line is the point
+        match=r"cannot tell which context the beat takes \(contexts: CheckoutContext, OrderContext\)",
     ):
         new_beat(project, "pay")
     with pytest.raises(CodegenError, match="has no context class NopeContext"):
@@ -158,17 +166,24 @@ def test_new_beat_errors(project):
         new_beat(project, "pay", BeatOptions(fallback=("missing", "1")), context="OrderContext")
     with pytest.raises(CodegenError, match="not a usable Python name"):
         new_beat(project, "class", context="OrderContext")
+    plan = new_beat(project, "pay", context="order")
+    assert plan.notes == [
+        "src/shop/cadences.py: 2 cadences (checkout, order); pass --cadence NAME to attach the "
+        "beat to one"
+    ]
 
 
 def test_new_beat_attaches_to_the_only_cadence(project):
+    new_cadence(project, "checkout").write()
     plan = new_beat(project, "shout")
     assert plan.notes == []
-    cadences = plan.changes[project.cadences].after.decode()
-    assert (
-        'greeting_cadence = Cadence("greeting", GreetingContext()).then("greet", greet).then("shout", shout)\n'  # noqa: E501 # the exact line is the point
-        in cadences
+    assert plan.changes[project.cadences].after.decode() == (
+        '"""The cadences: beats wired into plans."""\n\n'
+        "from cadence import Cadence\n\n"
+        "from shop.beats import shout\n"
+        "from shop.contexts import CheckoutContext\n\n"
+        'checkout_cadence = Cadence("checkout", CheckoutContext()).then("shout", shout)\n'
     )
-    assert "from shop.beats import greet, shout\n" in cadences
 
 
 def test_syntax_error_in_a_file_to_edit(project):

@@ -157,7 +157,8 @@ def test_new_beat_errors(project):
     new_cadence(project, "order").write()
     with pytest.raises(
         CodegenError,
-        match=r"cannot tell which context the beat takes \(contexts: CheckoutContext, OrderContext\)",
+        match=r"cannot tell which context the beat takes "
+        r"\(contexts: CheckoutContext, OrderContext\)",
     ):
         new_beat(project, "pay")
     with pytest.raises(CodegenError, match="has no context class NopeContext"):

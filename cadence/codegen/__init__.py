@@ -17,6 +17,16 @@ comments, newlines and encoding. `Plan.write()` writes all files or none.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from cadence.codegen._edits import AddBeat as AddBeat
+from cadence.codegen._edits import AddCadence as AddCadence
+from cadence.codegen._edits import AddCadenceTest as AddCadenceTest
+from cadence.codegen._edits import AddContext as AddContext
+from cadence.codegen._edits import AttachBeat as AttachBeat
+from cadence.codegen._edits import ContextField as ContextField
+from cadence.codegen._edits import Decorator as Decorator
+from cadence.codegen._edits import Edit as Edit
 from cadence.codegen._errors import CodegenError as CodegenError
 from cadence.codegen._init import init_project as init_project
 from cadence.codegen._init import package_name as package_name
@@ -29,26 +39,53 @@ from cadence.codegen._plan import FileChange as FileChange
 from cadence.codegen._plan import Plan as Plan
 from cadence.codegen._project import Project as Project
 from cadence.codegen._project import find_project as find_project
-from cadence.codegen.commands import AddBeatCommand as AddBeatCommand
-from cadence.codegen.commands import AddCadenceCommand as AddCadenceCommand
-from cadence.codegen.commands import AddCadenceTestCommand as AddCadenceTestCommand
-from cadence.codegen.commands import AddContextCommand as AddContextCommand
-from cadence.codegen.commands import AttachBeatCommand as AttachBeatCommand
-from cadence.codegen.commands import CadenceCommand as CadenceCommand
-from cadence.codegen.commands import ContextField as ContextField
-from cadence.codegen.commands import Decorator as Decorator
+
+if TYPE_CHECKING:
+    from cadence.codegen.commands import AddBeatCommand as AddBeatCommand
+    from cadence.codegen.commands import AddCadenceCommand as AddCadenceCommand
+    from cadence.codegen.commands import AddCadenceTestCommand as AddCadenceTestCommand
+    from cadence.codegen.commands import AddContextCommand as AddContextCommand
+    from cadence.codegen.commands import AttachBeatCommand as AttachBeatCommand
+    from cadence.codegen.commands import CadenceCommand as CadenceCommand
+
+_COMMANDS = frozenset(
+    {
+        "AddBeatCommand",
+        "AddCadenceCommand",
+        "AddCadenceTestCommand",
+        "AddContextCommand",
+        "AttachBeatCommand",
+        "CadenceCommand",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    """Import the codemod commands on first use (`libcst.codemod` is slow to import)."""
+    if name in _COMMANDS:
+        from cadence.codegen import commands  # noqa: PLC0415 # lazy on purpose
+
+        return getattr(commands, name)
+    raise AttributeError(f"module 'cadence.codegen' has no attribute {name!r}")
+
 
 __all__ = [
+    "AddBeat",
     "AddBeatCommand",
+    "AddCadence",
     "AddCadenceCommand",
+    "AddCadenceTest",
     "AddCadenceTestCommand",
+    "AddContext",
     "AddContextCommand",
+    "AttachBeat",
     "AttachBeatCommand",
     "BeatOptions",
     "CadenceCommand",
     "CodegenError",
     "ContextField",
     "Decorator",
+    "Edit",
     "FileChange",
     "Plan",
     "Project",

@@ -9,23 +9,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import libcst as cst
-from libcst.codemod import CodemodContext
 
+from cadence.codegen._edits import (
+    AddBeat,
+    AddCadence,
+    AddCadenceTest,
+    AddContext,
+    AttachBeat,
+    ContextField,
+    Decorator,
+    Edit,
+)
 from cadence.codegen._errors import CodegenError
 from cadence.codegen._names import class_name, snake_name
 from cadence.codegen._plan import Plan
 from cadence.codegen._project import Project
 from cadence.codegen._sites import find_sites
-from cadence.codegen.commands import (
-    AddBeatCommand,
-    AddCadenceCommand,
-    AddCadenceTestCommand,
-    AddContextCommand,
-    AttachBeatCommand,
-    CadenceCommand,
-    ContextField,
-    Decorator,
-)
 
 __all__ = ["BeatOptions", "new_beat", "new_cadence", "new_context", "parse_field"]
 
@@ -46,13 +45,15 @@ def _parse(plan: Plan, path: Path) -> cst.Module:
         ) from None
 
 
-def _run(plan: Plan, path: Path, command: CadenceCommand) -> cst.Module:
+def _run(plan: Plan, path: Path, command: Edit) -> cst.Module:
     module = _parse(plan, path)
-    edited = command.transform_module(module)
+    edited = command.edit(module)
     for note in command.notes:
         plan.note(f"{plan.label(path)}: {note}")
-    if edited.bytes != plan.current(path):
-        plan.put(path, edited.bytes, edited.encoding)
+    if edited is not module:
+        after = edited.bytes
+        if after != plan.current(path):
+            plan.put(path, after, edited.encoding)
     return edited
 
 
@@ -134,8 +135,7 @@ def new_context(
             raise CodegenError(f"--field {f.name}: an immutable context needs immutable defaults")
     plan = Plan(project.root)
     label = name.replace("_", " ").replace("-", " ")
-    command = AddContextCommand(
-        CodemodContext(),
+    command = AddContext(
         cls,
         parsed,
         immutable=immutable,
@@ -169,8 +169,7 @@ def new_cadence(project: Project, name: str) -> Plan:
         _run(
             plan,
             project.contexts,
-            AddContextCommand(
-                CodemodContext(),
+            AddContext(
                 cls,
                 description=f"What the {label} cadence works on.",
                 first_party=project.package,
@@ -188,8 +187,7 @@ def new_cadence(project: Project, name: str) -> Plan:
     _run(
         plan,
         project.cadences,
-        AddCadenceCommand(
-            CodemodContext(),
+        AddCadence(
             snake,
             variable,
             cls,
@@ -201,8 +199,7 @@ def new_cadence(project: Project, name: str) -> Plan:
     _run(
         plan,
         project.tests,
-        AddCadenceTestCommand(
-            CodemodContext(),
+        AddCadenceTest(
             f"test_{variable}_runs",
             variable,
             project.module_name(project.cadences),
@@ -286,8 +283,7 @@ def new_beat(
     decorators = _decorators(options)
     plan = Plan(project.root)
     cadences = _parse(plan, project.cadences)
-    attach = AttachBeatCommand(
-        CodemodContext(),
+    attach = AttachBeat(
         function,
         function,
         project.module_name(project.beats),
@@ -336,8 +332,7 @@ def new_beat(
     _run(
         plan,
         project.beats,
-        AddBeatCommand(
-            CodemodContext(),
+        AddBeat(
             function,
             chosen,
             project.module_name(project.contexts),

@@ -1,11 +1,10 @@
-"""AddBeatCommand: exact before/after, and a second run changes nothing."""
+"""AddBeat: exact before/after, and a second run changes nothing."""
 
 from __future__ import annotations
 
 from codemod_helpers import apply_twice
-from libcst.codemod import CodemodContext
 
-from cadence.codegen import AddBeatCommand, Decorator
+from cadence.codegen import AddBeat, Decorator
 
 RETRY_TIMEOUT = (
     Decorator("retry(max_attempts=3)", "cadence", "retry"),
@@ -23,8 +22,7 @@ async def process_payment(ctx: CheckoutContext) -> None:
 
 
 def make(*, is_async: bool = True, decorators: tuple[Decorator, ...] = RETRY_TIMEOUT):
-    return lambda: AddBeatCommand(
-        CodemodContext(),
+    return lambda: AddBeat(
         "process_payment",
         "CheckoutContext",
         "shop.contexts",

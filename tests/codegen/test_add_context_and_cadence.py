@@ -1,14 +1,13 @@
-"""AddContextCommand, AddCadenceCommand and AddCadenceTestCommand: exact before/after."""
+"""AddContext, AddCadence and AddCadenceTest: exact before/after."""
 
 from __future__ import annotations
 
 from codemod_helpers import apply_twice
-from libcst.codemod import CodemodContext
 
 from cadence.codegen import (
-    AddCadenceCommand,
-    AddCadenceTestCommand,
-    AddContextCommand,
+    AddCadence,
+    AddCadenceTest,
+    AddContext,
     ContextField,
 )
 
@@ -20,8 +19,7 @@ ORDER_FIELDS = (
 
 
 def context_command(immutable: bool = False, fields=ORDER_FIELDS):
-    return lambda: AddContextCommand(
-        CodemodContext(),
+    return lambda: AddContext(
         "OrderContext",
         fields,
         immutable=immutable,
@@ -68,8 +66,7 @@ def test_existing_context_is_left_alone():
 
 
 def cadence_command(arguments: str = ""):
-    return lambda: AddCadenceCommand(
-        CodemodContext(),
+    return lambda: AddCadence(
         "checkout",
         "checkout_cadence",
         "CheckoutContext",
@@ -104,8 +101,7 @@ def test_cadence_name_taken_by_another_variable_is_a_note():
 
 def test_cadence_test_in_a_new_file():
     after, _ = apply_twice(
-        lambda: AddCadenceTestCommand(
-            CodemodContext(),
+        lambda: AddCadenceTest(
             "test_checkout_cadence_runs",
             "checkout_cadence",
             "shop.cadences",

@@ -1,11 +1,10 @@
-"""AttachBeatCommand: appending `.then(...)` to a cadence chain, exactly, and only once."""
+"""AttachBeat: appending `.then(...)` to a cadence chain, exactly, and only once."""
 
 from __future__ import annotations
 
 from codemod_helpers import apply_twice
-from libcst.codemod import CodemodContext
 
-from cadence.codegen import AttachBeatCommand
+from cadence.codegen import AttachBeat
 
 HEADER = "from cadence import Cadence\n\nfrom shop.contexts import CheckoutContext\n\n"
 WITH_IMPORT = (
@@ -16,8 +15,7 @@ WITH_IMPORT = (
 
 
 def make(cadence: str | None = None, line_length: int = 88):
-    return lambda: AttachBeatCommand(
-        CodemodContext(),
+    return lambda: AttachBeat(
         "process_payment",
         "process_payment",
         "shop.beats",

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# ruff: noqa: S603 # the subprocesses are this interpreter running cadence's own CLI
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -91,7 +93,8 @@ def many_cadences(base: Path) -> str:
 def report(name: str, samples: list[float], target: float) -> None:
     best, median = min(samples), statistics.median(samples)
     print(
-        f"{name:<44} best {best * 1e3:7.1f} ms  median {median * 1e3:7.1f} ms  target {target * 1e3:5.0f} ms  ({best / target:.2f} of it)"
+        f"{name:<44} best {best * 1e3:7.1f} ms  median {median * 1e3:7.1f} ms  "
+        f"target {target * 1e3:5.0f} ms  ({best / target:.2f} of it)"
     )
 
 

@@ -97,6 +97,11 @@ def test_init_new_check_test_draw_validate(tmp_path: Path):
         "checkout",
     )
     cadence(project, "new", "beat", "send-receipt", "--cadence", "checkout", "--sync")
+    beat = cadence(
+        project, "new", "beat", "estimate-total", "--fallback", "total=0.0", "--breaker", "5:30",
+        "--context", "order", "--sync",
+    )  # fmt: skip
+    assert "the beat is not attached" in beat.stderr  # checkout runs over CheckoutContext
     # everything is in place: a second run would change nothing
     assert cadence(project, "new", "cadence", "checkout", "--check").stderr.endswith(
         "nothing to change\n"

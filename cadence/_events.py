@@ -424,11 +424,11 @@ def new_run_id() -> str:
     return f"{_prefix}-{next(_ids):x}"
 
 
-def current_run_id() -> str | None:
-    """Return the id of the innermost observed run in this context, if any."""
+def current_run() -> Run | None:
+    """Return the innermost observed run in this context, if any (any observer's record)."""
     for entry in reversed(_stack.get()):
         if isinstance(entry, Run):
-            return entry.run_id
+            return entry
     return None
 
 
@@ -553,19 +553,55 @@ _watchers: weakref.WeakKeyDictionary[CircuitBreaker, weakref.WeakKeyDictionary[O
 _watchers = weakref.WeakKeyDictionary()
 
 
+_every_breaker: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+# Observers of every breaker in the process (a Prometheus reporter's state gauge).
+_breaker_observers: weakref.WeakSet[Observer] = weakref.WeakSet()
+
+
+def breaker_created(breaker: CircuitBreaker) -> None:
+    """Listen to a new circuit breaker (called by `CircuitBreaker.__init__`)."""
+    with _watch_lock:
+        _every_breaker.add(breaker)
+        observers = list(_breaker_observers)
+    breaker.add_listener(_breaker_changed)
+    for observer in observers:
+        observer.breaker_seen(breaker)
+
+
+def observe_every_breaker(observer: Observer) -> None:
+    """Tell `observer` of every breaker's changes, and of each breaker made from now on."""
+    with _watch_lock:
+        _breaker_observers.add(observer)
+        breakers = sorted(_every_breaker, key=lambda b: b.name)
+    for breaker in breakers:
+        observer.breaker_seen(breaker)
+
+
 def _breaker_changed(breaker: CircuitBreaker, old: CircuitState, new: CircuitState) -> None:
+    """Tell the observers concerned: those in whose beat it happened, watching it, or all."""
     with _watch_lock:
         watching = _watchers.get(breaker)
-        targets = [] if watching is None else [(o, sorted(n)) for o, n in watching.items()]
+        targets: dict[Observer, list[str]] = (
+            {} if watching is None else {o: sorted(n) for o, n in watching.items()}
+        )
+        every = list(_breaker_observers)
     frames = _open_frames()
     at = time.time()
-    for observer, names in targets:
-        frame = next((f for f in frames if f.owner is observer and not f.closed), None)
-        for name in names:
-            try:
-                observer.breaker_changed(breaker.name, old, new, name, frame, at)
-            except Exception:
-                logger.exception("observer %r raised on a circuit breaker change", observer)
+    calls: list[tuple[Observer, str, Frame | None]] = []
+    for frame in reversed(frames):  # outermost observer first, as hooks are called
+        if not frame.closed and all(o is not frame.owner for o, _, _ in calls):
+            calls.append((frame.owner, frame.run.cadence, frame))
+    for observer, names in targets.items():
+        if all(o is not observer for o, _, _ in calls):
+            calls.extend((observer, name, None) for name in names)
+    for observer in every:
+        if all(o is not observer for o, _, _ in calls):
+            calls.append((observer, "", None))
+    for observer, name, frame in calls:
+        try:
+            observer.breaker_changed(breaker.name, old, new, name, frame, at)
+        except Exception:
+            logger.exception("observer %r raised on a circuit breaker change", observer)
 
 
 def breakers_of(cadence: Cadence[Any]) -> list[CircuitBreaker]:
@@ -594,23 +630,25 @@ class Observer(CadenceHooks[Context]):
     # ---- binding to a plan
 
     def watch(self, cadence: Cadence[Any]) -> None:
-        """Prepare for `cadence`: watch its circuit breakers (done by `with_reporter` too)."""
+        """Prepare for `cadence` as built so far: its series, its circuit breakers.
+
+        `with_reporter` and `with_listener` call it with the cadence they return; call it
+        again with the finished cadence to cover steps added after the reporter.
+        """
         breakers = breakers_of(cadence)
         self.prepare(cadence, breakers)
-        for breaker in breakers:
-            with _watch_lock:
+        with _watch_lock:
+            for breaker in breakers:
                 watching = _watchers.get(breaker)
                 if watching is None:
                     watching = _watchers[breaker] = weakref.WeakKeyDictionary()
-                    hook = True
-                else:
-                    hook = False
                 watching.setdefault(self, set()).add(cadence.name)
-            if hook:
-                breaker.add_listener(_breaker_changed)
 
     def prepare(self, cadence: Cadence[Any], breakers: Iterable[CircuitBreaker]) -> None:
         """Get ready for `cadence` (a reporter creates its series here); default: nothing."""
+
+    def breaker_seen(self, breaker: CircuitBreaker) -> None:
+        """Meet a circuit breaker (see `observe_every_breaker`); default: nothing."""
 
     # ---- what subclasses implement
 

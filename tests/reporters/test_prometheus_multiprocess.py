@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-APP = '''
+APP = """
 from __future__ import annotations
 
 import os
@@ -51,15 +51,15 @@ def app(environ, start_response):
     cadence.run_sync()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(os.getpid()).encode()]
-'''
+"""
 
-CONFIG = '''
+CONFIG = """
 from prometheus_client import multiprocess
 
 
 def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
-'''
+"""
 
 
 def free_port() -> int:
@@ -95,8 +95,16 @@ def test_counts_from_several_workers_add_up(tmp_path: Path) -> None:
     }
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "gunicorn", "--workers", "3", "--bind", f"127.0.0.1:{port}",
-            "--config", str(tmp_path / "gunicorn_conf.py"), "app:app",
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            "3",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--config",
+            str(tmp_path / "gunicorn_conf.py"),
+            "app:app",
         ],
         cwd=tmp_path,
         env=env,
@@ -108,7 +116,9 @@ def test_counts_from_several_workers_add_up(tmp_path: Path) -> None:
         wait_until_up(base, proc)
         requests = 90
         with ThreadPoolExecutor(max_workers=9) as pool:
-            pids = list(pool.map(lambda _: httpx.get(base + "/run", timeout=30).text, range(requests)))
+            pids = list(
+                pool.map(lambda _: httpx.get(base + "/run", timeout=30).text, range(requests))
+            )
         assert len(set(pids)) >= 2, "the requests were served by one worker only"
         text = httpx.get(base + "/metrics", timeout=30).text
     finally:
@@ -120,8 +130,16 @@ def test_counts_from_several_workers_add_up(tmp_path: Path) -> None:
             key = (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "pid")))
             values[key] = values.get(key, 0.0) + s.value
     assert values["served_runs_total", (("cadence", "served"), ("outcome", "success"))] == requests
-    assert values["served_beats_total", (("beat", "work"), ("cadence", "served"), ("outcome", "success"))] == requests
-    assert values["served_beat_duration_seconds_count", (("beat", "work"), ("cadence", "served"))] == requests
+    assert (
+        values[
+            "served_beats_total", (("beat", "work"), ("cadence", "served"), ("outcome", "success"))
+        ]
+        == requests
+    )
+    assert (
+        values["served_beat_duration_seconds_count", (("beat", "work"), ("cadence", "served"))]
+        == requests
+    )
     assert values["served_runs_in_progress", (("cadence", "served"),)] == 0
     assert values["served_runs_total", (("cadence", "served"), ("outcome", "failure"))] == 0
     assert len(list(metrics_dir.glob("counter_*.db"))) >= 2  # one file per worker that counted

@@ -588,9 +588,10 @@ def _breaker_changed(breaker: CircuitBreaker, old: CircuitState, new: CircuitSta
     frames = _open_frames()
     at = time.time()
     calls: list[tuple[Observer, str, Frame | None]] = []
-    for frame in reversed(frames):  # outermost observer first, as hooks are called
-        if not frame.closed and all(o is not frame.owner for o, _, _ in calls):
-            calls.append((frame.owner, frame.run.cadence, frame))
+    for open_frame in frames:  # innermost first: an observer's own record of the beat wins
+        if not open_frame.closed and all(o is not open_frame.owner for o, _, _ in calls):
+            calls.append((open_frame.owner, open_frame.run.cadence, open_frame))
+    calls.reverse()  # then told in the order hooks are called
     for observer, names in targets.items():
         if all(o is not observer for o, _, _ in calls):
             calls.extend((observer, name, None) for name in names)

@@ -23,6 +23,9 @@ except ImportError as error:  # pragma: no cover # exercised by a subprocess tes
     raise missing("opentelemetry", "opentelemetry-api", error) from None
 
 if TYPE_CHECKING:
+    from contextvars import Token
+
+    from opentelemetry.context import Context as OtelContext
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
@@ -52,6 +55,16 @@ DURATION_BUCKETS: Final[tuple[float, ...]] = (
     60.0,
 )
 """Second-scale bucket bounds (OpenTelemetry's HTTP duration advice, extended to a minute)."""
+
+
+class _Open:
+    """A span this reporter opened, and the context token that made it current."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Span, token: Token[OtelContext]) -> None:
+        self.span = span
+        self.token = token
 
 
 def _error_type(error: BaseException) -> str:
@@ -141,8 +154,7 @@ class OpenTelemetryReporter(Observer):
         span = self._tracer.start_span(
             f"cadence.run {run.cadence}", kind=SpanKind.INTERNAL, attributes=attributes
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        run.state = (span, token)
+        run.state = _Open(span, otel_context.attach(trace.set_span_in_context(span)))
         self._active.add(1, {"cadence.name": run.cadence, "cadence.service": self.service_name})
 
     def run_ended(
@@ -152,10 +164,8 @@ class OpenTelemetryReporter(Observer):
         points = {"cadence.name": run.cadence, "cadence.service": self.service_name}
         self._active.add(-1, points)
         recorded = {**points, "cadence.outcome": outcome}
-        state = run.state
-        if isinstance(state, tuple):
-            span: Span = state[0]  # pyright: ignore[reportUnknownVariableType] # ours
-            self._close(span, state[1], error, outcome)  # pyright: ignore[reportUnknownArgumentType] # ours
+        if isinstance(run.state, _Open):
+            self._close(run.state, error, outcome)
         if isinstance(error, Exception):
             recorded["error.type"] = _error_type(_root_cause(error))
         self._run_duration.record(duration, recorded)
@@ -181,19 +191,17 @@ class OpenTelemetryReporter(Observer):
                 "cadence.service": self.service_name,
             },
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        frame.state = (span, token)
+        frame.state = _Open(span, otel_context.attach(trace.set_span_in_context(span)))
 
     def beat_ended(
         self, frame: Frame, duration: float, error: BaseException | None, outcome: Outcome
     ) -> None:
         """Record the beat's retries and fallbacks as events, end its span, record its duration."""
         state = frame.state
-        if isinstance(state, tuple):
-            span: Span = state[0]  # pyright: ignore[reportUnknownVariableType] # ours
+        if isinstance(state, _Open):
             for notice in frame.pending:
-                _add_notice(span, notice)
-            self._close(span, state[1], error, outcome)  # pyright: ignore[reportUnknownArgumentType] # ours
+                _add_notice(state.span, notice)
+            self._close(state, error, outcome)
         recorded = {
             "cadence.name": frame.run.cadence,
             "cadence.beat.path": frame.path,
@@ -214,9 +222,8 @@ class OpenTelemetryReporter(Observer):
         at: float,
     ) -> None:
         """Add the change to the span of the beat that caused it, if any."""
-        if frame is not None and isinstance(frame.state, tuple):
-            span: Span = frame.state[0]  # pyright: ignore[reportUnknownVariableType] # ours
-            span.add_event(
+        if frame is not None and isinstance(frame.state, _Open):
+            frame.state.span.add_event(
                 "cadence.circuit_breaker.state_change",
                 {
                     "cadence.circuit_breaker.name": breaker,
@@ -229,7 +236,8 @@ class OpenTelemetryReporter(Observer):
     # ---- shared
 
     @staticmethod
-    def _close(span: Span, token: object, error: BaseException | None, outcome: Outcome) -> None:
+    def _close(opened: _Open, error: BaseException | None, outcome: Outcome) -> None:
+        span = opened.span
         span.set_attribute("cadence.outcome", outcome)
         if isinstance(error, Exception):
             cause = _root_cause(error)
@@ -237,7 +245,7 @@ class OpenTelemetryReporter(Observer):
             span.set_attribute("error.type", _error_type(cause))
             span.set_status(Status(StatusCode.ERROR, f"{type(cause).__name__}: {cause}"))
         span.end()
-        otel_context.detach(token)  # type: ignore[arg-type] # the token attach() gave
+        otel_context.detach(opened.token)
 
     def _direct(self, beat_name: str, elapsed: float) -> None:
         """Record a beat reported by a direct `report(...)` call: its duration only."""

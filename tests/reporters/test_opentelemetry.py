@@ -8,12 +8,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
 import pytest
 from opentelemetry import trace
-from opentelemetry.context import Context as OtelContext
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
@@ -25,6 +25,9 @@ from cadence import BeatError, Cadence, Context, beat
 from cadence.reporters import OpenTelemetryReporter
 from cadence.reporters._opentelemetry import DURATION_BUCKETS
 from cadence.resilience import fallback, retry, set_testing, timeout
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context as OtelContext
 
 pytestmark = pytest.mark.anyio
 

@@ -216,9 +216,10 @@ async def test_outcomes_timeout_fallback_circuit_open_and_retries(anyio_backend:
     )
     await cadence.run()
     await cadence.run()
-    v = lambda beat, outcome: value(
-        registry, "cadence_beats_total", cadence="mixed", beat=beat, outcome=outcome
-    )  # noqa: E731
+
+    def v(beat: str, outcome: str) -> float:
+        return value(registry, "cadence_beats_total", cadence="mixed", beat=beat, outcome=outcome)
+
     assert v("down", "fallback") == 2
     assert v("down", "success") == 0
     assert value(registry, "cadence_beat_retries_total", cadence="mixed", beat="down") == 4

@@ -374,22 +374,22 @@ class Frame:
         "pending",
         "run",
         "shadowed",
-        "started_at",
         "state",
     )
+
+    fell_back: bool
+    closed: bool
+    shadowed: bool  # the observer will hear of this same beat again (a child run's hooks)
+    state: object
 
     def __init__(self, owner: Observer, run: Run, path: str, context: object) -> None:
         self.owner = owner
         self.run = run
         self.path = path
         self.context = context
-        self.started_at = time.time()
         self.pending: list[Notice] = []
-        self.fell_back = False
-        self.closed = False
-        # True when the observer will hear of this same beat again (from a child run's hooks).
-        self.shadowed = False
-        self.state: object = None
+        self.fell_back = self.closed = self.shadowed = False
+        self.state = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -749,6 +749,12 @@ class Observer(CadenceHooks[Context]):
     def before_beat(self, beat_name: str, context: Context) -> Awaitable[None] | None:
         """Open a beat record (visible to the resilience decorators) and tell `beat_started`."""
         stack = _stack.get()
+        if stack:
+            top = stack[-1]
+            if top.owner is self and type(top) is Run and top.shadow is None:  # the usual case
+                frame = Frame(self, top, beat_name, context)
+                _stack.set((*stack, frame))
+                return self.beat_started(frame)
         own: Run | None = None
         previous: Frame | None = None
         for entry in reversed(stack):
@@ -790,6 +796,20 @@ class Observer(CadenceHooks[Context]):
     ) -> Awaitable[None] | None:
         """Close the beat record and tell `beat_ended`."""
         stack = _stack.get()
+        top = stack[-1] if stack else None
+        if (
+            type(top) is Frame
+            and top.owner is self
+            and top.path == beat_name
+            and top.context is context
+        ):  # the usual case: the beat on top of the stack is this one
+            _stack.set(stack[:-1])
+            top.closed = True
+            if error is None:
+                return self.beat_ended(
+                    top, duration, None, "fallback" if top.fell_back else "success"
+                )
+            return self.beat_ended(top, duration, error, beat_outcome(error))
         for index in range(len(stack) - 1, -1, -1):
             entry = stack[index]
             if (
@@ -905,12 +925,9 @@ class EventHooks(Observer):
     def beat_started(self, frame: Frame) -> Awaitable[None] | None:
         """Send `BeatStarted`."""
         run = frame.run
+        frame.state = at = time.time()
         return self._send(
-            [
-                BeatStarted(
-                    cadence=run.cadence, run_id=run.run_id, at=frame.started_at, beat=frame.path
-                )
-            ]
+            [BeatStarted(cadence=run.cadence, run_id=run.run_id, at=at, beat=frame.path)]
         )
 
     def beat_ended(
@@ -921,6 +938,7 @@ class EventHooks(Observer):
         cadence, run_id, path = run.cadence, run.run_id, frame.path
         events: list[CadenceEvent] = [notice_event(n, cadence, run_id, path) for n in frame.pending]
         at = time.time()
+        started = frame.state if isinstance(frame.state, float) else at - duration
         if error is None:
             events.append(
                 BeatCompleted(
@@ -928,7 +946,7 @@ class EventHooks(Observer):
                     run_id=run_id,
                     at=at,
                     beat=path,
-                    started_at=frame.started_at,
+                    started_at=started,
                     duration=duration,
                     outcome=outcome,
                 )
@@ -940,7 +958,7 @@ class EventHooks(Observer):
                     run_id=run_id,
                     at=at,
                     beat=path,
-                    started_at=frame.started_at,
+                    started_at=started,
                     duration=duration,
                     error=error,
                     outcome=outcome,
@@ -953,7 +971,7 @@ class EventHooks(Observer):
                     run_id=run_id,
                     at=at,
                     beat=path,
-                    started_at=frame.started_at,
+                    started_at=started,
                     duration=duration,
                 )
             )

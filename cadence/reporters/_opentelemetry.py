@@ -99,8 +99,8 @@ class OpenTelemetryReporter(Observer):
     `cadence.run.active` (runs in progress).
 
     Args:
-        service_name: Recorded on every span and metric point as `cadence.service`; the
-            service itself is named by the provider's Resource (`service.name`), which the
+        service_name: Recorded on every run span and run metric point as `cadence.service`;
+            the service itself is named by the provider's Resource (`service.name`), which the
             application configures (see the observability docs).
         tracer_provider: Where spans go (default: the global provider, looked up at each span,
             so one configured after the reporter is made is still used).
@@ -184,11 +184,8 @@ class OpenTelemetryReporter(Observer):
             kind=SpanKind.INTERNAL,
             attributes={
                 "cadence.name": run.cadence,
-                "cadence.run.id": run.run_id,
                 "cadence.beat.path": path,
-                "cadence.beat.name": path.rpartition(".")[2],
                 "cadence.step": step,
-                "cadence.service": self.service_name,
             },
         )
         frame.state = _Open(span, otel_context.attach(trace.set_span_in_context(span)))
@@ -206,7 +203,6 @@ class OpenTelemetryReporter(Observer):
             "cadence.name": frame.run.cadence,
             "cadence.beat.path": frame.path,
             "cadence.outcome": outcome,
-            "cadence.service": self.service_name,
         }
         if isinstance(error, Exception):
             recorded["error.type"] = _error_type(error)
@@ -251,11 +247,7 @@ class OpenTelemetryReporter(Observer):
         """Record a beat reported by a direct `report(...)` call: its duration only."""
         self._beat_duration.record(
             elapsed,
-            {
-                "cadence.beat.path": beat_name,
-                "cadence.outcome": "success",
-                "cadence.service": self.service_name,
-            },
+            {"cadence.beat.path": beat_name, "cadence.outcome": "success"},
         )
 
 

@@ -13,6 +13,7 @@ and every label is quoted and escaped. The same cadence always gives the same te
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -157,6 +158,8 @@ def _beat_lines(beat: BeatNode, details: bool) -> list[str]:
 
 def _visible(text: str) -> str:
     """Replace characters that would break a line or hide (controls, separators) by escapes."""
+    if text.isprintable():  # the usual case; False for every category replaced below
+        return text
     out: list[str] = []
     for ch in text:
         category = unicodedata.category(ch)
@@ -175,6 +178,7 @@ def _check(direction: object) -> str:
 
 # ----------------------------------------------------------------------------- Mermaid
 
+_MERMAID_PLAIN = re.compile(r"[A-Za-z0-9 _.,:/()-]*")
 _MERMAID_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.,:/()")
 
 _MERMAID_SHAPES: dict[Shape, tuple[str, str]] = {
@@ -190,6 +194,8 @@ _MERMAID_SHAPES: dict[Shape, tuple[str, str]] = {
 
 def _mermaid_text(text: str) -> str:
     """Escape a label for Mermaid: anything outside a small safe set becomes `#code;`."""
+    if _MERMAID_PLAIN.fullmatch(text):
+        return text
     out: list[str] = []
     for ch in _visible(text):
         if ch in _MERMAID_SAFE or (ord(ch) > 127 and ch.isprintable() and not ch.isspace()):

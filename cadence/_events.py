@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BeatCancelled",
     "BeatCompleted",
+    "BeatEvent",
     "BeatFailed",
     "BeatFellBack",
     "BeatRetried",
@@ -48,6 +49,7 @@ __all__ = [
     "BeatTimedOut",
     "BreakerStateChanged",
     "CadenceEvent",
+    "Event",
     "EventHooks",
     "EventListener",
     "MergeConflict",

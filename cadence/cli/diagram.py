@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import click
 from rich_click import RichCommand
 
 from cadence.cli._common import UserError, note
+
+if TYPE_CHECKING:
+    from cadence.diagram import Direction
 
 __all__ = ["diagram"]
 
@@ -83,11 +84,11 @@ def diagram(
     value = load_attribute(target)
     if not isinstance(value, Cadence):
         raise UserError(f"{target} is a {type(value).__qualname__}, not a Cadence")
-    # cadence.diagram: to_mermaid(cadence, *, direction, details) and to_dot(...), both -> str
-    drawing = importlib.import_module("cadence.diagram")
-    name = "to_dot" if rendered is not None or output_format == "dot" else "to_mermaid"
-    draw = cast("Callable[..., str]", getattr(drawing, name))
-    text = draw(value, direction=direction, details=not no_details)
+    from cadence.diagram import to_dot, to_mermaid  # noqa: PLC0415 # lazy
+
+    draw = to_dot if rendered is not None or output_format == "dot" else to_mermaid
+    # pyright reads Cadence[Unknown] after the isinstance, mypy Cadence[Any]
+    text = draw(value, direction=cast("Direction", direction), details=not no_details)  # pyright: ignore[reportUnknownArgumentType]
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
         return

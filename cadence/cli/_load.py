@@ -43,8 +43,14 @@ def _relative(file: str) -> str:
         return file
 
 
-def import_user_module(name: str) -> types.ModuleType:
-    """Import module `name`, or raise a `UserError` that says why it cannot be imported."""
+def import_user_module(name: str, *, definition_errors: bool = False) -> types.ModuleType | None:
+    """Import module `name`, or raise a `UserError` that says why it cannot be imported.
+
+    With `definition_errors`, a `CadenceDefinitionError` raised by the module is no user
+    error: `None` is returned, and `validate` reports it as a finding.
+    """
+    from cadence import CadenceDefinitionError  # noqa: PLC0415 # lazy, like the rest
+
     if not name or any(not part.isidentifier() for part in name.split(".")):
         raise UserError(f"{name!r} is not a module name (expected dotted.module.name)")
     try:
@@ -56,6 +62,10 @@ def import_user_module(name: str) -> types.ModuleType:
                 "the installed packages)"
             ) from None
         raise UserError(f"cannot import {name!r}: {describe(error)}") from None
+    except CadenceDefinitionError as error:
+        if definition_errors:
+            return None
+        raise UserError(f"cannot import {name!r}: {describe(error)}") from None
     except Exception as error:  # noqa: BLE001 # the user's module raised: say what, in one line
         raise UserError(f"cannot import {name!r}: {describe(error)}") from None
 
@@ -66,6 +76,7 @@ def load_attribute(target: str) -> object:
     if not colon or not attribute:
         raise UserError(f"{target!r}: expected module:attribute, e.g. myapp.cadences:checkout")
     value: object = import_user_module(module_name)
+    assert value is not None  # noqa: S101 # definition errors are user errors here
     for part in attribute.split("."):
         try:
             value = getattr(value, part)

@@ -57,7 +57,8 @@ def validate(modules: tuple[str, ...], output_format: str) -> None:
             # pyright reads Cadence[Unknown] here, mypy Cadence[Any]
             targets.append(value)  # pyright: ignore[reportUnknownArgumentType]
         else:
-            import_user_module(name)  # a failure is a user error; a definition error a finding
+            # a failure to import is a user error; a definition error, a finding
+            import_user_module(name, definition_errors=True)
             targets.append(name)
     report = run_validate(*targets)
     if output_format == "json":

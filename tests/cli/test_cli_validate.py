@@ -51,6 +51,10 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "shop_clean.py").write_text(MODULE.split("conflict =", maxsplit=1)[0])
     (tmp_path / "shop_raises.py").write_text("import json\n\njson.loads('{')\n")
     (tmp_path / "shop_syntax.py").write_text("x = (\n")
+    (tmp_path / "shop_broken.py").write_text(
+        "from cadence import Cadence\n\n\ndef a(ctx):\n    pass\n\n\n"
+        'x = Cadence("x").then("a", a).then("a", a)\n'
+    )
     yield tmp_path
     for name in set(sys.modules) - before:
         del sys.modules[name]
@@ -144,3 +148,12 @@ def test_no_module_is_a_usage_error(workdir: Path):
     result = invoke()
     assert result.exit_code == 2
     assert "Missing argument" in result.stderr
+
+
+def test_a_definition_error_is_a_finding(workdir: Path):
+    result = invoke("shop_broken", "--format", "github")
+    assert result.exit_code == 1
+    assert result.stdout.startswith(
+        "::error file=shop_broken.py,line=8,title=cadence validate%3A duplicate-name::"
+        "cadence 'x', step 'a' (then): a step named 'a' already exists"
+    )

@@ -155,3 +155,32 @@ def test_usage_and_user_errors_exit_2(project: Path, args: list[str], message: s
     assert message in result.stderr
     assert "Traceback" not in result.output
     assert snapshot(project) == before
+
+
+def test_init_dry_run_and_diff_write_nothing(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dry = invoke("init", "shop", "--dry-run")
+    assert dry.exit_code == 0
+    assert "would create shop/pyproject.toml" in dry.stderr
+    diff = invoke("init", "shop", "--diff")
+    assert diff.exit_code == 0
+    assert "--- /dev/null\n+++ b/shop/pyproject.toml\n" in diff.stdout
+    assert invoke("init", "shop", "--check").exit_code == 1
+    assert not (tmp_path / "shop").exists()
+
+
+def test_the_spec_commands_as_written(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert invoke("init", "my-project").exit_code == 0
+    monkeypatch.chdir(tmp_path / "my-project")
+    assert invoke("new", "cadence", "checkout").exit_code == 0
+    result = invoke("new", "beat", "process-payment", "--retry", "3", "--timeout", "30")
+    assert result.exit_code == 0
+    assert (
+        (tmp_path / "my-project/src/my_project/cadences.py")
+        .read_text()
+        .endswith(
+            'checkout_cadence = Cadence("checkout", CheckoutContext())'
+            '.then("process_payment", process_payment)\n'
+        )
+    )

@@ -71,12 +71,13 @@ def test_without_the_extra_it_prints_the_install_hint(
 
 
 def test_an_internal_bug_is_one_line_and_exit_70(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    import cadence.validate  # noqa: PLC0415
+    import cadence.validate  # noqa: PLC0415, F401 # loads the module patched below
 
     def broken(*targets: object) -> object:
         raise RuntimeError("something internal\nwith a second line")
 
-    monkeypatch.setattr(cadence.validate, "validate", broken)
+    # by sys.modules: once cadence re-exports validate(), cadence.validate is the function
+    monkeypatch.setattr(sys.modules["cadence.validate"], "validate", broken)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     result = CliRunner().invoke(cli, ["validate", "json"])

@@ -11,6 +11,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, cast
 
+from cadence import _events as events
 from cadence._beat import default_name, is_async_callable
 from cadence._context import Context, ImmutableContext, is_frozen
 from cadence.resilience._checks import ExceptionFilter, exception_filter
@@ -82,6 +83,7 @@ def fallback(
             logger.warning(
                 "%r failed (%s: %s); falling back to %r", name, type(error).__name__, error, value
             )
+            events.record_fallback(name, error)
             if context is None:
                 return value
             if field is not None:
@@ -101,6 +103,7 @@ def fallback(
                 except Exception as error:  # noqa: BLE001 # `on` decides; cancellation passes
                     return recover(args, error)
 
+            events.mark(async_wrapper, "fallback", f"fallback: {field}" if field else "fallback")
             return cast("F", async_wrapper)
 
         @functools.wraps(fn)
@@ -110,6 +113,7 @@ def fallback(
             except Exception as error:  # noqa: BLE001 # as above
                 return recover(args, error)
 
+        events.mark(sync_wrapper, "fallback", f"fallback: {field}" if field else "fallback")
         return cast("F", sync_wrapper)
 
     return decorate

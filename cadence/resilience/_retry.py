@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
+from cadence import _events as events
 from cadence._beat import default_name, is_async_callable
 from cadence.resilience._checks import at_least, exception_filter, whole_at_least
 from cadence.resilience._clock import get_clock
@@ -113,6 +114,7 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
                 error,
                 wait,
             )
+            events.record_retry(name, attempt, max_attempts, wait, error)
             if on_retry is not None:
                 on_retry(RetryEvent(name, attempt, max_attempts, wait, error))
             return wait
@@ -147,6 +149,7 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
                     except Exception as again:  # noqa: BLE001 # as above
                         error = again
 
+            events.mark(async_wrapper, "retry", f"retry x{max_attempts}")
             return cast("F", async_wrapper)
 
         @functools.wraps(fn)
@@ -168,6 +171,7 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
                 except Exception as again:  # noqa: BLE001 # as above
                     error = again
 
+        events.mark(sync_wrapper, "retry", f"retry x{max_attempts}")
         return cast("F", sync_wrapper)
 
     return decorate

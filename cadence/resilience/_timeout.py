@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from cadence import _events as events
 from cadence._beat import default_name, is_async_callable
 from cadence._errors import BeatTimeoutError
 from cadence.resilience._checks import at_least, whole_at_least
@@ -113,6 +114,7 @@ def timeout(seconds: float) -> Callable[[F], F]:
                     if expiry.fired:
                         expiry.fired = False
                         if task.uncancel() <= cancelling:
+                            events.record_timeout(name, seconds)
                             raise BeatTimeoutError(name, seconds) from None
                     raise
                 finally:
@@ -120,12 +122,14 @@ def timeout(seconds: float) -> Callable[[F], F]:
                     if expiry.fired:  # the function swallowed our cancellation
                         task.uncancel()
 
+            events.mark(async_wrapper, "timeout", f"timeout {seconds:g}s")
             return cast("F", async_wrapper)
 
         @functools.wraps(fn)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:  # Any: F's own signature
             return _run_in_thread(fn, args, kwargs, seconds, name)
 
+        events.mark(sync_wrapper, "timeout", f"timeout {seconds:g}s")
         return cast("F", sync_wrapper)
 
     return decorate
@@ -140,6 +144,7 @@ async def _trio_timeout(
     with CancelScope(deadline=current_time() + seconds) as scope:
         return await fn(*args, **kwargs)
     if scope.cancelled_caught:
+        events.record_timeout(name, seconds)
         raise BeatTimeoutError(name, seconds)
     return None  # pragma: no cover # the scope can only end early by its deadline
 
@@ -150,6 +155,7 @@ def _run_in_thread(
     with _threads.lock:
         if _threads.held >= _threads.limit:
             refused = _AtCapError(_threads.held, _threads.abandoned)
+            events.record_timeout(name, seconds)
             raise BeatTimeoutError(name, seconds) from refused
         _threads.held += 1
     outcome: list[Any] = []  # Any: [True, result] or [False, exception]
@@ -181,6 +187,7 @@ def _run_in_thread(
             if not done.is_set():
                 state["abandoned"] = True
                 _threads.abandoned += 1
+                events.record_timeout(name, seconds)
                 raise BeatTimeoutError(name, seconds)
     ok, value = outcome
     if ok:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -11,8 +12,11 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, cast
 
+from anyio.lowlevel import checkpoint_if_cancelled
+
 from cadence._beat import default_name, is_async_callable
 from cadence._context import Context, ImmutableContext, is_frozen
+from cadence._errors import CadenceDefinitionError
 from cadence.resilience._checks import ExceptionFilter, exception_filter
 
 __all__ = ["FallbackDecorator", "fallback"]
@@ -67,18 +71,24 @@ def fallback(
     if handler is not None and not callable(handler):
         raise ValueError(f"fallback: handler must be callable, got {handler!r}")
     should_replace = exception_filter("fallback", on)
+    fresh = _fresh_default(default) if handler is None else None
 
     def decorate(fn: F) -> F:
         name = default_name(fn)
         _check_fields(fn, name, default, field)
 
-        def recover(
-            args: tuple[Any, ...], error: Exception
-        ) -> Any:  # Any: the value or a new context
+        def value_of(args: tuple[Any, ...], error: Exception) -> tuple[Context | None, object]:
+            """Return the context (or None) and the value that replaces `error`, or re-raise."""
             if not should_replace(error):
                 raise error
             context = args[0] if args and isinstance(args[0], Context) else None
-            value = default if handler is None else handler(context, error)
+            if handler is None:
+                return context, (default if fresh is None else fresh())
+            return context, handler(context, error)
+
+        def recover(
+            context: Context | None, value: object, error: Exception
+        ) -> Any:  # Any: the value, None or a new context
             logger.warning(
                 "%r failed (%s: %s); falling back to %r", name, type(error).__name__, error, value
             )
@@ -90,7 +100,7 @@ def fallback(
                 changes = _as_changes(value)
             else:
                 return value
-            return _write(context, changes, name, error, value)
+            return _write(context, changes, name, error)
 
         if is_async_callable(fn):
 
@@ -99,20 +109,64 @@ def fallback(
                 try:
                     return await fn(*args, **kwargs)
                 except Exception as error:  # noqa: BLE001 # `on` decides; cancellation passes
-                    return recover(args, error)
+                    # A failure under a cancelled scope is not replaced: the cancellation wins,
+                    # at this very point on asyncio and trio alike.
+                    await checkpoint_if_cancelled()
+                    context, value = value_of(args, error)
+                    if inspect.isawaitable(value):  # an async handler
+                        value = await value
+                    return recover(context, value, error)
 
             return cast("F", async_wrapper)
+
+        if handler is not None and is_async_callable(handler):
+            raise CadenceDefinitionError(
+                f"fallback of {name!r}: the handler {default_name(handler)!r} is async but "
+                f"{name!r} is sync, so nothing could await it; give a sync handler"
+            )
 
         @functools.wraps(fn)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:  # Any: F's own signature
             try:
                 return fn(*args, **kwargs)
             except Exception as error:  # noqa: BLE001 # as above
-                return recover(args, error)
+                context, value = value_of(args, error)
+                if inspect.isawaitable(value):
+                    if inspect.iscoroutine(value):
+                        value.close()  # never awaited: close it so it does not warn later
+                    raise CadenceDefinitionError(
+                        f"fallback of {name!r}: the handler returned an awaitable, but {name!r} "
+                        "is sync, so nothing could await it; give a sync handler"
+                    ) from error
+                return recover(context, value, error)
 
         return cast("F", sync_wrapper)
 
     return decorate
+
+
+def _fresh_default(default: object) -> Callable[[], object] | None:
+    """Return a maker of fresh copies of `default`, or None when it is immutable (no copy needed).
+
+    A mutable default is deep-copied at every use, so one run's changes to it never reach the
+    next run. Deep-copying an immutable value returns the value itself, which is how it is told
+    apart once, here, rather than on every fallback.
+
+    Raises:
+        ValueError: `default` cannot be deep-copied.
+
+    """
+    try:
+        copied = copy.deepcopy(default)
+    except Exception as error:
+        raise ValueError(
+            f"fallback: the default {default!r} cannot be copied ({type(error).__name__}: "
+            f"{error}); each use gets a fresh copy of a default, so build the value in a "
+            "handler instead: handler=lambda ctx, error: ..."
+        ) from error
+    if copied is default:
+        return None
+    return functools.partial(copy.deepcopy, default)
 
 
 def _is_mapping(value: object) -> bool:
@@ -124,10 +178,12 @@ def _as_changes(value: object) -> dict[str, object]:
     return {str(k): v for k, v in cast("Mapping[object, object]", value).items()}
 
 
-def _write(
-    context: Context, changes: Mapping[str, object], name: str, error: Exception, value: object
-) -> object:
-    """Write `changes` into `context`; return `value`, or the new context if it is frozen."""
+def _write(context: Context, changes: Mapping[str, object], name: str, error: Exception) -> object:
+    """Write `changes` into `context`; return None, or the new context if it is frozen.
+
+    A beat's fallback returns what the beat would have: nothing for a context it mutates, a new
+    context for a frozen one. So the beat keeps its type.
+    """
     known = {f.name for f in dataclasses.fields(cast("Any", context))}
     for key in changes:
         if key not in known:
@@ -141,7 +197,7 @@ def _write(
         return dataclasses.replace(cast("Any", context), **changes)
     for key, new in changes.items():
         setattr(context, key, new)
-    return value
+    return None
 
 
 def _check_fields(fn: Callable[..., Any], name: str, default: object, field: str | None) -> None:

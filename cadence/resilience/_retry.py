@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
+from anyio.lowlevel import checkpoint_if_cancelled
+
 from cadence._beat import default_name, is_async_callable
 from cadence.resilience._checks import at_least, exception_filter, whole_at_least
 from cadence.resilience._clock import get_clock
@@ -137,6 +139,9 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
                     error = first
                 attempt = 1
                 while True:
+                    # Under a cancelled scope the cancellation wins, before any retry, whatever
+                    # the clock's sleep does.
+                    await checkpoint_if_cancelled()
                     wait = next_wait(attempt, error, started)
                     if wait is None:
                         raise give_up(error, attempt)

@@ -1,10 +1,12 @@
 """`@timeout`: give up on a call that runs past its deadline.
 
-An async function is cancelled at the deadline, with the backend's native machinery (a timer
-that cancels the task on asyncio, a cancel scope on trio), so its cleanup runs before
-`BeatTimeoutError` is raised. A sync function cannot be stopped from outside: it runs in a
-thread of its own, and at the deadline its caller is released while the thread is abandoned to
-finish alone. Abandoned threads are counted (`abandoned_threads()`) and capped
+An async function is cancelled at the deadline through a cancel scope (anyio's on asyncio, with
+the event loop's own timer; trio's own on trio), so its cleanup runs before `BeatTimeoutError`
+is raised, and a shielded scope inside it finishes its work on both backends. A sync function
+cannot be stopped from outside: it runs in a thread of its own, and at the deadline its caller
+is released while the thread is abandoned to finish alone. A sync beat runs on a private copy of
+its context, whose changes are written into the context only if the call ended in time, so an
+abandoned thread can never write into a context its caller has moved on with. Abandoned threads are counted (`abandoned_threads()`) and capped
 (`set_abandoned_thread_limit()`, default 64). The cap counts every thread a timed sync call
 holds, running or abandoned, because any running one may be abandoned next: so concurrent
 callers can never push the abandoned threads past it. At the cap, a new call fails at once with
@@ -15,13 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
+import dataclasses
 import functools
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from anyio import CancelScope
+
 from cadence._beat import default_name, is_async_callable
-from cadence._errors import BeatTimeoutError
+from cadence._context import AtomicDict, AtomicList, Context, is_frozen
+from cadence._errors import BeatTimeoutError, CadenceError
 from cadence.resilience._checks import at_least, whole_at_least
 
 __all__ = ["abandoned_threads", "set_abandoned_thread_limit", "timeout"]
@@ -63,27 +70,14 @@ def set_abandoned_thread_limit(limit: int) -> int:
     return previous
 
 
-class _Expiry:
-    """The asyncio timer callback: cancel the task and remember that it was us."""
-
-    __slots__ = ("fired", "task")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:  # Any: any task may be timed
-        self.task = task
-        self.fired = False
-
-    def __call__(self) -> None:
-        self.fired = True
-        self.task.cancel()
-
-
 def timeout(seconds: float) -> Callable[[F], F]:
     """Fail a sync or async function (or beat) that runs longer than `seconds`.
 
     Raises `BeatTimeoutError` (also a `TimeoutError`) at the deadline. An async function is
-    cancelled and its cleanup runs first; a sync function's caller is released and its thread
-    abandoned (see the module documentation for the cap). A cancellation from outside passes
-    through unchanged.
+    cancelled and its cleanup runs first (shielded cancel scopes inside it are respected); a
+    sync function's caller is released and its thread abandoned (see the module documentation
+    for the cap). A sync beat works on a private copy of its context, written back only if it
+    ends in time. A cancellation from outside passes through unchanged.
 
     Raises:
         ValueError: `seconds` is not > 0 (raised when decorating).
@@ -101,24 +95,17 @@ def timeout(seconds: float) -> Callable[[F], F]:
                 loop = asyncio._get_running_loop()  # the C fast path; None off asyncio
                 if loop is None:
                     return await _trio_timeout(fn, args, kwargs, seconds, name)
-                task = asyncio.current_task(loop)
-                if task is None:  # pragma: no cover # a coroutine always runs in a task
-                    return await fn(*args, **kwargs)
-                expiry = _Expiry(task)
-                cancelling = task.cancelling()
-                handle = loop.call_at(loop.time() + seconds, expiry)
+                # anyio's scope, so shielded scopes inside are respected; the loop's own timer
+                # cancels it (cheaper than the scope's deadline, which reads anyio's clock).
+                scope = CancelScope()
+                handle = loop.call_at(loop.time() + seconds, scope.cancel)
                 try:
-                    return await fn(*args, **kwargs)
-                except asyncio.CancelledError:
-                    if expiry.fired:
-                        expiry.fired = False
-                        if task.uncancel() <= cancelling:
-                            raise BeatTimeoutError(name, seconds) from None
-                    raise
+                    with scope:
+                        return await fn(*args, **kwargs)
                 finally:
                     handle.cancel()
-                    if expiry.fired:  # the function swallowed our cancellation
-                        task.uncancel()
+                # Only the scope's own cancellation, at the deadline, ends up here.
+                raise BeatTimeoutError(name, seconds)
 
             return cast("F", async_wrapper)
 
@@ -152,6 +139,12 @@ def _run_in_thread(
             refused = _AtCapError(_threads.held, _threads.abandoned)
             raise BeatTimeoutError(name, seconds) from refused
         _threads.held += 1
+    try:
+        live, private, call_args = _private_call(args, name)
+    except BaseException:
+        with _threads.lock:
+            _threads.held -= 1
+        raise
     outcome: list[Any] = []  # Any: [True, result] or [False, exception]
     done = threading.Event()
     state = {"abandoned": False}
@@ -159,7 +152,7 @@ def _run_in_thread(
 
     def target() -> None:
         try:
-            outcome.extend((True, context.run(fn, *args, **kwargs)))
+            outcome.extend((True, context.run(fn, *call_args, **kwargs)))
         except BaseException as error:  # noqa: BLE001 # handed to the caller, whatever it is
             outcome.extend((False, error))
         finally:
@@ -183,9 +176,61 @@ def _run_in_thread(
                 _threads.abandoned += 1
                 raise BeatTimeoutError(name, seconds)
     ok, value = outcome
+    if live is not None and private is not None:  # ended in time: its changes count
+        _write_back(live, private)
+        if value is private:
+            value = live
     if ok:
         return value
     raise value
+
+
+_ATOMICS = (AtomicList, AtomicDict)
+
+
+def _private_call(
+    args: tuple[Any, ...], name: str
+) -> tuple[Context | None, Context | None, tuple[Any, ...]]:
+    """Return the live context, its private copy and the arguments to call with.
+
+    A mutable context (the first argument) is replaced by a copy whose fields are deep copies
+    (one memo, so aliasing between fields survives), except shared values: atomics and fields
+    marked shared are the same objects in both. Anything else (no context, a frozen one) is
+    called as it is.
+    """
+    live = args[0] if args and isinstance(args[0], Context) else None
+    if live is None or is_frozen(type(live)):
+        return None, None, args
+    private = copy.copy(live)
+    shared = _shared_fields(type(live))
+    memo: dict[int, Any] = {}  # Any: copy's memo type
+    for field in dataclasses.fields(cast("Any", live)):
+        value = getattr(live, field.name)
+        if field.name in shared or isinstance(value, _ATOMICS):
+            continue
+        try:
+            object.__setattr__(private, field.name, copy.deepcopy(value, memo))
+        except Exception as error:
+            raise CadenceError(
+                f"timeout of {name!r}: cannot copy field {field.name!r} "
+                f"({type(value).__qualname__}) of {type(live).__qualname__}: a timed sync beat "
+                "runs on a private copy of its context; mark the field shared if it holds a "
+                f"resource ({type(error).__name__}: {error})"
+            ) from error
+    return live, private, (private, *args[1:])
+
+
+def _write_back(live: Context, private: Context) -> None:
+    """Write every field of the private copy into the live context (the call ended in time)."""
+    for field in dataclasses.fields(cast("Any", live)):
+        value = getattr(private, field.name)
+        if getattr(live, field.name) is not value:
+            setattr(live, field.name, value)
+
+
+def _shared_fields(cls: type) -> frozenset[str]:
+    """Return the fields of `cls` marked shared, never copied."""
+    return frozenset()
 
 
 class _AtCapError(RuntimeError):

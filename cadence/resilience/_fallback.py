@@ -129,7 +129,7 @@ def fallback(
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:  # Any: F's own signature
             try:
                 return fn(*args, **kwargs)
-            except Exception as error:  # noqa: BLE001 # as above
+            except Exception as error:  # `on` decides; cancellation passes
                 context, value = value_of(args, error)
                 if inspect.isawaitable(value):
                     if inspect.iscoroutine(value):

@@ -6,11 +6,12 @@ is raised, and a shielded scope inside it finishes its work on both backends. A 
 cannot be stopped from outside: it runs in a thread of its own, and at the deadline its caller
 is released while the thread is abandoned to finish alone. A sync beat runs on a private copy of
 its context, whose changes are written into the context only if the call ended in time, so an
-abandoned thread can never write into a context its caller has moved on with. Abandoned threads are counted (`abandoned_threads()`) and capped
-(`set_abandoned_thread_limit()`, default 64). The cap counts every thread a timed sync call
-holds, running or abandoned, because any running one may be abandoned next: so concurrent
-callers can never push the abandoned threads past it. At the cap, a new call fails at once with
-`BeatTimeoutError`, without starting, so a stuck dependency cannot pile up threads without bound.
+abandoned thread can never write into a context its caller has moved on with. Abandoned threads
+are counted (`abandoned_threads()`) and capped (`set_abandoned_thread_limit()`, default 64).
+The cap counts every thread a timed sync call holds, running or abandoned, because any running
+one may be abandoned next: so concurrent callers can never push the abandoned threads past it.
+At the cap, a new call fails at once with `BeatTimeoutError`, without starting, so a stuck
+dependency cannot pile up threads without bound.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, TypeVar, cast
 
 from anyio import CancelScope
 
+from cadence import _context
 from cadence._beat import default_name, is_async_callable
 from cadence._context import AtomicDict, AtomicList, Context, is_frozen
 from cadence._errors import BeatTimeoutError, CadenceError
@@ -178,8 +180,8 @@ def _run_in_thread(
     ok, value = outcome
     if live is not None and private is not None:  # ended in time: its changes count
         _write_back(live, private)
-        if value is private:
-            value = live
+        if ok and value is private:
+            return live
     if ok:
         return value
     raise value
@@ -230,7 +232,8 @@ def _write_back(live: Context, private: Context) -> None:
 
 def _shared_fields(cls: type) -> frozenset[str]:
     """Return the fields of `cls` marked shared, never copied."""
-    return frozenset()
+    find: Callable[[type], frozenset[str]] | None = getattr(_context, "shared_fields", None)
+    return frozenset() if find is None else find(cls)
 
 
 class _AtCapError(RuntimeError):

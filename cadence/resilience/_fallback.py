@@ -9,8 +9,8 @@ import functools
 import inspect
 import logging
 import typing
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar, cast
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
 from anyio.lowlevel import checkpoint_if_cancelled
 
@@ -19,9 +19,17 @@ from cadence._context import Context, ImmutableContext, is_frozen
 from cadence._errors import CadenceDefinitionError
 from cadence.resilience._checks import ExceptionFilter, exception_filter
 
-__all__ = ["FallbackDecorator", "fallback"]
+__all__ = ["BeatFallback", "FallbackDecorator", "HandlerFallback", "ValueFallback", "fallback"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=Context)
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+H = TypeVar("H")
+T_co = TypeVar("T_co", covariant=True)
+H_contra = TypeVar("H_contra", contravariant=True)
+BeatResult = TypeVar("BeatResult", bound=Context | None)  # what a beat returns: None or a context
 
 logger = logging.getLogger("cadence")
 
@@ -29,39 +37,142 @@ _MISSING: Any = object()  # Any: a sentinel that fits every parameter type
 
 
 class FallbackDecorator(Protocol):
-    """What `fallback(...)` returns: apply it to a function to guard it."""
+    """What `fallback(default, field=...)` returns: the beat keeps its exact type."""
 
     def __call__(self, fn: F, /) -> F:
         """Guard `fn` and return a function of exactly its type."""
         ...
 
 
+class BeatFallback(Protocol[C]):
+    """What `fallback(handler=..., field=...)` returns: a guard for beats over context `C`.
+
+    The beat keeps its type; its context parameter becomes positional-only (the runner passes
+    it so), because that parameter is how the handler's context is matched to the beat's.
+    """
+
+    def __call__(self, fn: Callable[Concatenate[C, P], R], /) -> Callable[Concatenate[C, P], R]:
+        """Guard `fn`, a beat over `C`."""
+        ...
+
+
+class ValueFallback(Protocol[T_co]):
+    """What `fallback(default)` returns, without `field`: the call may return the default.
+
+    On `Callable[P, R]` it gives `Callable[P, R | T]` (an async function's awaited result
+    likewise). A mapping default on a beat (a function whose first parameter is a context and
+    which returns None or a context) is written into the context: the beat keeps its type.
+    """
+
+    # Overloads 1-2 (a mapping on a beat) overlap 3-4 with other results on purpose: a beat's
+    # mapping default goes into the context, so the beat's own result stands.
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self: ValueFallback[Mapping[str, object]],
+        fn: Callable[Concatenate[C, P], Coroutine[Any, Any, BeatResult]],  # Any: any coroutine
+        /,
+    ) -> Callable[Concatenate[C, P], Coroutine[Any, Any, BeatResult]]: ...
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self: ValueFallback[Mapping[str, object]], fn: Callable[Concatenate[C, P], BeatResult], /
+    ) -> Callable[Concatenate[C, P], BeatResult]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R | T_co]]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Callable[P, R | T_co]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> Callable[..., Any]:
+        """Guard `fn`; its result type widens by the default's."""
+        ...
+
+
+# Contravariant in the handler's context, used only in `self` annotations (how an overload
+# tells a handler that takes None from one that takes a context): both checkers expect the
+# variance of a protocol's other uses, and there are none.
+class HandlerFallback(Protocol[H_contra, T_co]):  # type: ignore[misc]  # pyright: ignore[reportInvalidTypeVarUse]
+    """What `fallback(handler=...)` returns, without `field`: the call may return its value.
+
+    On a plain function (the handler takes None for the context) `Callable[P, R]` gives
+    `Callable[P, R | T]`; on a function whose first parameter is a context (a split condition),
+    the handler must take that context.
+    """
+
+    @overload
+    def __call__(
+        self: HandlerFallback[None, T], fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R | T]]: ...
+    @overload
+    def __call__(self: HandlerFallback[None, T], fn: Callable[P, R], /) -> Callable[P, R | T]: ...
+    @overload
+    def __call__(
+        self: HandlerFallback[C, T], fn: Callable[Concatenate[C, P], Coroutine[Any, Any, R]], /
+    ) -> Callable[Concatenate[C, P], Coroutine[Any, Any, R | T]]: ...
+    @overload
+    def __call__(
+        self: HandlerFallback[C, T], fn: Callable[Concatenate[C, P], R], /
+    ) -> Callable[Concatenate[C, P], R | T]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> Callable[..., Any]:
+        """Guard `fn`; its result type widens by the handler's."""
+        ...
+
+
+@overload
+def fallback(
+    default: object, *, field: str, on: ExceptionFilter = Exception
+) -> FallbackDecorator: ...
+@overload
+def fallback(
+    *, handler: Callable[[C, Exception], object], field: str, on: ExceptionFilter = Exception
+) -> BeatFallback[C]: ...
+@overload
+def fallback(
+    default: T, *, field: None = None, on: ExceptionFilter = Exception
+) -> ValueFallback[T]: ...
+@overload
+def fallback(
+    *,
+    handler: Callable[[H, Exception], Awaitable[T]],
+    field: None = None,
+    on: ExceptionFilter = Exception,
+) -> HandlerFallback[H, T]: ...
+@overload
+def fallback(
+    *, handler: Callable[[H, Exception], T], field: None = None, on: ExceptionFilter = Exception
+) -> HandlerFallback[H, T]: ...
+
+
 def fallback(
     default: object = _MISSING,
     *,
     field: str | None = None,
-    handler: Callable[[Any, Exception], object] | None = None,
+    handler: Callable[[Any, Exception], object] | None = None,  # Any: see the overloads
     on: ExceptionFilter = Exception,
-) -> FallbackDecorator:
+) -> FallbackDecorator | BeatFallback[Any] | ValueFallback[Any] | HandlerFallback[Any, Any]:
     """Replace a failure of a sync or async function (or beat) by a value.
 
-    On a failure matched by `on`, the value (`default`, or `handler(context, error)`) is written
-    to the context field `field`; a mapping `default` without `field` sets one field per key.
-    The decorated call then returns the value, so the run goes on and the decorator serves plain
-    functions too (there, nothing is written). A beat over an `ImmutableContext` returns the new
-    context instead. Each fallback logs a WARNING on the `cadence` logger. Cancellation is never
-    replaced.
+    On a failure matched by `on`, the value (`default`, or `handler(context, error)`, awaited
+    when the handler is async) is written to the context field `field`; a mapping value without
+    `field` sets one field per key. A beat that wrote its value returns what it would have
+    returned (None, or the new context of an `ImmutableContext`), so it keeps its type.
+    Otherwise the call returns the value, so the decorator serves plain functions too: typed
+    `Callable[P, R]`, a plain function guarded by a default of type `T` is `Callable[P, R | T]`.
+    A mutable `default` is deep-copied at every use, so no run sees another's changes to it.
+    Each fallback logs a WARNING on the `cadence` logger. Cancellation is never replaced, and
+    nothing is recovered under a cancelled scope: the cancellation wins.
 
     Args:
-        default: The value to use.
+        default: The value to use (deep-copied at every use unless it is immutable).
         field: The context field to write it to.
-        handler: Computes the value from the context (the first argument, or None) and the error;
-            given instead of `default`.
+        handler: Computes the value from the context (the first argument, or None) and the
+            error; given instead of `default`. An async handler needs an async function.
         on: The failures to replace: exception types, or a predicate; others propagate.
 
     Raises:
-        ValueError: neither or both of `default` and `handler` are given, `field` is empty, or
-            the beat's annotated context has no such field (raised when decorating).
+        ValueError: neither or both of `default` and `handler` are given, `field` is empty,
+            `default` cannot be deep-copied, or the beat's annotated context has no such field
+            (raised when decorating).
+        CadenceDefinitionError: an async handler guards a sync function (when decorating).
 
     """
     if (default is _MISSING) == (handler is None):
@@ -142,7 +253,7 @@ def fallback(
 
         return cast("F", sync_wrapper)
 
-    return decorate
+    return cast("FallbackDecorator", decorate)
 
 
 def _fresh_default(default: object) -> Callable[[], object] | None:

@@ -5,6 +5,7 @@ Each test names the defect it pins. Async cases run on asyncio and on trio.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import threading
@@ -372,6 +373,36 @@ async def test_timeout_still_passes_an_outer_cancellation_through() -> None:
         outer.cancel()
         await forever()
     assert outer.cancelled_caught
+
+
+def test_timeout_works_in_plain_asyncio_tasks_under_asyncio_timeout() -> None:
+    @timeout(10.0)
+    async def forever() -> None:
+        await asyncio.sleep(10)
+
+    @timeout(0.01)
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    async def main() -> list[str]:
+        seen: list[str] = []
+        try:
+            await slow()
+        except BeatTimeoutError:
+            seen.append("own deadline")
+        try:
+            async with asyncio.timeout(0.01):
+                await forever()
+        except BeatTimeoutError:  # pragma: no cover # the enclosing deadline is not ours
+            seen.append("wrong")
+        except TimeoutError:
+            seen.append("enclosing deadline")
+        task = asyncio.current_task()
+        assert task is not None
+        seen.append(f"cancelling={task.cancelling()}")
+        return seen
+
+    assert asyncio.run(main()) == ["own deadline", "enclosing deadline", "cancelling=0"]
 
 
 # ----------------------------------------------------------------- 5. late writes of sync beats

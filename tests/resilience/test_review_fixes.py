@@ -479,6 +479,28 @@ async def test_a_sync_beat_that_ends_in_time_writes_its_changes() -> None:
     assert result.seen == ["atomic"]
 
 
+@pytest.mark.anyio
+async def test_timed_sync_beats_in_parallel_branches_merge_without_false_conflicts() -> None:
+    @timeout(5.0)
+    @beat
+    def set_status(ctx: Order) -> None:
+        ctx.status = "checked"
+
+    @timeout(5.0)
+    @beat
+    def add_item(ctx: Order) -> None:
+        ctx.items.append("added")
+
+    @timeout(5.0)
+    @beat
+    def count(ctx: Order) -> None:
+        ctx.data = len(ctx.items)
+
+    cadence = Cadence("c", Order(items=["first"])).sync("both", [set_status, add_item, count])
+    result = await cadence.run()
+    assert (result.status, result.items, result.data) == ("checked", ["first", "added"], 1)
+
+
 def test_a_sync_beat_returning_its_context_returns_the_live_one() -> None:
     @timeout(5.0)
     def same(ctx: Order) -> Order:

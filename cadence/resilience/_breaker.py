@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
+from cadence import _events as events
 from cadence._beat import default_name, is_async_callable
 from cadence._errors import CircuitOpenError
 from cadence.resilience._checks import at_least, exception_types, whole_at_least
@@ -206,6 +207,7 @@ class CircuitBreaker:
         # Successes in the closed state are the hot path: counted by an itertools.count, whose
         # next() is atomic under the GIL, so they take no lock.
         self._successes = itertools.count()
+        events.breaker_created(self)
 
     # ------------------------------------------------------------------ reading
 

@@ -14,6 +14,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overloa
 
 from anyio.lowlevel import checkpoint_if_cancelled
 
+from cadence import _events as events
 from cadence._beat import default_name, is_async_callable
 from cadence._context import Context, ImmutableContext, is_frozen
 from cadence._errors import CadenceDefinitionError
@@ -203,6 +204,7 @@ def fallback(
             logger.warning(
                 "%r failed (%s: %s); falling back to %r", name, type(error).__name__, error, value
             )
+            events.record_fallback(name, error)
             if context is None:
                 return value
             if field is not None:
@@ -228,6 +230,7 @@ def fallback(
                         value = await value
                     return recover(context, value, error)
 
+            events.mark(async_wrapper, "fallback", f"fallback: {field}" if field else "fallback")
             return cast("F", async_wrapper)
 
         if handler is not None and is_async_callable(handler):
@@ -251,6 +254,7 @@ def fallback(
                     ) from error
                 return recover(context, value, error)
 
+        events.mark(sync_wrapper, "fallback", f"fallback: {field}" if field else "fallback")
         return cast("F", sync_wrapper)
 
     return cast("FallbackDecorator", decorate)

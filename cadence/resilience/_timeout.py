@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import copy
-import dataclasses
 import functools
 import threading
 from collections.abc import Callable
@@ -27,10 +25,11 @@ from typing import Any, TypeVar, cast
 
 import anyio
 
-from cadence import _context
+from cadence import _events as events
 from cadence._beat import default_name, is_async_callable
-from cadence._context import AtomicDict, AtomicList, Context, is_frozen
-from cadence._errors import BeatTimeoutError, CadenceError
+from cadence._context import Context, context_info, is_frozen
+from cadence._errors import BeatTimeoutError
+from cadence._isolation import DELETED, BranchState, FingerprintCache, open_branches
 from cadence.resilience._checks import at_least, whole_at_least
 
 __all__ = ["abandoned_threads", "set_abandoned_thread_limit", "timeout"]
@@ -107,14 +106,17 @@ def timeout(seconds: float) -> Callable[[F], F]:
                 finally:
                     handle.cancel()
                 # Only the scope's own cancellation, at the deadline, ends up here.
+                events.record_timeout(name, seconds)
                 raise BeatTimeoutError(name, seconds)
 
+            events.mark(async_wrapper, "timeout", f"timeout {seconds:g}s")
             return cast("F", async_wrapper)
 
         @functools.wraps(fn)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:  # Any: F's own signature
             return _run_in_thread(fn, args, kwargs, seconds, name)
 
+        events.mark(sync_wrapper, "timeout", f"timeout {seconds:g}s")
         return cast("F", sync_wrapper)
 
     return decorate
@@ -149,6 +151,7 @@ async def _trio_timeout(
     with CancelScope(deadline=current_time() + seconds) as scope:
         return await fn(*args, **kwargs)
     if scope.cancelled_caught:
+        events.record_timeout(name, seconds)
         raise BeatTimeoutError(name, seconds)
     return None  # pragma: no cover # the scope can only end early by its deadline
 
@@ -159,6 +162,7 @@ def _run_in_thread(
     with _threads.lock:
         if _threads.held >= _threads.limit:
             refused = _AtCapError(_threads.held, _threads.abandoned)
+            events.record_timeout(name, seconds)
             raise BeatTimeoutError(name, seconds) from refused
         _threads.held += 1
     try:
@@ -196,64 +200,47 @@ def _run_in_thread(
             if not done.is_set():
                 state["abandoned"] = True
                 _threads.abandoned += 1
+                events.record_timeout(name, seconds)
                 raise BeatTimeoutError(name, seconds)
     ok, value = outcome
     if live is not None and private is not None:  # ended in time: its changes count
-        _write_back(live, private)
-        if ok and value is private:
+        view, branch = private
+        _write_back(live, branch.changes(view, FingerprintCache()))
+        if ok and value is view:
             return live
     if ok:
         return value
     raise value
 
 
-_ATOMICS = (AtomicList, AtomicDict)
-
-
 def _private_call(
     args: tuple[Any, ...], name: str
-) -> tuple[Context | None, Context | None, tuple[Any, ...]]:
-    """Return the live context, its private copy and the arguments to call with.
+) -> tuple[Context | None, tuple[Context, BranchState] | None, tuple[Any, ...]]:
+    """Return the live context, a private view of it and the arguments to call with.
 
-    A mutable context (the first argument) is replaced by a copy whose fields are deep copies
-    (one memo, so aliasing between fields survives), except shared values: atomics and fields
-    marked shared are the same objects in both. Anything else (no context, a frozen one) is
+    A mutable context (the first argument) is replaced by the view a parallel branch gets: its
+    fields copy themselves from the live context on first read (shared fields and atomics are
+    the same objects), and its writes stay in it. Anything else (no context, a frozen one) is
     called as it is.
     """
     live = args[0] if args and isinstance(args[0], Context) else None
     if live is None or is_frozen(type(live)):
         return None, None, args
-    private = copy.copy(live)
-    shared = _shared_fields(type(live))
-    memo: dict[int, Any] = {}  # Any: copy's memo type
-    for field in dataclasses.fields(cast("Any", live)):
-        value = getattr(live, field.name)
-        if field.name in shared or isinstance(value, _ATOMICS):
-            continue
-        try:
-            object.__setattr__(private, field.name, copy.deepcopy(value, memo))
-        except Exception as error:
-            raise CadenceError(
-                f"timeout of {name!r}: cannot copy field {field.name!r} "
-                f"({type(value).__qualname__}) of {type(live).__qualname__}: a timed sync beat "
-                "runs on a private copy of its context; mark the field shared if it holds a "
-                f"resource ({type(error).__name__}: {error})"
-            ) from error
-    return live, private, (private, *args[1:])
+    for field in context_info(type(live)).fields:  # a branch's view: read it all in, once
+        getattr(live, field, None)
+    run = events.current_run()
+    cadence_name = run.cadence if run is not None else "<not observed>"
+    ((view, state),) = open_branches(live, cadence_name, [name])
+    return live, (view, state), (view, *args[1:])
 
 
-def _write_back(live: Context, private: Context) -> None:
-    """Write every field of the private copy into the live context (the call ended in time)."""
-    for field in dataclasses.fields(cast("Any", live)):
-        value = getattr(private, field.name)
-        if getattr(live, field.name) is not value:
-            setattr(live, field.name, value)
-
-
-def _shared_fields(cls: type) -> frozenset[str]:
-    """Return the fields of `cls` marked shared, never copied."""
-    find: Callable[[type], frozenset[str]] | None = getattr(_context, "shared_fields", None)
-    return frozenset() if find is None else find(cls)
+def _write_back(live: Context, changes: dict[str, object]) -> None:
+    """Apply the fields a timed call changed in its view (it ended in time) to the live context."""
+    for field, value in changes.items():
+        if value is DELETED:
+            delattr(live, field)
+        else:
+            setattr(live, field, value)
 
 
 class _AtCapError(RuntimeError):

@@ -28,6 +28,8 @@ from cadence import (
     CircuitOpenError,
     CircuitState,
     Context,
+    ContextCopyError,
+    Shared,
     beat,
     circuit_breaker,
     fallback,
@@ -516,15 +518,40 @@ def test_a_field_that_cannot_be_copied_names_the_beat_and_the_field() -> None:
     @dataclass
     class Locked(Context):
         lock: Any = None
+        count: int = 0
 
     @timeout(5.0)
     def guarded(ctx: Locked) -> None:
-        pass
+        ctx.count += 1
+        with ctx.lock:
+            pass
 
-    before = abandoned_threads()
-    with pytest.raises(CadenceError, match=r"timeout of 'guarded': cannot copy field 'lock'"):
-        guarded(Locked(lock=threading.Lock()))
-    assert abandoned_threads() == before  # nothing was started
+    @timeout(5.0)
+    def untouched(ctx: Locked) -> None:
+        ctx.count += 1  # the lock is never read, so never copied
+
+    ctx = Locked(lock=threading.Lock())
+    with pytest.raises(ContextCopyError, match=r"step 'guarded': field Locked.lock holds a "):
+        guarded(ctx)
+    untouched(ctx)
+    assert ctx.count == 2  # both ended in time, so both writes count, as without a timeout
+
+
+def test_a_shared_field_is_the_same_object_in_the_private_view() -> None:
+    @dataclass
+    class WithLock(Context):
+        lock: Shared[threading.Lock] = field(default_factory=threading.Lock)
+        seen: list[bool] = field(default_factory=list[bool])
+
+    ctx = WithLock()
+
+    @timeout(5.0)
+    def use(c: WithLock) -> None:
+        with c.lock:
+            c.seen.append(c.lock is ctx.lock)
+
+    use(ctx)
+    assert ctx.seen == [True]
 
 
 # ----------------------------------------------------------------- 6. outer cancellation

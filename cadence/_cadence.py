@@ -12,6 +12,7 @@ import anyio
 from cadence._beat import Beat, BeatSpec, Condition, is_async_callable, resolve_beat
 from cadence._context import Context, check_context_class
 from cadence._errors import CadenceDefinitionError, CadenceError
+from cadence._events import EventHooks, EventListener
 from cadence._hooks import HOOK_METHODS, CadenceHooks, Observers, Reporter, ReporterHooks
 from cadence._isolation import copy_template
 from cadence._merge import MergeStrategy, fail_on_conflict
@@ -283,7 +284,32 @@ class Cadence(Generic[C]):
                 f"cadence {self._name!r}, with_reporter: the reporter must be callable, got "
                 f"{type(reporter).__qualname__} {reporter!r}"
             )
-        return self._with_all_hooks((*self._hooks, ReporterHooks(reporter)))
+        # A reporter bound to an object that observes whole runs (cadence.reporters) offers
+        # full hooks: its spans and timers must open before each beat (docs/design.md).
+        attach = getattr(reporter, "__cadence_attach__", None)
+        hooks = attach(self) if callable(attach) else ReporterHooks(reporter)
+        return self._with_all_hooks((*self._hooks, hooks))
+
+    def with_listener(self, listener: EventListener) -> Self:
+        """Return a cadence that hands every event of its runs to `listener(event)`.
+
+        The listener (sync or async) receives frozen `CadenceEvent` records: runs and beats
+        starting and ending, retries, fallbacks, timeouts, breaker changes, merge conflicts.
+        One that raises is logged on the `cadence` logger and the run goes on.
+
+        Raises:
+            CadenceDefinitionError: `listener` is not callable.
+
+        """
+        if not callable(listener):
+            raise CadenceDefinitionError(
+                f"cadence {self._name!r}, with_listener: the listener must be callable, got "
+                f"{type(listener).__qualname__} {listener!r}"
+            )
+        hooks = EventHooks(listener)
+        new = self._with_all_hooks((*self._hooks, hooks))
+        hooks.watch(new)
+        return new
 
     # ----------------------------------------------------------------- running
 

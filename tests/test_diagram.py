@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
@@ -479,3 +481,41 @@ def test_random_plans_parse_in_mermaid() -> None:
     collect()
     results = mermaid_parse([to_mermaid(c) for c in samples])
     assert results == [None] * len(samples)
+
+
+# --------------------------------------------------------------------------- the docs' picture
+
+
+def test_the_docs_diagrams_are_up_to_date() -> None:
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location(
+        "diagrams_example", root / "examples" / "diagrams.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = example  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(example)
+    finally:
+        del sys.modules[spec.name]
+    assets = root / "docs" / "assets"
+    assert (assets / "checkout.dot").read_text(encoding="utf-8") == to_dot(example.checkout)
+    mermaid = to_mermaid(example.checkout)
+    assert (assets / "checkout.mmd").read_text(encoding="utf-8") == mermaid
+    assert f"```mermaid\n{mermaid}```" in (root / "docs" / "diagrams.md").read_text(
+        encoding="utf-8"
+    )
+    svg = ET.parse(assets / "checkout.svg").getroot()  # noqa: S314 # our own committed file
+    texts = [(t.text or "").strip() for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    for name in [
+        "checkout",
+        "fetch_items",
+        "check_stock",
+        "quote_price",
+        "apply_discount",
+        "charge",
+        "render",
+        "email",
+    ]:
+        assert name in texts, name

@@ -328,3 +328,20 @@ def test_import_cadence_loads_no_client_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_a_child_with_the_same_reporter_counts_under_both_cadences(
+    anyio_backend: str,
+) -> None:
+    registry = CollectorRegistry()
+    reporter = PrometheusReporter(registry=registry)
+    child = Cadence("inner", Inner()).then("k", inner_beat).with_reporter(reporter.report)
+    parent = Cadence("outer", Ctx()).child("nested", child, lambda p, c: None)
+    await parent.with_reporter(reporter.report).run()
+    assert (
+        value(registry, "cadence_beats_total", cadence="outer", beat="nested.k", outcome="success")
+        == 1
+    )
+    assert value(registry, "cadence_beats_total", cadence="inner", beat="k", outcome="success") == 1
+    assert value(registry, "cadence_runs_total", cadence="inner", outcome="success") == 1
+    assert value(registry, "cadence_runs_total", cadence="outer", outcome="success") == 1

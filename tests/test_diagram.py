@@ -401,6 +401,47 @@ def test_mermaid_rejects_what_it_should() -> None:
     assert None not in mermaid_parse(bad)
 
 
+MMDC = MERMAID_DIR / "node_modules" / ".bin" / "mmdc"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_mermaid_cli = pytest.mark.skipif(
+    CHROMIUM is None or not MMDC.exists(),
+    reason="@mermaid-js/mermaid-cli (npm, PUPPETEER_SKIP_DOWNLOAD=1) and chromium are needed",
+)
+
+
+def mermaid_svg_texts(text: str, tmp_path: Path, name: str) -> list[str]:
+    """Render with mermaid-cli in Debian's chromium; return the SVG's text, style left out."""
+    config = tmp_path / "puppeteer.json"
+    config.write_text(json.dumps({"executablePath": CHROMIUM, "args": ["--no-sandbox"]}))
+    source, output = tmp_path / f"{name}.mmd", tmp_path / f"{name}.svg"
+    source.write_text(text, encoding="utf-8")
+    result = subprocess.run(
+        [str(MMDC), "-p", str(config), "-i", str(source), "-o", str(output), "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    root = ET.parse(output).getroot()  # noqa: S314 # rendered from our own text
+    style = "{http://www.w3.org/2000/svg}style"
+    return [
+        el.text.strip() for el in root.iter() if el.tag != style and el.text and el.text.strip()
+    ]
+
+
+@needs_mermaid_cli
+@pytest.mark.timeout(300)
+def test_mermaid_cli_renders_every_kind_and_hostile_names(tmp_path: Path) -> None:
+    texts = mermaid_svg_texts(to_mermaid(every_kind()), tmp_path, "every")
+    for name in EVERY_NAME:
+        assert name in texts, name
+    texts = mermaid_svg_texts(to_mermaid(hostile_cadence(HOSTILE)), tmp_path, "hostile")
+    for name in HOSTILE:
+        assert visible(name) in texts, name  # drawn as text: no markup, no entity left
+    assert "<b>html</b> & amp;" in texts
+
+
 # --------------------------------------------------------------------------- properties
 
 names = st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12).filter(

@@ -630,6 +630,13 @@ class Observer(CadenceHooks[Context]):
     logged and does not fail the run (the hooks machinery isolates it).
     """
 
+    # Whether the subclass handles beat starts (saves a call per beat when it does not).
+    _tells_starts: bool = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._tells_starts = cls.beat_started is not Observer.beat_started
+
     # ---- binding to a plan
 
     def watch(self, cadence: Cadence[Any]) -> None:
@@ -756,7 +763,7 @@ class Observer(CadenceHooks[Context]):
             if top.owner is self and type(top) is Run and top.shadow is None:  # the usual case
                 frame = Frame(self, top, beat_name, context)
                 _stack.set((*stack, frame))
-                return self.beat_started(frame)
+                return self.beat_started(frame) if self._tells_starts else None
         own: Run | None = None
         previous: Frame | None = None
         for entry in reversed(stack):

@@ -19,12 +19,14 @@ from cadence._context import AtomicDict as AtomicDict
 from cadence._context import AtomicList as AtomicList
 from cadence._context import Context as Context
 from cadence._context import ImmutableContext as ImmutableContext
+from cadence._context import Shared as Shared
 from cadence._errors import BeatError as BeatError
 from cadence._errors import BeatErrorGroup as BeatErrorGroup
 from cadence._errors import BeatTimeoutError as BeatTimeoutError
 from cadence._errors import CadenceDefinitionError as CadenceDefinitionError
 from cadence._errors import CadenceError as CadenceError
 from cadence._errors import CircuitOpenError as CircuitOpenError
+from cadence._errors import ContextCopyError as ContextCopyError
 from cadence._errors import MergeConflictError as MergeConflictError
 from cadence._hooks import CadenceHooks as CadenceHooks
 from cadence._hooks import LoggingHooks as LoggingHooks
@@ -68,6 +70,7 @@ __all__ = [
     "CircuitState",
     "Condition",
     "Context",
+    "ContextCopyError",
     "ErrorHandler",
     "FieldConflict",
     "ImmutableContext",
@@ -76,6 +79,7 @@ __all__ = [
     "MergeStrategy",
     "Reporter",
     "RunTimings",
+    "Shared",
     "Split",
     "Step",
     "Sync",

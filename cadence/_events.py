@@ -619,9 +619,10 @@ def breakers_of(cadence: Cadence[Any]) -> list[CircuitBreaker]:
 class Observer(CadenceHooks[Context]):
     """The hooks-to-records adapter that events and reporters are built on.
 
-    Subclasses implement `run_started`, `run_ended`, `beat_started`, `beat_ended`,
-    `notice` and `breaker_changed`; each may return an awaitable. A subclass that raises is
-    logged and does not fail the run (the hooks machinery isolates it).
+    Subclasses implement what they need of `run_started`, `run_ended`, `beat_started`,
+    `beat_ended` (whose frame holds the resilience notices of the beat), `breaker_changed`,
+    `breaker_seen` and `merge_conflict`; the hook-facing ones may return an awaitable. A
+    subclass that raises is logged and does not fail the run (the hooks machinery isolates it).
     """
 
     # Whether the subclass handles beat starts (saves a call per beat when it does not).

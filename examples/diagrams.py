@@ -1,6 +1,6 @@
 """The checkout cadence drawn in docs/diagrams.md; run it to print both diagrams.
 
-`python examples/diagrams.py --write` regenerates docs/assets/checkout.dot, .mmd and .svg (the
+`python examples/diagrams.py --write` regenerates docs/img/checkout.dot, .mmd and .svg (the
 last with Graphviz's `dot`); tests/test_diagram.py checks that they are up to date.
 """
 
@@ -85,7 +85,7 @@ checkout = (
     .child("receipt", receipts, keep_receipt, context=lambda o: Receipt(order_id=o.order_id))
 )
 
-ASSETS = Path(__file__).resolve().parent.parent / "docs" / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "docs" / "img"
 
 
 def write() -> None:
@@ -95,7 +95,7 @@ def write() -> None:
     (ASSETS / "checkout.mmd").write_text(to_mermaid(checkout), encoding="utf-8")
     binary = shutil.which("dot")
     if binary is None:
-        raise SystemExit("Graphviz dot is needed to render docs/assets/checkout.svg")
+        raise SystemExit("Graphviz dot is needed to render docs/img/checkout.svg")
     svg = subprocess.run(  # noqa: S603 # Graphviz, on text we generated
         [binary, "-Tsvg"], input=dot.encode(), capture_output=True, check=True
     )

@@ -540,7 +540,7 @@ def test_the_docs_diagrams_are_up_to_date() -> None:
         spec.loader.exec_module(example)
     finally:
         del sys.modules[spec.name]
-    assets = root / "docs" / "assets"
+    assets = root / "docs" / "img"
     assert (assets / "checkout.dot").read_text(encoding="utf-8") == to_dot(example.checkout)
     mermaid = to_mermaid(example.checkout)
     assert (assets / "checkout.mmd").read_text(encoding="utf-8") == mermaid

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -346,3 +349,50 @@ async def test_a_child_with_the_same_reporter_counts_its_beats_once(
     assert value(registry, "cadence_beats_total", cadence="inner", beat="k", outcome="success") == 1
     assert value(registry, "cadence_runs_total", cadence="inner", outcome="success") == 1
     assert value(registry, "cadence_runs_total", cadence="outer", outcome="success") == 1
+
+
+@pytest.mark.timeout(120)
+async def test_a_thousand_random_runs_leave_nothing_in_progress(anyio_backend: str) -> None:
+    registry = CollectorRegistry()
+    reporter = PrometheusReporter(registry=registry)
+    rng = random.Random(8)
+
+    async def maybe(ctx: Ctx) -> None:
+        await anyio.lowlevel.checkpoint()
+        if ctx.label == "fail":
+            raise RuntimeError("random failure")
+
+    async def other(ctx: Ctx) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    cadence = (
+        Cadence("random", Ctx())
+        .with_reporter(reporter.report)
+        .sync("fan", [maybe, other, inc_in_thread])
+        .then("last", other)
+    )
+    kinds = {"ok": 0, "fail": 0, "cancel": 0}
+    for _ in range(1000):
+        kind = rng.choice(list(kinds))
+        kinds[kind] += 1
+        with anyio.CancelScope() as scope:
+            if kind == "cancel":
+                scope.cancel()
+            with contextlib.suppress(BeatError):
+                await cadence.run(Ctx(label=kind))
+    assert value(registry, "cadence_runs_in_progress", cadence="random") == 0
+    runs = {
+        o: value(registry, "cadence_runs_total", cadence="random", outcome=o)
+        for o in ["success", "failure", "cancelled"]
+    }
+    assert runs == {"success": kinds["ok"], "failure": kinds["fail"], "cancelled": kinds["cancel"]}
+    assert (
+        value(registry, "cadence_beats_total", cadence="random", beat="last", outcome="success")
+        == kinds["ok"]
+    )
+    assert (
+        value(
+            registry, "cadence_beats_total", cadence="random", beat="fan.maybe", outcome="failure"
+        )
+        == kinds["fail"]
+    )

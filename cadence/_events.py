@@ -467,7 +467,7 @@ def _merge_conflict(error: BaseException) -> MergeConflictError | None:
 
 
 def _open_frames() -> list[Frame]:
-    """Return the frames of the beat in progress here (every observer's), innermost last."""
+    """Return the frames of the beat in progress here (every observer's), innermost first."""
     stack = _stack.get()
     frames: list[Frame] = []
     for entry in reversed(stack):
@@ -970,7 +970,9 @@ class EventHooks(Observer):
             new_state=new,
             beat=None if frame is None else frame.path,
         )
-        self._send([event])
+        pending = self._send([event])
+        if inspect.iscoroutine(pending):  # the listener turned out async: nowhere to await it
+            pending.close()
 
     def merge_conflict(self, run: Run, error: MergeConflictError) -> Awaitable[None] | None:
         """Send `MergeConflict`."""

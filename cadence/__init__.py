@@ -43,6 +43,11 @@ from cadence._steps import Split as Split
 from cadence._steps import Step as Step
 from cadence._steps import Sync as Sync
 from cadence._steps import Then as Then
+from cadence._validate import Finding as Finding
+from cadence._validate import ValidationReport as ValidationReport
+from cadence._validate import validate as validate
+from cadence.diagram import to_dot as to_dot
+from cadence.diagram import to_mermaid as to_mermaid
 from cadence.resilience import CircuitBreaker as CircuitBreaker
 from cadence.resilience import CircuitState as CircuitState
 from cadence.resilience import circuit_breaker as circuit_breaker
@@ -73,6 +78,7 @@ __all__ = [
     "ContextCopyError",
     "ErrorHandler",
     "FieldConflict",
+    "Finding",
     "ImmutableContext",
     "LoggingHooks",
     "MergeConflictError",
@@ -85,6 +91,7 @@ __all__ = [
     "Sync",
     "Then",
     "TimingHooks",
+    "ValidationReport",
     "beat",
     "circuit_breaker",
     "fail_on_conflict",
@@ -93,6 +100,9 @@ __all__ = [
     "retry",
     "smart_merge",
     "timeout",
+    "to_dot",
+    "to_mermaid",
+    "validate",
 ]
 
 __version__ = "0.1.0.dev0"

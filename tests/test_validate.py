@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cadence import BeatSpec, Cadence, Sync, Then, fail_on_conflict
-from cadence.validate import RULES, SCHEMA_VERSION, Finding, find_cadences, validate
+from cadence._validate import RULES, SCHEMA_VERSION, Finding, find_cadences, validate
 
 _counter = itertools.count()
 

@@ -29,7 +29,7 @@ _COMMANDS = {
 )
 @click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 def cli(debug: bool) -> None:
-    r"""Scaffold, draw and check cadences.
+    """Scaffold, draw and check cadences.
 
     \b
     Examples:

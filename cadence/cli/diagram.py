@@ -54,7 +54,7 @@ def diagram(
     *,
     no_details: bool,
 ) -> None:
-    r"""Draw the cadence MODULE:ATTRIBUTE.
+    """Draw the cadence MODULE:ATTRIBUTE.
 
     The text goes to stdout, or to --output; an .svg, .png or .pdf output is rendered
     through Graphviz when dot is installed.

@@ -18,7 +18,7 @@ __all__ = ["init"]
 @click.option("--name", help="The project's name (default: the directory's name).")
 @plan_options
 def init(directory: Path, name: str | None, *, dry_run: bool, show_diff: bool, check: bool) -> None:
-    r"""Create a project in DIRECTORY: src layout, a cadence, a test, strict type checking.
+    """Create a project in DIRECTORY: src layout, a cadence, a test, strict type checking.
 
     The project depends on cadence-flow, runs mypy --strict with the cadence_mypy plugin and
     pyright strict, and its test, mypy and pyright pass as generated. DIRECTORY must not

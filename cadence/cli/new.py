@@ -40,7 +40,7 @@ def _apply(build: Callable[[], Plan], *, dry_run: bool, show_diff: bool, check: 
 
 @click.group(cls=RichGroup)
 def new() -> None:
-    r"""Add a context, a cadence or a beat to the project, in place.
+    """Add a context, a cadence or a beat to the project, in place.
 
     Edits are keyed by Python name and idempotent: running one twice changes nothing, and an
     existing definition is never rewritten. Each file keeps its formatting, comments, newline
@@ -74,7 +74,7 @@ def new_context_command(
     show_diff: bool,
     check: bool,
 ) -> None:
-    r"""Add a typed context dataclass NAME (order -> OrderContext) to contexts.py.
+    """Add a typed context dataclass NAME (order -> OrderContext) to contexts.py.
 
     \b
     Examples:
@@ -96,7 +96,7 @@ def new_context_command(
 @click.argument("name")
 @plan_options
 def new_cadence_command(name: str, *, dry_run: bool, show_diff: bool, check: bool) -> None:
-    r"""Add a cadence NAME: its context, its definition and a test.
+    """Add a cadence NAME: its context, its definition and a test.
 
     checkout makes a CheckoutContext in contexts.py (an existing one is reused), a
     checkout_cadence in cadences.py and test_checkout_cadence_runs in tests/test_cadences.py.
@@ -170,7 +170,7 @@ def new_beat_command(
     show_diff: bool,
     check: bool,
 ) -> None:
-    r"""Add a typed beat NAME to beats.py and attach it to a cadence.
+    """Add a typed beat NAME to beats.py and attach it to a cadence.
 
     process-payment makes process_payment(ctx) with its decorators (fallback, retry,
     circuit_breaker, timeout, then @beat) and appends .then("process_payment",

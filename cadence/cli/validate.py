@@ -12,7 +12,7 @@ from rich_click import RichCommand
 from cadence.cli._common import EXIT_FINDINGS, UserError, note
 
 if TYPE_CHECKING:
-    from cadence.validate import Finding, ValidationReport
+    from cadence._validate import Finding, ValidationReport
 
 __all__ = ["validate"]
 
@@ -28,7 +28,7 @@ __all__ = ["validate"]
     help="table for people, json for tools (schema version 1), github for workflow annotations.",
 )
 def validate(modules: tuple[str, ...], output_format: str) -> None:
-    r"""Check every cadence of MODULE... and report what would go wrong, with file:line.
+    """Check every cadence of MODULE... and report what would go wrong, with file:line.
 
     Each MODULE is imported (the current directory and its src/ first on sys.path), or
     module:attribute names one cadence. The rules: duplicate names, non-callables, beats
@@ -44,8 +44,8 @@ def validate(modules: tuple[str, ...], output_format: str) -> None:
       cadence validate myapp.cadences:checkout_cadence --format github
     """
     from cadence import Cadence  # noqa: PLC0415 # imports stay lazy so --help is fast
+    from cadence._validate import validate as run_validate  # noqa: PLC0415
     from cadence.cli._load import import_user_module, load_attribute, user_paths  # noqa: PLC0415
-    from cadence.validate import validate as run_validate  # noqa: PLC0415
 
     user_paths()
     targets: list[Cadence[Any] | str] = []

@@ -118,7 +118,7 @@ check it with `cadence validate {package}.cadences`.
 
 from __future__ import annotations
 
-from cadence.validate import validate
+from cadence import validate
 
 
 def test_the_cadences_validate() -> None:

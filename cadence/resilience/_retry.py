@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
+from anyio.lowlevel import checkpoint_if_cancelled
+
 from cadence import _events as events
 from cadence._beat import default_name, is_async_callable
 from cadence.resilience._checks import at_least, exception_filter, whole_at_least
@@ -91,7 +93,7 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
         at_least("retry", "max_time", max_time, 0, strict=True)
     should_retry = exception_filter("retry", on)
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: F) -> F:  # noqa: PLR0915 # likewise
         name = default_name(fn)
 
         def next_wait(attempt: int, error: Exception, started: float) -> float | None:
@@ -139,6 +141,9 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
                     error = first
                 attempt = 1
                 while True:
+                    # Under a cancelled scope the cancellation wins, before any retry, whatever
+                    # the clock's sleep does.
+                    await checkpoint_if_cancelled()
                     wait = next_wait(attempt, error, started)
                     if wait is None:
                         raise give_up(error, attempt)

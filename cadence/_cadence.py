@@ -12,7 +12,7 @@ import anyio
 from cadence._beat import Beat, BeatSpec, Condition, is_async_callable, resolve_beat
 from cadence._context import Context, check_context_class
 from cadence._errors import CadenceDefinitionError, CadenceError
-from cadence._events import EventHooks, EventListener
+from cadence._events import EventHooks, EventListener, Observer
 from cadence._hooks import HOOK_METHODS, CadenceHooks, Observers, Reporter, ReporterHooks
 from cadence._isolation import copy_template
 from cadence._merge import MergeStrategy, fail_on_conflict
@@ -52,6 +52,7 @@ class Cadence(Generic[C]):
         "_hooks",
         "_name",
         "_observers",
+        "_plan_watched",
         "_step_names",
         "_steps",
         "_stop_on_error",
@@ -65,6 +66,7 @@ class Cadence(Generic[C]):
     _observers: Observers | None
     _error_handler: ErrorHandler[C] | None
     _stop_on_error: bool
+    _plan_watched: bool
 
     def __init__(self, name: str, context: C | None = None) -> None:
         if not isinstance(cast("object", name), str) or not name.strip():
@@ -81,6 +83,7 @@ class Cadence(Generic[C]):
         self._observers = None
         self._error_handler = None
         self._stop_on_error = True
+        self._plan_watched = False
 
     # ----------------------------------------------------------------- reading the plan
 
@@ -378,7 +381,21 @@ class Cadence(Generic[C]):
         new = object.__new__(type(self))
         for slot in Cadence.__slots__:
             object.__setattr__(new, slot, object.__getattribute__(self, slot))
+        new._plan_watched = False  # a new plan: its reporters prepare for it at its first run
         return new
+
+    def watch_plan(self) -> None:
+        """Let plan-watching hooks (the reporters) prepare for the whole plan, once.
+
+        A reporter attached before the steps (as `with_reporter` usually is) sees the finished
+        plan here, at the first run, and creates the zero series of every beat.
+        """
+        if self._plan_watched:
+            return
+        self._plan_watched = True
+        for hooks in self._hooks:
+            if isinstance(hooks, Observer):
+                hooks.watch(self)
 
     def _with_all_hooks(self, hooks: tuple[object, ...]) -> Self:
         new = self._copy()

@@ -46,6 +46,7 @@ async def execute(cadence: Cadence[C], context: C, outer: Observers | None) -> C
         return await _run_steps(cadence, context, None)
     if own is None:
         return await _run_steps(cadence, context, observers)
+    cadence.watch_plan()
     name = cadence.name
     told: list[Entry] = []
     start = perf_counter()

@@ -396,3 +396,20 @@ async def test_a_thousand_random_runs_leave_nothing_in_progress(anyio_backend: s
         )
         == kinds["fail"]
     )
+
+
+@pytest.mark.anyio
+async def test_a_reporter_attached_before_the_steps_zeroes_every_beat_at_the_first_run() -> None:
+    registry = CollectorRegistry()
+    reporter = PrometheusReporter(prefix="early", registry=registry)
+    cadence = (
+        Cadence("spec_form", Ctx())
+        .with_reporter(reporter.report)  # as the spec writes it: before the steps
+        .then("inc", inc)
+        .split("route", lambda ctx: ctx.n > 0, [beat(name="taken")(inc)], [fails])
+    )
+    await cadence.run()
+    assert value(registry, "early_beats_total", cadence="spec_form", beat="inc", outcome="success")
+    # The branch not taken still has its zero series, from the plan.
+    never = {"cadence": "spec_form", "beat": "route.fails", "outcome": "failure"}
+    assert value(registry, "early_beats_total", **never) == 0.0

@@ -17,3 +17,4 @@ FALLBACK_DECORATOR: Final = "cadence.resilience._fallback.FallbackDecorator"
 DATACLASS: Final = "dataclasses.dataclass"
 
 STEP_METHODS: Final = frozenset({"then", "sync", "split", "child"})
+BUILDER_METHODS: Final = STEP_METHODS | {"on_error", "with_hooks", "with_reporter"}

@@ -50,7 +50,7 @@ def _mypy(
     return _run(
         "mypy",
         "--config-file",
-        str((config or MYPY_CONFIG).relative_to(ROOT)),
+        str(config or MYPY_CONFIG),
         "--cache-dir",
         str(cache_dir),
         str(cases.relative_to(ROOT)) if cases.is_relative_to(ROOT) else str(cases),
@@ -93,7 +93,15 @@ def test_mypy_plain(tmp_path: Path) -> None:
 
 def test_mypy_with_the_plugin_plain(tmp_path: Path) -> None:
     # The same cases, with the plugin: its notes follow mypy's errors, so the same ignores hold.
-    result = _mypy(tmp_path / "mypy_cache", PLAIN, ROOT / "typecheck_tests" / "mypy-plugin.ini")
+    # One exception: `cadence-immutable` is an error of the plugin's own on code mypy accepts
+    # (and pyright rejects, so it has a plain case); the plugin cases pin it.
+    config = tmp_path / "mypy-plugin.ini"
+    config.write_text(
+        (TYPECHECK / "mypy-plugin.ini").read_text(encoding="utf-8")
+        + "disable_error_code = cadence-immutable\n",
+        encoding="utf-8",
+    )
+    result = _mypy(tmp_path / "mypy_cache", PLAIN, config)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert f"no issues found in {len(_case_files())} source files" in output, output

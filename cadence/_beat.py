@@ -9,16 +9,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeAlias, TypeVar, cast, overload
 
-from typing_extensions import deprecated
-
-from cadence._context import Context, ImmutableContext
+from cadence._context import Context
 from cadence._errors import CadenceDefinitionError
 
 __all__ = ["Beat", "BeatDecorator", "BeatInfo", "Condition", "beat"]
 
 C = TypeVar("C", bound=Context)
 ContextT = TypeVar("ContextT", bound=Context)
-ImmutableContextT = TypeVar("ImmutableContextT", bound=ImmutableContext)
 _S = TypeVar("_S")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -30,10 +27,6 @@ Condition: TypeAlias = Callable[[C], Awaitable[bool] | bool]
 """A `split` condition over context `C`, sync or async."""
 
 _INFO_ATTRIBUTE = "__cadence_beat__"
-_IMMUTABLE_RETURNS_NONE = (
-    "a beat over an ImmutableContext must return the new context (ctx.with_field(...)); "
-    "returning None throws the change away"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +50,14 @@ class BeatInfo:
 # pyright check at the decorator. The cost: in the decorated type the context parameter is
 # positional-only (`beat_fn(ctx=...)` is rejected); every other parameter, the result, and
 # sync/async are kept exactly. A method (`def fetch(self, ctx: Order)`) matches the second form.
-# An `ImmutableContext` beat returning `None` matches a deprecated form first: pyright strict
-# (and mypy with the `deprecated` code on) reports it; the cadence_mypy plugin reports it too.
+# A beat over an `ImmutableContext` that returns `None` is left to the cadence_mypy plugin: a
+# deprecated overload for it (pyright strict reports deprecations) would become the overload
+# mypy explains every mismatch with, and mislead (`expected "Callable[[int], None]"`).
 
 
 class BeatDecorator(Protocol):
     """What `beat(name=...)` returns: apply it to a function to mark it as a beat."""
 
-    @overload
-    @deprecated(_IMMUTABLE_RETURNS_NONE)
-    def __call__(  # type: ignore[overload-overlap] # each form returns its argument's type
-        self, fn: Callable[Concatenate[ImmutableContextT, _P], Awaitable[None] | None], /
-    ) -> Callable[Concatenate[ImmutableContextT, _P], Awaitable[None] | None]: ...
     @overload
     def __call__(  # type: ignore[overload-overlap] # each form returns its argument's type
         self, fn: Callable[Concatenate[ContextT, _P], _R], /
@@ -82,11 +71,6 @@ class BeatDecorator(Protocol):
         ...
 
 
-@overload
-@deprecated(_IMMUTABLE_RETURNS_NONE)
-def beat(  # type: ignore[overload-overlap] # each form returns its argument's type
-    fn: Callable[Concatenate[ImmutableContextT, _P], Awaitable[None] | None], /
-) -> Callable[Concatenate[ImmutableContextT, _P], Awaitable[None] | None]: ...
 @overload
 def beat(  # type: ignore[overload-overlap] # each form returns its argument's type
     fn: Callable[Concatenate[ContextT, _P], _R], /

@@ -109,6 +109,13 @@ def yaml_results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, st
         str(YAML_CASES.relative_to(ROOT)),
         f"--mypy-ini-file={MYPY_CONFIG.relative_to(ROOT)}",
         f"--mypy-testing-base={base}",
+        # mypy in this process: it imports the plugin from this run's import path, so a checkout
+        # on PYTHONPATH is checked with its own cadence_mypy, not one installed elsewhere.
+        "--mypy-same-process",
+        # ... which swaps sys.modules around each case; hypothesis' plugin, importing lazily at
+        # the end of the session, then fails: it is not needed here.
+        "-p",
+        "no:hypothesispytest",
         "-p",
         "no:cacheprovider",
         "-q",

@@ -128,6 +128,8 @@ class _Checker:
         items = expected.items if isinstance(expected, UnionType) else [expected]
         for item in items:
             proper = get_proper_type(item)
+            if isinstance(proper, Instance) and len(proper.args) == 1:  # Sequence[beat]
+                proper = get_proper_type(proper.args[0])
             if isinstance(proper, CallableType):
                 return proper.ret_type
         return None

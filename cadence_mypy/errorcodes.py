@@ -34,7 +34,7 @@ CADENCE_DATACLASS: Final = ErrorCode(
 )
 CADENCE_BEAT: Final = ErrorCode(
     "cadence-beat",
-    "@beat on a function whose first parameter is not a context (a note on mypy's error)",
+    "The note on mypy's error for @beat on a function whose first parameter is not a context",
     _CATEGORY,
 )
 CADENCE_IMMUTABLE: Final = ErrorCode(

@@ -93,15 +93,7 @@ def test_mypy_plain(tmp_path: Path) -> None:
 
 def test_mypy_with_the_plugin_plain(tmp_path: Path) -> None:
     # The same cases, with the plugin: its notes follow mypy's errors, so the same ignores hold.
-    # One exception: `cadence-immutable` is an error of the plugin's own on code mypy accepts
-    # (and pyright rejects, so it has a plain case); the plugin cases pin it.
-    config = tmp_path / "mypy-plugin.ini"
-    config.write_text(
-        (TYPECHECK / "mypy-plugin.ini").read_text(encoding="utf-8")
-        + "disable_error_code = cadence-immutable\n",
-        encoding="utf-8",
-    )
-    result = _mypy(tmp_path / "mypy_cache", PLAIN, config)
+    result = _mypy(tmp_path / "mypy_cache", PLAIN, TYPECHECK / "mypy-plugin.ini")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert f"no issues found in {len(_case_files())} source files" in output, output

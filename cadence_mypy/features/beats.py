@@ -1,4 +1,4 @@
-"""`@beat` on a function whose first parameter is not a context, or that drops its change."""
+"""`@beat` on a function whose first parameter is not a context."""
 
 from __future__ import annotations
 
@@ -6,31 +6,27 @@ from typing import TYPE_CHECKING
 
 from mypy.errorcodes import ARG_TYPE, TYPE_VAR
 from mypy.messages import format_type
-from mypy.types import AnyType, CallableType, Type, get_proper_type
+from mypy.types import AnyType, Type, get_proper_type
 
-from cadence_mypy.errorcodes import CADENCE_BEAT, CADENCE_IMMUTABLE
-from cadence_mypy.lib import (
-    callable_name,
-    context_info,
-    first_parameter,
-    immutable_info,
-    note_unless_silenced,
-    returns_none,
-)
+from cadence_mypy.errorcodes import CADENCE_BEAT
+from cadence_mypy.lib import callable_name, context_info, note_unless_silenced, signature
 
 if TYPE_CHECKING:
     from mypy.plugin import FunctionContext, MethodContext
 
 
 def beat_hook(ctx: FunctionContext | MethodContext) -> Type:
-    """Check the function given to `@beat` (bare) or to `beat(name=...)` (called).
+    """Explain mypy's error on `@beat` (bare) or `beat(name=...)` (called) with a note.
 
-    `beat`'s own overloads make mypy reject a first parameter that is not a `Context`
+    `beat`'s overloads make mypy reject a function whose first parameter is not a `Context`
     (`type-var`, or `arg-type` for a function of no parameter): the plugin adds a note naming
-    the function and the parameter's type. A function whose first parameter is not a context
-    but whose second is passes as a method (`def f(self, ctx)`) for mypy; unless that first
-    parameter is named `self` or `cls`, the plugin reports it. A beat over an
-    `ImmutableContext` that returns `None` is an error (`cadence-immutable`).
+    the function and the parameter's type (past `self` or `cls`, for a method). A function whose
+    second parameter is a context fits `beat`'s method form, `(self, ctx, ...)`: accepted.
+
+    The hook only ever adds notes: mypy calls it while it tries each overload of `beat`, and an
+    error added there would make mypy reject the overload it is trying, changing the type it
+    infers. A beat over an `ImmutableContext` that returns `None` is therefore reported where it
+    is used (`then`, `sync`, `split`), not here.
     """
     if (
         not ctx.arg_types
@@ -40,12 +36,16 @@ def beat_hook(ctx: FunctionContext | MethodContext) -> Type:
         return ctx.default_return_type  # the called form's own call: beat(name=...)
     typ = ctx.arg_types[0][0]
     expr = ctx.args[0][0]
-    proper = get_proper_type(typ)
-    if isinstance(proper, AnyType):
+    call = signature(typ)
+    if call is None:
+        return ctx.default_return_type
+    # Only where no overload of `beat` fits: a note added while mypy tries an overload that
+    # fits would make it reject that overload (it counts every message of the attempt).
+    parameters = call.arg_types
+    if any(_context_or_any(p) for p in parameters[:2]):
         return ctx.default_return_type
     name = callable_name(expr, typ)
-    parameter = first_parameter(typ)
-    if parameter is None:
+    if not parameters:
         note_unless_silenced(
             ctx.api,
             f'@beat: "{name}" takes no argument; a beat takes one, the context',
@@ -54,37 +54,21 @@ def beat_hook(ctx: FunctionContext | MethodContext) -> Type:
             error=ARG_TYPE,
         )
         return ctx.default_return_type
-    if isinstance(get_proper_type(parameter), AnyType) or context_info(parameter) is not None:
-        _check_immutable(ctx, typ, parameter, name)
-        return ctx.default_return_type
-    message = (
-        f'@beat: the first parameter of "{name}" is '
-        f"{format_type(parameter, ctx.api.options)}; a beat takes a Context subclass"
+    parameter = (
+        parameters[1]
+        if call.arg_names[0] in {"self", "cls"} and len(parameters) > 1
+        else parameters[0]
     )
-    if _passes_as_a_method(proper):
-        ctx.api.fail(message, expr, code=CADENCE_BEAT)
-    else:
-        note_unless_silenced(ctx.api, message, expr, code=CADENCE_BEAT, error=TYPE_VAR)
+    note_unless_silenced(
+        ctx.api,
+        f'@beat: the first parameter of "{name}" is '
+        f"{format_type(parameter, ctx.api.options)}; a beat takes a Context subclass",
+        expr,
+        code=CADENCE_BEAT,
+        error=TYPE_VAR,
+    )
     return ctx.default_return_type
 
 
-def _passes_as_a_method(proper: Type) -> bool:
-    """Whether mypy accepts the function through `beat`'s method form `(self, ctx, ...)`."""
-    return (
-        isinstance(proper, CallableType)
-        and len(proper.arg_types) > 1
-        and context_info(proper.arg_types[1]) is not None
-    )
-
-
-def _check_immutable(
-    ctx: FunctionContext | MethodContext, typ: Type, parameter: Type, name: str
-) -> None:
-    info = immutable_info(parameter)
-    if info is None or not returns_none(typ):
-        return
-    message = (
-        f'@beat: "{name}" takes ImmutableContext "{info.name}" but returns None, which throws '
-        "its change away; return the new context (ctx.with_field(...))"
-    )
-    ctx.api.fail(message, ctx.args[0][0], code=CADENCE_IMMUTABLE)
+def _context_or_any(typ: Type) -> bool:
+    return isinstance(get_proper_type(typ), AnyType) or context_info(typ) is not None

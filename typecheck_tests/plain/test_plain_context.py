@@ -52,18 +52,6 @@ async def maybe_bump(ctx: Frozen) -> Frozen | None:
     return None
 
 
-# A beat over an `ImmutableContext` that returns `None` throws its `with_field` result away.
-# pyright strict reports it at a bare `@beat` (`reportDeprecated`: `@beat` has a deprecated
-# overload for it); mypy reports no deprecation at a decorator, and the plugin reports it
-# everywhere (`cadence-immutable`, an error of its own: the plugin run of these cases turns it
-# off, and typecheck_tests/plugin and the YAML cases pin it).
-
-
-@beat  # pyright: ignore[reportDeprecated]
-def drop(ctx: Frozen) -> None:
-    ctx.with_field("count", 1)
-
-
 def record(ctx: Shared) -> None:
     ctx.seen.append(1)
     ctx.scores["a"] = 1

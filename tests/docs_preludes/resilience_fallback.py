@@ -1,0 +1,18 @@
+# Stand-ins for the names docs/resilience/fallback.md's fragments use without defining them.
+from dataclasses import dataclass
+
+from cadence import Context, beat
+
+
+@dataclass
+class Order(Context):
+    id: str = ""
+    status: str = ""
+
+
+class StatusService:
+    async def get(self, order_id: str) -> str:
+        return "shipped"
+
+
+status_service = StatusService()

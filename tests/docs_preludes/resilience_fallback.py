@@ -1,4 +1,5 @@
 # Stand-ins for the names docs/resilience/fallback.md's fragments use without defining them.
+# ruff: noqa: F401  # names for the page's fragments to use
 from dataclasses import dataclass
 
 from cadence import Context, beat

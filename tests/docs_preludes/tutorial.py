@@ -1,4 +1,5 @@
 # Stand-ins for docs/tutorial.md's fragments: the definitions of the tutorial's final program.
+# ruff: noqa: F401, ASYNC115  # names for the page's fragments to use; the page's own code
 from dataclasses import dataclass, field
 
 import anyio

@@ -18,8 +18,9 @@ with the cadence_mypy plugin) and one pyright run (strict):
   `concepts.py`, `resilience_retry.py`, ...): honestly typed stand-ins for the names a fragment
   uses without defining (`db`, `Order`, `fetch_items`). A fragment with a top-level `await` is
   checked as the body of an `async def`. pyright's unused-name rules are off for fragments (a
-  prelude name one fragment uses, another does not), and a fragment may define a name again
-  (mypy's `no-redef`, pyright's `reportRedeclaration`: the tutorial's beats grow as it goes);
+  prelude name one fragment uses, another does not). A name the fragment defines replaces the
+  prelude's (its definition, and the prelude's statements using it, are left out): the
+  tutorial's context and beats grow as it goes;
 - more words in the info string say what a sample shows on purpose:
   `expect=CODE,...` lists the mypy error codes and pyright rules (the words starting with
   `report`) it must produce, and nothing else (`python skip expect=arg-type,reportArgumentType`);
@@ -31,6 +32,7 @@ Every example runs in its own subprocess with warnings turned into errors.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -245,6 +247,8 @@ def test_index_gives_the_readme_set_up_commands() -> None:
 README = ROOT / "README.md"
 PRELUDES = ROOT / "tests" / "docs_preludes"
 MYPY_CONFIG = ROOT / "typecheck_tests" / "mypy-plugin.ini"
+
+
 def parses(fence: Fence) -> bool:
     try:
         compile(fence.source, fence.id, "exec", flags=ALLOW_TOP_LEVEL_AWAIT)
@@ -262,12 +266,9 @@ TYPED_FENCES = [fence for fence in ALL_PYTHON_FENCES if fence.checked and parses
 
 # pyright's rules about names a module defines or imports and never uses: off for fragments,
 # which share their page's prelude (and define names the page's prose goes on to use).
-# A fragment may also define a name its prelude defines (the tutorial's beats grow as it goes).
 FRAGMENT_HEADER = (
     "# pyright: reportUnusedImport=false, reportUnusedVariable=false, "
-    "reportUnusedClass=false, reportUnusedFunction=false, reportUnusedCoroutine=false, "
-    "reportRedeclaration=false\n"
-    '# mypy: disable-error-code="no-redef"\n'
+    "reportUnusedClass=false, reportUnusedFunction=false, reportUnusedCoroutine=false\n"
 )
 MYPY_LINE = re.compile(
     r"^(?P<file>[^:\n]+\.py):(?P<line>\d+): (?P<severity>error|note): (?P<message>.*?)"
@@ -311,12 +312,59 @@ def has_top_level_await(source: str) -> bool:
     return False
 
 
+def _bound_names(node: ast.stmt) -> set[str]:
+    """Return the names a top-level statement defines."""
+    if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+        return {node.name}
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return {(a.asname or a.name).partition(".")[0] for a in node.names}
+    targets: list[ast.expr] = []
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+        targets = [node.target]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def defined_names(source: str) -> set[str]:
+    """Return the names a fragment defines at its top level (classes, functions, variables)."""
+    tree = ast.parse(source, feature_version=(3, 11), type_comments=False)
+    return {
+        name
+        for node in tree.body
+        if not isinstance(node, ast.Import | ast.ImportFrom)
+        for name in _bound_names(node)
+    }
+
+
+def without_definitions(prelude: str, names: set[str]) -> str:
+    """Drop the prelude's definitions of `names`, and what uses them: the fragment's own win."""
+    if not names or not prelude:
+        return prelude
+    tree = ast.parse(prelude)
+    removed = set(names)
+    kept = list(tree.body)
+    while True:
+        keep = [
+            node
+            for node in kept
+            if not _bound_names(node) & removed
+            and not {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} & removed
+        ]
+        if len(keep) == len(kept):
+            break
+        removed |= {name for node in kept if node not in keep for name in _bound_names(node)}
+        kept = keep
+    return ast.unparse(ast.Module(body=kept, type_ignores=[])) + "\n"
+
+
 def build_sample(fence: Fence) -> Sample:
     """Write a fence as a module: programs as they are, fragments after their page's prelude."""
     if not fence.is_fragment:
         return Sample(fence, fence.source, 0)
     prelude_path = PRELUDES / f"{prelude_name(fence.path)}.py"
     prelude = prelude_path.read_text(encoding="utf-8") if prelude_path.exists() else ""
+    prelude = without_definitions(prelude, defined_names(fence.source))
     header = FRAGMENT_HEADER + "from __future__ import annotations\n" + prelude + "\n"
     body = fence.source
     if has_top_level_await(body):

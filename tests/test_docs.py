@@ -485,3 +485,35 @@ def test_sample_typechecks(
         f"{fence.id} ({fence.info!r}) should produce mypy {sorted(expected_codes)} and pyright "
         f"{sorted(expected_rules)}, and nothing else; it produces\n{shown}"
     )
+
+
+def test_a_fragments_definitions_replace_the_preludes() -> None:
+    prelude = (
+        "from cadence import Cadence\n"
+        "class Order: ...\n"
+        "checkout = Cadence('checkout', Order())\n"
+        "def charge() -> None: ...\n"
+    )
+    kept = without_definitions(prelude, defined_names("class Order:\n    x: int = 0\n"))
+    assert "class Order" not in kept
+    assert "checkout" not in kept  # it uses the prelude's Order
+    assert "def charge" in kept
+    assert "import Cadence" in kept
+
+
+def test_info_string_markers() -> None:
+    fence = Fence(README, 1, "python skip expect=arg-type,reportArgumentType notype", "x\n")
+    assert fence.kind == "skip"
+    assert fence.expected == (frozenset({"arg-type"}), frozenset({"reportArgumentType"}))
+    assert not fence.checked
+    assert fence.is_fragment
+    program = Fence(DOCS / "index.md", 1, "python", "x\n")
+    assert (program.kind, program.checked, program.is_fragment) == ("program", True, False)
+
+
+def test_a_fragment_awaiting_at_the_top_level_is_checked_in_a_function() -> None:
+    fence = Fence(DOCS / "tutorial.md", 10, "python skip", "result = await checkout.run()\n")
+    sample = build_sample(fence)
+    assert "async def _fragment() -> None:\n    result = await checkout.run()\n" in sample.text
+    line = sample.text.splitlines().index("    result = await checkout.run()") + 1
+    assert sample.fence_line(line) == "docs/tutorial.md:11"

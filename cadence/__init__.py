@@ -19,12 +19,14 @@ from cadence._context import AtomicDict as AtomicDict
 from cadence._context import AtomicList as AtomicList
 from cadence._context import Context as Context
 from cadence._context import ImmutableContext as ImmutableContext
+from cadence._context import Shared as Shared
 from cadence._errors import BeatError as BeatError
 from cadence._errors import BeatErrorGroup as BeatErrorGroup
 from cadence._errors import BeatTimeoutError as BeatTimeoutError
 from cadence._errors import CadenceDefinitionError as CadenceDefinitionError
 from cadence._errors import CadenceError as CadenceError
 from cadence._errors import CircuitOpenError as CircuitOpenError
+from cadence._errors import ContextCopyError as ContextCopyError
 from cadence._errors import MergeConflictError as MergeConflictError
 from cadence._hooks import CadenceHooks as CadenceHooks
 from cadence._hooks import LoggingHooks as LoggingHooks
@@ -41,6 +43,11 @@ from cadence._steps import Split as Split
 from cadence._steps import Step as Step
 from cadence._steps import Sync as Sync
 from cadence._steps import Then as Then
+from cadence._validate import Finding as Finding
+from cadence._validate import ValidationReport as ValidationReport
+from cadence._validate import validate as validate
+from cadence.diagram import to_dot as to_dot
+from cadence.diagram import to_mermaid as to_mermaid
 from cadence.resilience import CircuitBreaker as CircuitBreaker
 from cadence.resilience import CircuitState as CircuitState
 from cadence.resilience import circuit_breaker as circuit_breaker
@@ -68,19 +75,23 @@ __all__ = [
     "CircuitState",
     "Condition",
     "Context",
+    "ContextCopyError",
     "ErrorHandler",
     "FieldConflict",
+    "Finding",
     "ImmutableContext",
     "LoggingHooks",
     "MergeConflictError",
     "MergeStrategy",
     "Reporter",
     "RunTimings",
+    "Shared",
     "Split",
     "Step",
     "Sync",
     "Then",
     "TimingHooks",
+    "ValidationReport",
     "beat",
     "circuit_breaker",
     "fail_on_conflict",
@@ -89,6 +100,9 @@ __all__ = [
     "retry",
     "smart_merge",
     "timeout",
+    "to_dot",
+    "to_mermaid",
+    "validate",
 ]
 
 __version__ = "0.1.0.dev0"

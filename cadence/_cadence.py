@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Generic, Literal, TypeAlias, TypeVar, cast, get_args, overload
 
 import anyio
 
 from cadence._beat import Beat, BeatSpec, Condition, is_async_callable, resolve_beat
-from cadence._context import Context, check_context_class, copy_context
+from cadence._context import Context, check_context_class
 from cadence._errors import CadenceDefinitionError, CadenceError
+from cadence._events import EventHooks, EventListener
 from cadence._hooks import HOOK_METHODS, CadenceHooks, Observers, Reporter, ReporterHooks
+from cadence._isolation import copy_template
 from cadence._merge import MergeStrategy, fail_on_conflict
 from cadence._run import execute
 from cadence._steps import Child, Split, Step, Sync, Then
@@ -324,7 +328,32 @@ class Cadence(Generic[C]):
                 f"cadence {self._name!r}, with_reporter: the reporter must be callable, got "
                 f"{type(reporter).__qualname__} {reporter!r}"
             )
-        return self._with_all_hooks((*self._hooks, ReporterHooks(reporter)))
+        # A reporter bound to an object that observes whole runs (cadence.reporters) offers
+        # full hooks: its spans and timers must open before each beat (docs/design.md).
+        attach = getattr(reporter, "__cadence_attach__", None)
+        hooks = attach(self) if callable(attach) else ReporterHooks(reporter)
+        return self._with_all_hooks((*self._hooks, hooks))
+
+    def with_listener(self, listener: EventListener) -> Self:
+        """Return a cadence that hands every event of its runs to `listener(event)`.
+
+        The listener (sync or async) receives frozen `CadenceEvent` records: runs and beats
+        starting and ending, retries, fallbacks, timeouts, breaker changes, merge conflicts.
+        One that raises is logged on the `cadence` logger and the run goes on.
+
+        Raises:
+            CadenceDefinitionError: `listener` is not callable.
+
+        """
+        if not callable(listener):
+            raise CadenceDefinitionError(
+                f"cadence {self._name!r}, with_listener: the listener must be callable, got "
+                f"{type(listener).__qualname__} {listener!r}"
+            )
+        hooks = EventHooks(listener)
+        new = self._with_all_hooks((*self._hooks, hooks))
+        hooks.watch(new)
+        return new
 
     # ----------------------------------------------------------------- running
 
@@ -365,13 +394,19 @@ class Cadence(Generic[C]):
             CadenceDefinitionError: there is no context to run on.
 
         """
+        if _in_event_loop():
+            raise CadenceError(
+                f"cadence {self._name!r}: run_sync() was called inside a running event loop; "
+                "use `await cadence.run(...)` there (run_sync is for synchronous code)"
+            )
         return anyio.run(self.run, context, backend=backend)
 
     def fresh_context(self) -> C:
-        """Return a fresh deep copy of the template context.
+        """Return a fresh deep copy of the template context (shared fields handed over as is).
 
         Raises:
             CadenceDefinitionError: the cadence has no template.
+            ContextCopyError: a field that is not marked `Shared[...]` cannot be copied.
 
         """
         if self._context is None:
@@ -379,7 +414,7 @@ class Cadence(Generic[C]):
                 f"cadence {self._name!r} has no template context; pass one to run(...) or to "
                 "Cadence(name, context)"
             )
-        return copy_context(self._context, share_atomics=False)
+        return copy_template(self._context, self._name)
 
     # ----------------------------------------------------------------- internals
 
@@ -437,3 +472,15 @@ class Cadence(Generic[C]):
                 )
             seen[spec.name] = i
         return specs
+
+
+def _in_event_loop() -> bool:
+    """Return whether this thread is running an asyncio or trio event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return True
+    trio = sys.modules.get("trio")
+    return trio is not None and bool(trio.lowlevel.in_trio_run())

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import difflib
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Self, SupportsIndex, TypeVar, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Self,
+    SupportsIndex,
+    TypeAlias,
+    TypeVar,
+    cast,
+    get_args,
+    get_origin,
+    overload,
+)
 
 from cadence._errors import CadenceDefinitionError
 
@@ -19,15 +33,36 @@ if TYPE_CHECKING:
         SupportsRichComparisonT,
     )
 
-__all__ = ["AtomicDict", "AtomicList", "Context", "ImmutableContext"]
+__all__ = ["AtomicDict", "AtomicList", "Context", "ImmutableContext", "Shared"]
 
 T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
 
-_SCALARS: frozenset[type] = frozenset(
+SCALARS: frozenset[type] = frozenset(
     {int, float, complex, bool, str, bytes, type(None), frozenset, range}
 )
+
+
+class _SharedMarker:
+    """The metadata `Shared[T]` puts on a field's annotation."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "cadence.Shared"
+
+
+SHARED_MARKER = _SharedMarker()
+
+Shared: TypeAlias = Annotated[T, SHARED_MARKER]
+"""Mark a context field as a shared resource: `client: Shared[httpx.AsyncClient]`.
+
+A shared field holds a resource (an HTTP client, a DB session or pool, a lock, a logger): it is
+never copied, merged or stored, and is the same object in every parallel branch and in every
+run handed it (a fresh run from a template shares the template's object). For type checkers
+the field's type is plain `T`.
+"""
 
 
 class Context:
@@ -101,7 +136,7 @@ class AtomicList(list[T]):
         self._lock = threading.RLock()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> AtomicList[T]:  # Any: copy's memo type
-        if _sharing.active:
+        if sharing.active:
             return self
         with self._lock:
             return AtomicList(copy.deepcopy(list(self), memo))
@@ -203,7 +238,7 @@ class AtomicDict(dict[K, V]):
         self._lock = threading.RLock()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> AtomicDict[K, V]:  # Any: copy's memo type
-        if _sharing.active:
+        if sharing.active:
             return self
         with self._lock:
             return AtomicDict(copy.deepcopy(dict(self), memo))
@@ -275,43 +310,76 @@ class _Sharing(threading.local):
     active = False
 
 
-_sharing = _Sharing()
+sharing = _Sharing()
 
 
-def copy_context(context: T, *, share_atomics: bool) -> T:
-    """Return a deep copy of `context` without calling its `__init__` or `__post_init__`.
+@dataclasses.dataclass(frozen=True, slots=True)
+class ContextInfo:
+    """What cadence needs to know of a context class, worked out once per class.
 
-    Scalars are kept, everything else is deep-copied with one memo (so aliasing between fields
-    survives). With `share_atomics`, `AtomicList`/`AtomicDict` values (at any depth) are shared.
+    Attributes:
+        cls: The context class.
+        fields: The dataclass field names, in declaration order.
+        shared: The fields marked `Shared[...]`.
+
     """
-    state = getattr(context, "__dict__", None)
-    if state is None:  # slotted dataclass: fall back to the general protocol
-        return _deepcopy(context, share_atomics=share_atomics)
-    new = object.__new__(type(context))
-    if all(type(value) in _SCALARS for value in state.values()):
-        new.__dict__.update(state)  # nothing to deep-copy: the common case of a flat context
-        return new
-    memo: dict[int, Any] = {}  # Any: copy's memo type
-    if share_atomics:
-        _sharing.active = True
-    try:
-        new.__dict__.update(
-            {
-                key: value if type(value) in _SCALARS else copy.deepcopy(value, memo)
-                for key, value in state.items()
-            }
-        )
-    finally:
-        _sharing.active = False
-    return new
+
+    cls: type
+    fields: tuple[str, ...]
+    shared: frozenset[str]
 
 
-def _deepcopy(value: T, *, share_atomics: bool) -> T:
-    _sharing.active = share_atomics
+_INFO: dict[type, ContextInfo] = {}
+
+
+def context_info(cls: type) -> ContextInfo:
+    """Return the (cached) `ContextInfo` of a dataclass context class."""
+    info = _INFO.get(cls)
+    if info is None:
+        fields = dataclasses.fields(cast("type[DataclassInstance]", cls))
+        shared = frozenset(f.name for f in fields if _is_shared(f.type, cls))
+        info = ContextInfo(cls, tuple(f.name for f in fields), shared)
+        _INFO[cls] = info
+    return info
+
+
+def alias_context_info(cls: type, info: ContextInfo) -> None:
+    """Make `context_info(cls)` answer `info` (a branch view's class is its context's)."""
+    _INFO[cls] = info
+
+
+def shared_fields(cls: type) -> frozenset[str]:
+    """Return the names of the fields of context class `cls` marked `Shared[...]`."""
+    return context_info(cls).shared
+
+
+def _is_shared(annotation: object, cls: type) -> bool:
+    """Return whether a field annotation (an object or, postponed, a string) is `Shared[...]`."""
+    if isinstance(annotation, str):
+        text = annotation
+        try:
+            module = sys.modules.get(cls.__module__)
+            namespace = dict(vars(module)) if module is not None else {}
+            namespace.update(vars(cls))
+            annotation = eval(text, namespace)  # noqa: S307 # an annotation, as typing.get_type_hints evaluates it
+        except Exception:  # noqa: BLE001 # a name known only to type checkers: read the text
+            return _names_shared(text)
+    if get_origin(annotation) is Annotated:
+        return any(meta is SHARED_MARKER for meta in get_args(annotation)[1:])
+    return False
+
+
+def _names_shared(annotation: str) -> bool:
+    """Return whether annotation text reads `Shared[...]` (or `cadence.Shared[...]`)."""
     try:
-        return copy.deepcopy(value)
-    finally:
-        _sharing.active = False
+        node = ast.parse(annotation, mode="eval").body
+    except SyntaxError:
+        return False
+    if not isinstance(node, ast.Subscript):
+        return False
+    target = node.value
+    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+    return name == "Shared"
 
 
 def context_fields(context: object) -> Mapping[str, object]:
@@ -320,7 +388,7 @@ def context_fields(context: object) -> Mapping[str, object]:
     if state is not None:
         return state
     fields = dataclasses.fields(cast("DataclassInstance", context))  # checked by Cadence
-    return {f.name: getattr(context, f.name) for f in fields}
+    return {f.name: getattr(context, f.name) for f in fields if hasattr(context, f.name)}
 
 
 def is_frozen(cls: type) -> bool:

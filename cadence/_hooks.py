@@ -252,14 +252,15 @@ Entry: TypeAlias = tuple[str, object]
 async def open_calls(
     entries: Sequence[Entry], method: str, name: str, rest: tuple[object, ...], told: list[Entry]
 ) -> None:
-    """Call a `before_*` method on each entry in order, adding to `told` each one told.
+    """Call a `before_*` method on each entry in order, adding to `told` each one started.
 
-    A cancellation stops the loop: the entries told so far are in `told`, for their `after_*`.
+    A cancellation stops the loop: the entries whose call started (the one cancelled while it
+    was awaiting included) are in `told`, and each gets its `after_*`.
     """
     for entry in entries:
         prefix, hooks = entry
-        await _call(hooks, method, (prefix + name, *rest))
         told.append(entry)
+        await _call(hooks, method, (prefix + name, *rest))
 
 
 async def close_calls(
@@ -301,8 +302,16 @@ class Observers:
         }
 
     def nested(self, prefix: str, own: Sequence[object]) -> Observers | None:
-        """Return the observers of a child run: these, under `prefix`, plus the child's own."""
-        entries = [(outer + prefix, hooks) for outer, hooks in self.entries]
+        """Return the observers of a child run: these, under `prefix`, plus the child's own.
+
+        A hooks object attached to both the parent and the child hears of each child beat
+        once, as the child's own (so a `TimingHooks` files it under the child's run).
+        """
+        entries = [
+            (outer + prefix, hooks)
+            for outer, hooks in self.entries
+            if not any(hooks is mine for mine in own)
+        ]
         entries.extend(("", hooks) for hooks in own)
         return Observers(entries) if entries else None
 

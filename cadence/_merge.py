@@ -1,9 +1,10 @@
-"""Merging the isolated copies of parallel beats back into one context.
+"""Merging the changes of parallel beats back into one context.
 
-Each parallel beat runs on its own deep copy. Afterwards every field is compared with the
-context as it was before the step (a three-way merge, like git's): a field a beat left equal to
-the original is no write. One write is taken as is; equal writes agree; different writes go to
-the step's merge strategy, which returns the merged value or raises `MergeConflictError`.
+Each parallel beat works on its own view of the context (see `_isolation`); afterwards each
+beat's changes are the fields it touched whose state differs from the context as it was before
+the step (a three-way merge, like git's). One write is taken as is; equal writes agree;
+different writes go to the step's merge strategy, which returns the merged value or raises
+`MergeConflictError`. Every refused field is collected, so the error names them all.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import UnionType
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 
 from cadence._errors import MergeConflictError
+from cadence._isolation import fingerprint_key, same_value
 
 __all__ = [
     "FieldConflict",
@@ -33,7 +35,8 @@ class FieldConflict:
         step_name: The parallel step.
         field: The field in question.
         original: The field's value before the step.
-        writes: Each writing beat's value, by beat name, in declaration order.
+        writes: Each writing beat's value, by beat name, in declaration order. A beat that
+            deleted the field wrote a marker whose repr is `<deleted>`; returning it deletes.
 
     """
 
@@ -43,10 +46,18 @@ class FieldConflict:
     original: object
     writes: Mapping[str, object]
 
-    def error(self, detail: str = "") -> MergeConflictError:
-        """Return the `MergeConflictError` that names this field and its writers."""
+    def error(self, detail: str = "", *, refused_by: str | None = None) -> MergeConflictError:
+        """Return the `MergeConflictError` that names this field and its writers.
+
+        `refused_by` names the strategy that refused, whose advice the message then leaves out.
+        """
         return MergeConflictError(
-            self.cadence_name, self.step_name, self.field, list(self.writes), detail
+            self.cadence_name,
+            self.step_name,
+            self.field,
+            list(self.writes),
+            detail,
+            refused_by=refused_by,
         )
 
 
@@ -71,7 +82,8 @@ def smart_merge(conflict: FieldConflict) -> object:
     Dicts: the union of the keys each beat added, changed or removed (one key changed two
     ways is a conflict). Sets: the original plus every addition, minus every removal.
     A field that was `None` counts as an empty collection of the kind the beats wrote. Other
-    values agree only when every beat wrote the same one.
+    values agree only when every beat wrote the same one. Items are compared by state, as
+    fields are: an unchanged copy of a plain object is the same item.
 
     Raises:
         MergeConflictError: the values are not all lists, dicts or sets of one kind, or the
@@ -86,10 +98,12 @@ def smart_merge(conflict: FieldConflict) -> object:
         return _merge_dicts(conflict, _as(dict, {}, original, conflict), values)
     if all(isinstance(v, set | frozenset) for v in values):
         return _merge_sets(_as(set | frozenset, set(), original, conflict), values)
-    if all(_equal(values[0], v) for v in values[1:]):
+    if all(same_value(values[0], v) for v in values[1:]):
         return values[0]
     kinds = ", ".join(sorted({type(v).__name__ for v in values}))
-    raise conflict.error(f"smart_merge combines lists, dicts and sets, not {kinds}")
+    raise conflict.error(
+        f"smart_merge combines lists, dicts and sets, not {kinds}", refused_by="smart_merge"
+    )
 
 
 def _as(
@@ -100,7 +114,8 @@ def _as(
         return empty
     if not isinstance(original, kind):
         raise conflict.error(
-            f"the beats wrote {getattr(kind, '__name__', 'set')}s over a {type(original).__name__}"
+            f"the beats wrote {getattr(kind, '__name__', 'set')}s over a {type(original).__name__}",
+            refused_by="smart_merge",
         )
     return original
 
@@ -111,8 +126,14 @@ def _merge_lists(
     base = len(original)
     merged = list(original)
     for beat, value in zip(conflict.writes, values, strict=True):
-        if value[:base] != original:
-            raise conflict.error(f"{beat!r} changed existing items; smart_merge only appends")
+        kept = len(value) >= base and all(
+            same_value(a, b) for a, b in zip(original, value[:base], strict=True)
+        )
+        if not kept:
+            raise conflict.error(
+                f"{beat!r} changed existing items; smart_merge only appends",
+                refused_by="smart_merge",
+            )
         merged.extend(value[base:])
     return merged
 
@@ -125,11 +146,16 @@ def _merge_dicts(
     for beat, value in zip(conflict.writes, values, strict=True):
         for key in original.keys() | value.keys():
             new = value.get(key, missing)
-            if new is missing or new != original.get(key, missing):
-                earlier = changes.get(key)
-                if earlier is not None and not _equal(earlier[1], new):
-                    raise conflict.error(f"{earlier[0]!r} and {beat!r} disagree on key {key!r}")
-                changes[key] = (beat, new)
+            old = original.get(key, missing)
+            if new is not missing and old is not missing and same_value(new, old):
+                continue
+            earlier = changes.get(key)
+            if earlier is not None and not same_value(earlier[1], new):
+                raise conflict.error(
+                    f"{earlier[0]!r} and {beat!r} disagree on key {key!r}",
+                    refused_by="smart_merge",
+                )
+            changes[key] = (beat, new)
     merged = dict(original)
     for key, (_, new) in changes.items():
         if new is missing:
@@ -142,155 +168,77 @@ def _merge_dicts(
 def _merge_sets(
     original: set[Any] | frozenset[Any], values: Sequence[set[Any]]
 ) -> set[Any] | frozenset[Any]:
-    added: set[Any] = set()
-    removed: set[Any] = set()
+    # Members are matched by state, so an unchanged copy of a plain object is no addition.
+    kept = {fingerprint_key(m): m for m in original}
+    added: dict[object, Any] = {}  # Any: set members of any type
+    removed: set[object] = set()
     for value in values:
-        added |= value - original
-        removed |= original - value
-    merged = (set(original) | added) - removed
-    return frozenset(merged) if isinstance(original, frozenset) else merged
+        members = {fingerprint_key(m): m for m in value}
+        added.update((k, m) for k, m in members.items() if k not in kept and k not in added)
+        removed.update(k for k in kept if k not in members)
+    merged = [m for k, m in kept.items() if k not in removed]
+    merged.extend(added.values())
+    return frozenset(merged) if isinstance(original, frozenset) else set(merged)
 
-
-def _equal(a: object, b: object, depth: int = 0) -> bool:  # noqa: PLR0911 # one return per kind
-    """Return whether two values hold the same state, never failing.
-
-    Like `==`, but objects that compare by identity (no `__eq__` of their own) are compared by
-    their attributes, so an in-place change to a deep copy of one is seen; containers are
-    compared item by item when `==` says they differ, for the same reason.
-    """
-    if a is b:
-        return True
-    if type(a) is not type(b):
-        return _plain_equal(a, b)
-    if type(a).__eq__ is object.__eq__:
-        return depth < _MAX_DEPTH and _same_attributes(a, b, depth + 1)
-    if _plain_equal(a, b):
-        return True
-    if depth >= _MAX_DEPTH:
-        return False
-    if isinstance(a, list | tuple):
-        items = cast("Sequence[object]", b)
-        return len(cast("Sequence[object]", a)) == len(items) and all(
-            _equal(x, y, depth + 1) for x, y in zip(cast("Sequence[object]", a), items, strict=True)
-        )
-    if isinstance(a, dict):
-        left, right = cast("Mapping[object, object]", a), cast("Mapping[object, object]", b)
-        return left.keys() == right.keys() and all(
-            _equal(left[k], right[k], depth + 1) for k in left
-        )
-    return False
-
-
-_MAX_DEPTH = 32
-
-
-def _plain_equal(a: object, b: object) -> bool:
-    """Compare with `==`; an array-like result counts as equal when all its items are."""
-    try:
-        result = cast("object", a == b)  # numpy and friends return arrays
-        if isinstance(result, bool):
-            return result
-        every = getattr(result, "all", None)
-        return bool(every() if callable(every) else result)
-    except Exception:  # noqa: BLE001 # an uncomparable pair counts as different
-        return False
-
-
-def _same_attributes(a: object, b: object, depth: int) -> bool:
-    """Compare two objects of one class by their `__dict__` and `__slots__` values."""
-    state_a, state_b = getattr(a, "__dict__", None), getattr(b, "__dict__", None)
-    slots = [
-        name
-        for cls in type(a).__mro__
-        for name in cast("tuple[str, ...]", getattr(cls, "__slots__", ()))
-        if name not in {"__dict__", "__weakref__"}
-    ]
-    if state_a is None and not slots:
-        return False  # nothing to look at: the caller falls back to reassignment
-    if state_a is not None and not _equal(state_a, state_b, depth):
-        return False
-    missing = object()
-    return all(
-        _equal(getattr(a, name, missing), getattr(b, name, missing), depth) for name in slots
-    )
-
-
-def _opaque(value: object) -> bool:
-    """Return whether `value` compares by identity and has no attributes to compare."""
-    return (
-        type(value).__eq__ is object.__eq__
-        and getattr(value, "__dict__", None) is None
-        and not any(getattr(cls, "__slots__", ()) for cls in type(value).__mro__)
-    )
-
-
-_MISSING = object()
 
 # The built-in strategies that treat equal writes as one write; other strategies see them all.
 _EQUAL_WRITES_AGREE: tuple[MergeStrategy, ...] = (fail_on_conflict, last_write_wins)
 
 
-def merge_branches(
+def merge_branches(  # noqa: PLR0917 # one internal caller, all arguments needed
+    order: Sequence[str],
     original: Mapping[str, object],
-    branches: Sequence[tuple[str, Mapping[str, object], Mapping[str, object]]],
+    branches: Sequence[tuple[str, Mapping[str, object]]],
     strategy: MergeStrategy,
     cadence_name: str,
     step_name: str,
 ) -> dict[str, object]:
-    """Return the fields to set on the context after a parallel step.
+    """Return the fields to set on the context after a parallel step (`DELETED` to delete).
 
-    A beat wrote a field when its final value holds other state than the original. One write
-    is taken; writes by several beats go to `strategy`, except that `fail_on_conflict` and
-    `last_write_wins` take equal writes as one.
+    One write is taken; writes by several beats go to `strategy`, except that
+    `fail_on_conflict` and `last_write_wins` take equal writes as one.
 
     Args:
+        order: The context's field names in declaration order (merged fields follow it).
         original: The field values before the step.
-        branches: For each beat in declaration order, its name, its copy's field values at the
-            start (to tell reassignment of opaque objects) and at the end.
+        branches: For each beat in declaration order, its name and the fields it changed.
         strategy: Resolves fields that several beats wrote.
         cadence_name: For error messages.
         step_name: For error messages.
 
     Raises:
-        MergeConflictError: the strategy refused a conflict.
+        MergeConflictError: the strategy refused one or more fields; it names them all.
 
     """
-    changes: dict[str, object] = {}
-    # Only fields some copy holds another object in can have been written (scalars are never
-    # copied, so an untouched one is the very same object); keep the fields' declared order.
-    touched = {
-        key
-        for _, _, final in branches
-        for key, value in final.items()
-        if value is not original.get(key, _MISSING)
-    }
-    if not touched:
-        return changes
-    keys: dict[str, None] = dict.fromkeys(k for k in original if k in touched)
-    keys.update(dict.fromkeys(sorted(touched - keys.keys())))
+    written = {key for _, changes in branches for key in changes}
+    if not written:
+        return {}
+    keys = [k for k in order if k in written]
+    keys.extend(sorted(written.difference(keys)))
+    merged: dict[str, object] = {}
+    refused: list[MergeConflictError] = []
     for key in keys:
-        before = original.get(key, _MISSING)
-        writes: dict[str, object] = {}
-        for beat_name, start, final in branches:
-            value = final.get(key, _MISSING)
-            if value is before or value is _MISSING:
-                continue
-            if _opaque(value):
-                # Nothing to compare: only a reassignment can be seen.
-                if value is start.get(key, _MISSING):
-                    continue
-            elif before is not _MISSING and _equal(value, before):
-                continue
-            writes[beat_name] = value
-        if not writes:
-            continue
+        writes = {beat: changes[key] for beat, changes in branches if key in changes}
         values = list(writes.values())
         if len(values) == 1 or (
-            strategy in _EQUAL_WRITES_AGREE and all(_equal(values[0], v) for v in values[1:])
+            strategy in _EQUAL_WRITES_AGREE and all(same_value(values[0], v) for v in values[1:])
         ):
-            changes[key] = values[0]
+            merged[key] = values[0]
             continue
-        original_value = None if before is _MISSING else before
-        conflict = FieldConflict(cadence_name, step_name, key, original_value, writes)
-        changes[key] = strategy(conflict)
-    return changes
+        conflict = FieldConflict(cadence_name, step_name, key, original.get(key), writes)
+        try:
+            merged[key] = strategy(conflict)
+        except MergeConflictError as error:
+            refused.append(error)
+    if refused:
+        first, *more = refused
+        raise MergeConflictError(
+            first.cadence_name,
+            first.step_name,
+            first.field,
+            first.beats,
+            first.detail,
+            refused_by=first.refused_by,
+            more=more,
+        )
+    return merged

@@ -6,22 +6,25 @@ takes the plain path: an async `then` beat is one call and one await.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import inspect
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
-from cadence._context import Context, context_fields, copy_context, is_frozen
+from cadence._context import Context, context_fields, context_info, is_frozen
 from cadence._errors import BeatError, BeatErrorGroup, CadenceError
 from cadence._hooks import Entry, Observers, close_calls, open_calls
+from cadence._isolation import DELETED, FingerprintCache, open_branches
 from cadence._merge import merge_branches
 from cadence._steps import Child, Split, Sync, Then
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Coroutine, Generator, Mapping
 
     from cadence._beat import BeatSpec
     from cadence._cadence import Cadence
@@ -93,12 +96,13 @@ async def _run_steps(cadence: Cadence[C], context: C, observers: Observers | Non
 async def _fail(cadence: Cadence[C], step: Step, context: C, exc: Exception) -> C:
     """Hand a failed step to the error handler; return the context to go on with, or raise."""
     if type(step) is Then or not isinstance(exc, CadenceError):
-        error: CadenceError = BeatError(step.name, cadence.name)
-        error.__cause__ = exc
+        error: CadenceError = BeatError(step.name, cadence.name, cause=exc)
     else:
         error = exc
     handler = cadence.error_handler
     if handler is not None:
+        # A recovery never runs under a cancelled scope (as retry and fallback): cancel wins.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         outcome = handler(context, error)
         if inspect.isawaitable(outcome):
             await outcome
@@ -111,12 +115,13 @@ def _next_context(context: C, result: object, beat_name: str) -> C:
     """Return the context after a beat that returned `result` (a new context replaces it)."""
     if not isinstance(result, Context):
         return context  # a beat's other return values (e.g. a fallback's default) are not state
-    if not isinstance(result, type(context)):
-        raise TypeError(
+    expected = context_info(type(context)).cls  # a parallel branch's view is a subclass
+    if not isinstance(result, expected):
+        raise CadenceError(
             f"beat {beat_name!r} returned a {type(result).__qualname__}; a beat returns None or "
-            f"a new {type(context).__qualname__}"
+            f"a new {expected.__qualname__}"
         )
-    return result
+    return cast("C", result)
 
 
 async def _call_beat(spec: BeatSpec, context: C) -> C:
@@ -156,47 +161,104 @@ async def _invoke_wrapped(
     try:
         return await _invoke(spec, context, path, observers)
     except Exception as exc:
-        raise BeatError(path, cadence_name) from exc
+        raise BeatError(path, cadence_name, cause=exc) from exc
 
 
 async def _run_sync(cadence_name: str, step: Sync, context: C, observers: Observers | None) -> C:
-    before = dict(context_fields(context))
-    copies = [copy_context(context, share_atomics=True) for _ in step.beats]
-    starts = [dict(context_fields(c)) for c in copies]
-    results: list[Any] = list(copies)  # Any: each slot holds that beat's final context
+    """Run the beats of a parallel step, each on its own view, then merge their changes.
+
+    The fan-out is thin: inside one task group, each beat starts inline in this task, in its
+    own contextvars context; a beat that finishes without suspending costs no task. The first
+    beat that suspends (or fails) goes on in this task while the beats after it start as
+    tasks, as they always would have. A failure cancels the siblings; nothing outlives the step.
+    """
+    states = open_branches(context, cadence_name, [f"{step.name}.{s.name}" for s in step.beats])
+    results: list[Any] = [view for view, _ in states]  # Any: each slot, that beat's final context
     errors: list[tuple[int, BeatError]] = []
 
+    async def run_one(index: int, spec: BeatSpec, isolated: C) -> None:
+        path = f"{step.name}.{spec.name}"
+        try:
+            if observers is None and spec.is_async:
+                result = await spec.fn(isolated)
+                if result is not None:
+                    results[index] = _next_context(isolated, result, path)
+            else:
+                results[index] = await _invoke(spec, isolated, path, observers)
+        except Exception as exc:  # noqa: BLE001 # each failure is kept, in declaration order
+            errors.append((index, BeatError(path, cadence_name, cause=exc)))
+            group.cancel_scope.cancel()
+
     async with anyio.create_task_group() as group:
-
-        async def run_one(index: int, spec: BeatSpec, isolated: C) -> None:
-            path = f"{step.name}.{spec.name}"
+        for index, spec in enumerate(step.beats):
+            branch = run_one(index, spec, results[index])
+            scope = contextvars.copy_context()
+            suspended: object = None
             try:
-                if observers is None and spec.is_async:
-                    result = await spec.fn(isolated)
-                    if result is not None:
-                        results[index] = _next_context(isolated, result, path)
-                else:
-                    results[index] = await _invoke(spec, isolated, path, observers)
-            except Exception as exc:  # noqa: BLE001 # each failure is kept, in declaration order
-                error = BeatError(path, cadence_name)
-                error.__cause__ = exc
-                errors.append((index, error))
-                group.cancel_scope.cancel()
-
-        for index, (spec, isolated) in enumerate(zip(step.beats, copies, strict=True)):
-            group.start_soon(run_one, index, spec, isolated)
+                suspended = scope.run(branch.send, None)  # what it awaits (asyncio: maybe None)
+            except StopIteration:
+                if not errors:
+                    continue
+                held = False  # it failed: the beats after it start as tasks, to be cancelled
+            else:
+                held = True
+            for later in range(index + 1, len(step.beats)):
+                group.start_soon(run_one, later, step.beats[later], results[later])
+            if held:
+                await _Resume(branch, suspended, scope)
+            break
 
     if errors:
         errors.sort(key=lambda pair: pair[0])
         if len(errors) == 1:
             raise errors[0][1]
         raise BeatErrorGroup(step.name, cadence_name, [e for _, e in errors])
+    cache = FingerprintCache()
     branches = [
-        (spec.name, start, context_fields(result))
-        for spec, start, result in zip(step.beats, starts, results, strict=True)
+        (spec.name, state.changes(result, cache))
+        for spec, (_, state), result in zip(step.beats, states, results, strict=True)
     ]
-    changes = merge_branches(before, branches, step.merge, cadence_name, step.name)
+    info = context_info(type(context))
+    original = context_fields(context)
+    changes = merge_branches(info.fields, original, branches, step.merge, cadence_name, step.name)
     return _apply(context, changes)
+
+
+class _Resume:
+    """Await a coroutine that already ran up to its first suspension, in its own context.
+
+    The coroutine was started in this task, so it goes on in this task (cancel scopes it
+    entered stay in the task that entered them); each step runs in `scope`, its contextvars.
+    """
+
+    __slots__ = ("_coroutine", "_first", "_scope")
+
+    def __init__(
+        self, coroutine: Coroutine[Any, Any, None], first: object, scope: contextvars.Context
+    ) -> None:  # Any: the coroutine's yield and send types belong to the event loop
+        self._coroutine = coroutine
+        self._first = first
+        self._scope = scope
+
+    def __await__(self) -> Generator[Any, Any, None]:  # Any: the event loop's own traps
+        coroutine, scope = self._coroutine, self._scope
+        value = self._first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                scope.run(coroutine.close)
+                raise
+            except BaseException as exc:  # noqa: BLE001 # thrown in by the loop (a cancellation): pass it on
+                try:
+                    value = scope.run(coroutine.throw, exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = scope.run(coroutine.send, sent)
+                except StopIteration:
+                    return
 
 
 def _apply(context: C, changes: Mapping[str, object]) -> C:
@@ -206,10 +268,16 @@ def _apply(context: C, changes: Mapping[str, object]) -> C:
     if is_frozen(type(context)):
         context = copy.copy(context)
         for key, value in changes.items():
-            object.__setattr__(context, key, value)
+            if value is DELETED:
+                object.__delattr__(context, key)
+            else:
+                object.__setattr__(context, key, value)
         return context
     for key, value in changes.items():
-        setattr(context, key, value)
+        if value is DELETED:
+            delattr(context, key)
+        else:
+            setattr(context, key, value)
     return context
 
 
@@ -219,7 +287,7 @@ async def _run_split(cadence_name: str, step: Split, context: C, observers: Obse
         if step.condition_is_async or inspect.isawaitable(decision):
             decision = await decision
     except Exception as exc:
-        raise BeatError(f"{step.name}.condition", cadence_name) from exc
+        raise BeatError(f"{step.name}.condition", cadence_name, cause=exc) from exc
     if not isinstance(decision, bool):
         raise BeatError(
             f"{step.name}.condition",
@@ -239,16 +307,18 @@ async def _run_child(cadence_name: str, step: Child, context: C, observers: Obse
     try:
         child_context = child.fresh_context() if step.context is None else step.context(context)
     except Exception as exc:
-        raise BeatError(f"{step.name}.context", cadence_name) from exc
+        raise BeatError(f"{step.name}.context", cadence_name, cause=exc) from exc
     inner = None if observers is None else observers.nested(f"{step.name}.", ())
     try:
         child_context = await execute(child, child_context, inner)
     except CadenceError as exc:
-        raise BeatError(step.name, cadence_name) from exc
+        # Named by path, like the hooks name the child's beats: `child_step.beat`.
+        path = f"{step.name}.{exc.beat_name}" if isinstance(exc, BeatError) else step.name
+        raise BeatError(path, cadence_name, cause=exc) from exc
     try:
         result = step.merge(context, child_context)
         if step.merge_is_async or inspect.isawaitable(result):
             result = await result
     except Exception as exc:
-        raise BeatError(f"{step.name}.merge", cadence_name) from exc
+        raise BeatError(f"{step.name}.merge", cadence_name, cause=exc) from exc
     return context if result is None else _next_context(context, result, f"{step.name}.merge")

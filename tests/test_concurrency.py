@@ -278,8 +278,10 @@ class CountingHooks(CadenceHooks[Any]):
             return None
 
         async def later() -> None:
-            await pause(1)  # a before-hook counts once it has finished
+            # A before-hook counts once it has started: one cancelled while it awaits is
+            # still owed its after-hook.
             self.tracker.hook(context.run, method)
+            await pause(1)
 
         return later()
 

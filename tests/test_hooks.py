@@ -271,3 +271,43 @@ async def test_no_hooks_means_no_observer_calls() -> None:
     assert calls == []
     await observed.run()
     assert calls == ["inc"]
+
+
+async def test_a_before_beat_cancelled_while_awaiting_still_gets_its_after_beat() -> None:
+    calls: list[str] = []
+
+    class Slow(CadenceHooks[Ctx]):
+        async def before_beat(self, beat_name: str, context: Ctx) -> None:
+            calls.append(f"before {beat_name}")
+            await anyio.sleep_forever()
+
+        def after_beat(
+            self,
+            beat_name: str,
+            context: Ctx,
+            duration: float,
+            error: BaseException | None = None,
+        ) -> None:
+            calls.append(f"after {beat_name} {type(error).__name__}")
+
+    cadence = Cadence("c", Ctx()).then("one", lambda ctx: None).with_hooks(Slow())
+    with anyio.move_on_after(0.05):
+        await cadence.run()
+    cancelled = anyio.get_cancelled_exc_class().__name__
+    assert calls == ["before one", f"after one {cancelled}"]
+
+
+async def test_one_timing_hooks_on_parent_and_child_files_each_beat_under_its_run() -> None:
+    timing = TimingHooks()
+    child = Cadence("child", Ctx()).then("inner", lambda ctx: None).with_hooks(timing)
+    parent = (
+        Cadence("parent", Ctx())
+        .then("outer", lambda ctx: None)
+        .child("kid", child, lambda p, c: None)
+        .with_hooks(timing)
+    )
+    await parent.run()
+    runs = {r.cadence_name: r for r in timing.runs}
+    assert set(runs) == {"parent", "child"}
+    assert set(runs["child"].beats) == {"inner"}
+    assert set(runs["parent"].beats) == {"outer"}

@@ -268,7 +268,7 @@ async def test_child_failure_chains_the_childs_own_error() -> None:
     parent = Cadence("outer", Ctx()).child("nested", child, lambda p, c: None)
     with pytest.raises(BeatError) as info:
         await parent.run()
-    assert (info.value.beat_name, info.value.cadence_name) == ("nested", "outer")
+    assert (info.value.beat_name, info.value.cadence_name) == ("nested.explode", "outer")
     cause = info.value.__cause__
     assert isinstance(cause, BeatError)
     assert (cause.beat_name, cause.cadence_name) == ("explode", "inner")

@@ -463,7 +463,9 @@ async def test_error_handling_continues_on_error(caplog: pytest.LogCaptureFixtur
     with caplog.at_level(logging.ERROR, logger="tests.spec"):
         result = await cadence.run()
     assert result.cleaned
-    assert result.errors == ["beat 'risky' of cadence 'handled' failed"]
+    assert result.errors == [
+        "beat 'risky' of cadence 'handled' failed: ValueError: payment gateway said no"
+    ]
     assert "Beat risky failed" in caplog.text
 
 

@@ -246,6 +246,8 @@ def test_index_gives_the_readme_set_up_commands() -> None:
 
 README = ROOT / "README.md"
 PRELUDES = ROOT / "tests" / "docs_preludes"
+# Stand-in packages a page's samples import (docs/cli.md's generated `my_project`).
+PRELUDE_PACKAGES = PRELUDES / "packages"
 MYPY_CONFIG = ROOT / "typecheck_tests" / "mypy-plugin.ini"
 
 
@@ -387,8 +389,18 @@ def test_fragments_parse_or_are_marked_pseudo_code() -> None:
 
 def test_every_page_prelude_belongs_to_a_page() -> None:
     pages = {prelude_name(page) for page in [README, *PAGES]}
-    stale = sorted(p.stem for p in PRELUDES.glob("*.py") if p.stem not in pages)
+    stale = sorted(p.stem for p in PRELUDES.glob("*.py") if p.stem not in pages)  # not packages/
     assert not stale, f"tests/docs_preludes has preludes for no page: {stale}"
+
+
+def write_mypy_config(directory: Path) -> Path:
+    """Write the plugin cases' mypy configuration, with the stand-in packages on mypy's path."""
+    config = directory / "mypy.ini"
+    config.write_text(
+        MYPY_CONFIG.read_text(encoding="utf-8") + f"mypy_path = {PRELUDE_PACKAGES}\n",
+        encoding="utf-8",
+    )
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -413,7 +425,7 @@ def typecheck_results(
             "-m",
             "mypy",
             "--config-file",
-            str(MYPY_CONFIG),
+            str(write_mypy_config(directory)),
             "--cache-dir",
             str(directory / ".mypy_cache"),
             "--no-pretty",
@@ -437,7 +449,7 @@ def typecheck_results(
             {
                 "include": ["."],
                 "exclude": [".mypy_cache"],
-                "extraPaths": [str(ROOT)],
+                "extraPaths": [str(ROOT), str(PRELUDE_PACKAGES)],
                 "pythonVersion": "3.11",
                 "typeCheckingMode": "strict",
                 "reportUnnecessaryTypeIgnoreComment": "error",

@@ -28,6 +28,9 @@ from cadence._errors import CadenceError as CadenceError
 from cadence._errors import CircuitOpenError as CircuitOpenError
 from cadence._errors import ContextCopyError as ContextCopyError
 from cadence._errors import MergeConflictError as MergeConflictError
+from cadence._events import CadenceEvent as CadenceEvent
+from cadence._events import EventHooks as EventHooks
+from cadence._events import EventListener as EventListener
 from cadence._hooks import CadenceHooks as CadenceHooks
 from cadence._hooks import LoggingHooks as LoggingHooks
 from cadence._hooks import Reporter as Reporter
@@ -68,6 +71,7 @@ __all__ = [
     "Cadence",
     "CadenceDefinitionError",
     "CadenceError",
+    "CadenceEvent",
     "CadenceHooks",
     "Child",
     "CircuitBreaker",
@@ -77,6 +81,8 @@ __all__ = [
     "Context",
     "ContextCopyError",
     "ErrorHandler",
+    "EventHooks",
+    "EventListener",
     "FieldConflict",
     "Finding",
     "ImmutableContext",

@@ -342,7 +342,6 @@ class Run:
         "owner",
         "parent_id",
         "run_id",
-        "shadow",
         "start",
         "started_at",
         "state",
@@ -358,9 +357,6 @@ class Run:
         self.parent_id = parent_id
         self.started_at = time.time()
         self.start = time.perf_counter()
-        # The observer's own run this one is a `child` step of: then the observer hears each of
-        # this run's beats twice, once named for the parent and once for this run.
-        self.shadow: Run | None = None
         self.state: object = None  # the observer's own (a span, say)
 
 
@@ -375,13 +371,11 @@ class Frame:
         "path",
         "pending",
         "run",
-        "shadowed",
         "state",
     )
 
     fell_back: bool
     closed: bool
-    shadowed: bool  # the observer will hear of this same beat again (a child run's hooks)
     state: object
 
     def __init__(self, owner: Observer, run: Run, path: str, context: object) -> None:
@@ -390,7 +384,7 @@ class Frame:
         self.path = path
         self.context = context
         self.pending: list[Notice] = []
-        self.fell_back = self.closed = self.shadowed = False
+        self.fell_back = self.closed = False
         self.state = None
 
 
@@ -473,7 +467,7 @@ def _merge_conflict(error: BaseException) -> MergeConflictError | None:
 
 
 def _open_frames() -> list[Frame]:
-    """Return the frames of the beat in progress here (every observer's), innermost last."""
+    """Return the frames of the beat in progress here (every observer's), innermost first."""
     stack = _stack.get()
     frames: list[Frame] = []
     for entry in reversed(stack):
@@ -625,10 +619,18 @@ def breakers_of(cadence: Cadence[Any]) -> list[CircuitBreaker]:
 class Observer(CadenceHooks[Context]):
     """The hooks-to-records adapter that events and reporters are built on.
 
-    Subclasses implement `run_started`, `run_ended`, `beat_started`, `beat_ended`,
-    `notice` and `breaker_changed`; each may return an awaitable. A subclass that raises is
-    logged and does not fail the run (the hooks machinery isolates it).
+    Subclasses implement what they need of `run_started`, `run_ended`, `beat_started`,
+    `beat_ended` (whose frame holds the resilience notices of the beat), `breaker_changed`,
+    `breaker_seen` and `merge_conflict`; the hook-facing ones may return an awaitable. A
+    subclass that raises is logged and does not fail the run (the hooks machinery isolates it).
     """
+
+    # Whether the subclass handles beat starts (saves a call per beat when it does not).
+    _tells_starts: bool = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._tells_starts = cls.beat_started is not Observer.beat_started
 
     # ---- binding to a plan
 
@@ -695,25 +697,11 @@ class Observer(CadenceHooks[Context]):
     def before_cadence(self, cadence_name: str, context: Context) -> Awaitable[None] | None:
         """Open a run record and tell `run_started`."""
         stack = _stack.get()
-        parent: Run | None = None
-        shadow: Run | None = None
-        for entry in reversed(stack):
-            if isinstance(entry, Run):
-                if parent is None:
-                    parent = entry
-                if entry.owner is self:
-                    shadow = entry  # a `child` step of a run this observer watches
-                    break
-            else:
-                break  # inside a beat: a cadence run by hand, not a child step
-        if parent is None:
-            parent = next((e for e in reversed(stack) if isinstance(e, Run)), None)
+        parent = next((e for e in reversed(stack) if isinstance(e, Run)), None)
         run = Run(self, cadence_name, context, None if parent is None else parent.run_id)
         # Observers of one run share its id: the same cadence on the same context, just begun.
         if parent is not None and parent.context is context and parent.cadence == cadence_name:
             run.run_id, run.parent_id = parent.run_id, parent.parent_id
-            shadow = None if shadow is parent else shadow
-        run.shadow = shadow
         _stack.set((*stack, run))
         return self.run_started(run)
 
@@ -753,41 +741,19 @@ class Observer(CadenceHooks[Context]):
         stack = _stack.get()
         if stack:
             top = stack[-1]
-            if top.owner is self and type(top) is Run and top.shadow is None:  # the usual case
+            if top.owner is self and type(top) is Run:  # the usual case
                 frame = Frame(self, top, beat_name, context)
                 _stack.set((*stack, frame))
-                return self.beat_started(frame)
-        own: Run | None = None
-        previous: Frame | None = None
-        for entry in reversed(stack):
-            if entry.owner is not self:
-                continue
-            if isinstance(entry, Frame):
-                if previous is None and entry.context is context:
-                    previous = entry
-                continue
-            own = entry
-            break
-        if own is None:
-            own = Run(self, "", context, None)  # its start was not told (a hook before raised)
-            own.run_id = ""
-        run = own
-        shadowed = False
-        if own.shadow is not None:
-            chain: list[Run] = []
-            link: Run | None = own
-            while link is not None:
-                chain.append(link)
-                link = link.shadow
-            chain.reverse()  # outermost first: the order the notifications come in
-            run = chain[0]
-            if previous is not None and previous.run in chain[:-1]:
-                run = chain[chain.index(previous.run) + 1]
-            shadowed = run is not own
+                return self.beat_started(frame) if self._tells_starts else None
+        # The nearest run this observer watches: a parent's, for a child cadence without hooks
+        # of its own (its beats come named `child_step.beat`).
+        run = next((e for e in reversed(stack) if type(e) is Run and e.owner is self), None)
+        if run is None:
+            run = Run(self, "", context, None)  # its start was not told (a hook before raised)
+            run.run_id = ""
         frame = Frame(self, run, beat_name, context)
-        frame.shadowed = shadowed
         _stack.set((*stack, frame))
-        return self.beat_started(frame)
+        return self.beat_started(frame) if self._tells_starts else None
 
     def after_beat(
         self,
@@ -1004,7 +970,9 @@ class EventHooks(Observer):
             new_state=new,
             beat=None if frame is None else frame.path,
         )
-        self._send([event])
+        pending = self._send([event])
+        if inspect.iscoroutine(pending):  # the listener turned out async: nowhere to await it
+            pending.close()
 
     def merge_conflict(self, run: Run, error: MergeConflictError) -> Awaitable[None] | None:
         """Send `MergeConflict`."""

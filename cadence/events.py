@@ -12,6 +12,8 @@ def listener(event: CadenceEvent) -> None:
 ```
 """
 
+# ruff: noqa: PLC0414 # `import X as X` marks explicit re-exports, as in the package's __init__
+
 from __future__ import annotations
 
 from cadence._events import BeatCancelled as BeatCancelled

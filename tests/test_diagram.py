@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import unicodedata
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
@@ -23,7 +25,25 @@ from cadence.diagram import to_dot, to_mermaid
 from cadence.resilience import circuit_breaker, fallback, retry, timeout
 
 DOT = shutil.which("dot")
-needs_dot = pytest.mark.skipif(DOT is None, reason="Graphviz dot is not installed")
+# CI sets CADENCE_REQUIRE_RENDERERS=1: there a missing renderer fails instead of skipping.
+REQUIRED = os.environ.get("CADENCE_REQUIRE_RENDERERS") == "1"
+
+
+def needs(missing: bool, reason: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Skip when a renderer is missing, or fail when CI says it must be there."""
+    if not (missing and REQUIRED):
+        return pytest.mark.skipif(missing, reason=reason)
+
+    def fail_instead(test: Callable[..., None]) -> Callable[..., None]:
+        def failing() -> None:
+            pytest.fail(f"CADENCE_REQUIRE_RENDERERS=1, but {reason}")
+
+        return failing
+
+    return fail_instead
+
+
+needs_dot = needs(DOT is None, "Graphviz dot is not installed")
 HOSTILE = [
     'say "hi"',
     "a[b]c",
@@ -193,7 +213,9 @@ def mermaid_structure(text: str) -> dict[str, str]:
 
 
 def unescape_mermaid(label: str) -> str:
-    return re.sub(r"#(\d+);", lambda m: chr(int(m[1])), label).replace("<br/>", "\n")
+    """Lines apart first: a name may itself read `<br/>` once unescaped."""
+    lines = label.split("<br/>")
+    return "\n".join(re.sub(r"#(\d+);", lambda m: chr(int(m[1])), line) for line in lines)
 
 
 HIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}  # controls, formats, unassigned, separators
@@ -352,9 +374,9 @@ def test_every_kind_renders_to_svg_with_every_name() -> None:
 # Where `npm install mermaid jsdom` was run (.ci/run does it); the tests skip without it.
 MERMAID_DIR = Path(os.environ.get("CADENCE_MERMAID_DIR", "/tmp/mermaid-check"))  # noqa: S108 # an npm cache
 MERMAID_SCRIPT = Path(__file__).with_name("mermaid_parse.mjs")
-needs_mermaid = pytest.mark.skipif(
+needs_mermaid = needs(
     shutil.which("node") is None or not (MERMAID_DIR / "node_modules" / "mermaid").is_dir(),
-    reason="node with mermaid and jsdom (npm install mermaid jsdom) is not available",
+    "node with mermaid and jsdom (npm install mermaid jsdom) is not available",
 )
 
 
@@ -397,6 +419,47 @@ def test_mermaid_rejects_what_it_should() -> None:
         'flowchart TD\n    n0["a"] --> end\n',
     ]
     assert None not in mermaid_parse(bad)
+
+
+MMDC = MERMAID_DIR / "node_modules" / ".bin" / "mmdc"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_mermaid_cli = needs(
+    CHROMIUM is None or not MMDC.exists(),
+    "@mermaid-js/mermaid-cli (npm, PUPPETEER_SKIP_DOWNLOAD=1) and chromium are needed",
+)
+
+
+def mermaid_svg_texts(text: str, tmp_path: Path, name: str) -> list[str]:
+    """Render with mermaid-cli in Debian's chromium; return the SVG's text, style left out."""
+    config = tmp_path / "puppeteer.json"
+    config.write_text(json.dumps({"executablePath": CHROMIUM, "args": ["--no-sandbox"]}))
+    source, output = tmp_path / f"{name}.mmd", tmp_path / f"{name}.svg"
+    source.write_text(text, encoding="utf-8")
+    result = subprocess.run(
+        [str(MMDC), "-p", str(config), "-i", str(source), "-o", str(output), "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    root = ET.parse(output).getroot()  # noqa: S314 # rendered from our own text
+    style = "{http://www.w3.org/2000/svg}style"
+    return [
+        el.text.strip() for el in root.iter() if el.tag != style and el.text and el.text.strip()
+    ]
+
+
+@needs_mermaid_cli
+@pytest.mark.timeout(300)
+def test_mermaid_cli_renders_every_kind_and_hostile_names(tmp_path: Path) -> None:
+    texts = mermaid_svg_texts(to_mermaid(every_kind()), tmp_path, "every")
+    for name in EVERY_NAME:
+        assert name in texts, name
+    texts = mermaid_svg_texts(to_mermaid(hostile_cadence(HOSTILE)), tmp_path, "hostile")
+    for name in HOSTILE:
+        assert visible(name) in texts, name  # drawn as text: no markup, no entity left
+    assert "<b>html</b> & amp;" in texts
 
 
 # --------------------------------------------------------------------------- properties
@@ -479,3 +542,41 @@ def test_random_plans_parse_in_mermaid() -> None:
     collect()
     results = mermaid_parse([to_mermaid(c) for c in samples])
     assert results == [None] * len(samples)
+
+
+# --------------------------------------------------------------------------- the docs' picture
+
+
+def test_the_docs_diagrams_are_up_to_date() -> None:
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location(
+        "diagrams_example", root / "examples" / "diagrams.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = example  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(example)
+    finally:
+        del sys.modules[spec.name]
+    assets = root / "docs" / "img"
+    assert (assets / "checkout.dot").read_text(encoding="utf-8") == to_dot(example.checkout)
+    mermaid = to_mermaid(example.checkout)
+    assert (assets / "checkout.mmd").read_text(encoding="utf-8") == mermaid
+    assert f"```mermaid\n{mermaid}```" in (root / "docs" / "diagrams.md").read_text(
+        encoding="utf-8"
+    )
+    svg = ET.parse(assets / "checkout.svg").getroot()  # noqa: S314 # our own committed file
+    texts = [(t.text or "").strip() for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    for name in [
+        "checkout",
+        "fetch_items",
+        "check_stock",
+        "quote_price",
+        "apply_discount",
+        "charge",
+        "render",
+        "email",
+    ]:
+        assert name in texts, name

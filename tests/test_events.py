@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from cadence import BeatError, Cadence, Context, MergeConflictError, beat
@@ -389,3 +390,38 @@ def test_event_hooks_need_a_callable() -> None:
         EventHooks(42)  # type: ignore[arg-type] # the point of the test
     with pytest.raises(Exception, match="with_listener: the listener must be callable"):
         Cadence("x", Ctx()).with_listener("nope")  # type: ignore[arg-type] # as above
+
+
+async def test_one_hooks_object_on_parent_and_child_hears_child_beats_once(
+    anyio_backend: str,
+) -> None:
+    heard: list[CadenceEvent] = []
+    hooks = EventHooks(heard.append)
+
+    async def inner_m(ctx: Inner) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    child = (
+        Cadence("inner", Inner())
+        .with_hooks(hooks)
+        .sync("par", [inner_beat, inner_m])
+        .then("k", inner_beat)
+    )
+    cadence = Cadence("outer", Ctx()).with_hooks(hooks).child("nested", child, lambda p, c: None)
+    await cadence.run()
+    runs = {e.run_id: e for e in heard if isinstance(e, RunStarted)}
+    assert sorted(e.cadence for e in runs.values()) == ["inner", "outer"]
+    ended = sorted(
+        (runs[e.run_id].cadence, e.cadence, e.beat)
+        for e in heard
+        if isinstance(e, BeatCompleted) and e.run_id is not None
+    )
+    # The runner tells one hooks object of each child beat once, as the child's own.
+    assert ended == [
+        ("inner", "inner", "k"),
+        ("inner", "inner", "par.inner_beat"),
+        ("inner", "inner", "par.inner_m"),
+    ]
+    inner_run = next(e for e in runs.values() if e.cadence == "inner")
+    outer_run = next(e for e in runs.values() if e.cadence == "outer")
+    assert inner_run.parent_run_id == outer_run.run_id

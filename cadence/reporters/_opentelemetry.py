@@ -174,8 +174,6 @@ class OpenTelemetryReporter(Observer):
 
     def beat_started(self, frame: Frame) -> None:
         """Open the beat's span in the beat's task and make it current for the beat."""
-        if frame.shadowed:
-            return  # the child cadence's own notice of this beat makes the span
         run = frame.run
         path = frame.path
         step, _, _ = path.partition(".")

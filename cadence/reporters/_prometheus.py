@@ -242,7 +242,10 @@ class PrometheusReporter(Observer):
         self, frame: Frame, duration: float, error: BaseException | None, outcome: Outcome
     ) -> None:
         """Count and time the beat, and the retries made in it."""
-        series = self._metrics.beat(frame.run.cadence, frame.path)
+        metrics = self._metrics
+        series = metrics.beat_children.get((frame.run.cadence, frame.path))
+        if series is None:
+            series = metrics.beat(frame.run.cadence, frame.path)
         series.outcomes[outcome].inc()
         series.duration.observe(duration)
         if frame.pending:

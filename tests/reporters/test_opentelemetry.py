@@ -191,7 +191,17 @@ async def test_a_child_with_its_own_reporter_nests_its_run(otel: Otel, anyio_bac
     async def inner_beat(ctx: Inner) -> None:
         ctx.k = 1
 
-    child = Cadence("inner", Inner()).with_reporter(otel.reporter.report).then("k", inner_beat)
+    @beat(blocking=True)
+    def in_thread(ctx: Inner) -> None:
+        with otel.provider.get_tracer("app").start_as_current_span("blocking io"):
+            pass
+
+    child = (
+        Cadence("inner", Inner())
+        .with_reporter(otel.reporter.report)
+        .then("k", inner_beat)
+        .sync("par", [in_thread])
+    )
     cadence = (
         Cadence("outer", Ctx())
         .with_reporter(otel.reporter.report)
@@ -202,6 +212,8 @@ async def test_a_child_with_its_own_reporter_nests_its_run(otel: Otel, anyio_bac
         ("cadence.run outer", None),
         ("cadence.run inner", "cadence.run outer"),
         ("cadence.beat k", "cadence.run inner"),  # one span, though both cadences report it
+        ("cadence.beat par.in_thread", "cadence.run inner"),
+        ("blocking io", "cadence.beat par.in_thread"),
     }
 
 

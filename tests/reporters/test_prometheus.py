@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -328,3 +331,68 @@ def test_import_cadence_loads_no_client_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_a_child_with_the_same_reporter_counts_its_beats_once(
+    anyio_backend: str,
+) -> None:
+    registry = CollectorRegistry()
+    reporter = PrometheusReporter(registry=registry)
+    child = Cadence("inner", Inner()).then("k", inner_beat).with_reporter(reporter.report)
+    parent = Cadence("outer", Ctx()).child("nested", child, lambda p, c: None)
+    await parent.with_reporter(reporter.report).run()
+    # Heard once, as the child's own beat (the series under the parent exists, at zero).
+    assert (
+        value(registry, "cadence_beats_total", cadence="outer", beat="nested.k", outcome="success")
+        == 0
+    )
+    assert value(registry, "cadence_beats_total", cadence="inner", beat="k", outcome="success") == 1
+    assert value(registry, "cadence_runs_total", cadence="inner", outcome="success") == 1
+    assert value(registry, "cadence_runs_total", cadence="outer", outcome="success") == 1
+
+
+@pytest.mark.timeout(120)
+async def test_a_thousand_random_runs_leave_nothing_in_progress(anyio_backend: str) -> None:
+    registry = CollectorRegistry()
+    reporter = PrometheusReporter(registry=registry)
+    rng = random.Random(8)
+
+    async def maybe(ctx: Ctx) -> None:
+        await anyio.lowlevel.checkpoint()
+        if ctx.label == "fail":
+            raise RuntimeError("random failure")
+
+    async def other(ctx: Ctx) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    cadence = (
+        Cadence("random", Ctx())
+        .with_reporter(reporter.report)
+        .sync("fan", [maybe, other, inc_in_thread])
+        .then("last", other)
+    )
+    kinds = {"ok": 0, "fail": 0, "cancel": 0}
+    for _ in range(1000):
+        kind = rng.choice(list(kinds))
+        kinds[kind] += 1
+        with anyio.CancelScope() as scope:
+            if kind == "cancel":
+                scope.cancel()
+            with contextlib.suppress(BeatError):
+                await cadence.run(Ctx(label=kind))
+    assert value(registry, "cadence_runs_in_progress", cadence="random") == 0
+    runs = {
+        o: value(registry, "cadence_runs_total", cadence="random", outcome=o)
+        for o in ["success", "failure", "cancelled"]
+    }
+    assert runs == {"success": kinds["ok"], "failure": kinds["fail"], "cancelled": kinds["cancel"]}
+    assert (
+        value(registry, "cadence_beats_total", cadence="random", beat="last", outcome="success")
+        == kinds["ok"]
+    )
+    assert (
+        value(
+            registry, "cadence_beats_total", cadence="random", beat="fan.maybe", outcome="failure"
+        )
+        == kinds["fail"]
+    )

@@ -329,13 +329,16 @@ def _bound_names(node: ast.stmt) -> set[str]:
 
 
 def defined_names(source: str) -> set[str]:
-    """Return the names a fragment defines at its top level (classes, functions, variables)."""
+    """Return the classes and functions a fragment defines at its top level.
+
+    Variables are left out: a fragment may rebind a prelude's variable from its old value
+    (`checkout = checkout.with_reporter(...)`).
+    """
     tree = ast.parse(source, feature_version=(3, 11), type_comments=False)
     return {
-        name
+        node.name
         for node in tree.body
-        if not isinstance(node, ast.Import | ast.ImportFrom)
-        for name in _bound_names(node)
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
     }
 
 

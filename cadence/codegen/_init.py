@@ -58,7 +58,7 @@ dev = [
     "cadence-flow[cli,mypy]>={version}",
     "pytest>=8.3",
     "mypy>=1.13",
-    "pyright>=1.1.390",
+    "pyright[nodejs]>=1.1.390",  # node from a wheel: nothing downloaded at first run
     "ruff>=0.8",
 ]
 
@@ -98,8 +98,9 @@ Service logic built with [cadence](https://pypi.org/project/cadence-flow/): cont
 Install it with its development tools, then run the tests and both type checkers:
 
 ```bash
-python -m pip install -e . --group dev
-python -m pytest && python -m mypy && pyright
+python3 -m venv .venv && .venv/bin/python -m pip install -U pip
+.venv/bin/python -m pip install -e . --group dev
+.venv/bin/python -m pytest && .venv/bin/python -m mypy && .venv/bin/pyright
 ```
 
 Add to it with `cadence new context ...`, `cadence new cadence ...` and `cadence new beat ...`;

@@ -23,35 +23,44 @@ from cadence._merge import merge_branches
 from cadence._steps import Child, Split, Sync, Then
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Generator, Mapping
+    from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 
     from cadence._beat import BeatSpec
     from cadence._cadence import Cadence
     from cadence._steps import Step
 
-__all__ = ["execute"]
+__all__ = ["execute", "run_step"]
 
 C = TypeVar("C", bound=Context)
 
 
-async def execute(cadence: Cadence[C], context: C, outer: Observers | None) -> C:
-    """Run `cadence` over `context`, observed by its own hooks and `outer` (a parent run's)."""
+async def execute(
+    cadence: Cadence[C],
+    context: C,
+    outer: Observers | None,
+    walk: Callable[[Cadence[C], C, Observers | None], Awaitable[C]] | None = None,
+) -> C:
+    """Run `cadence` over `context`, observed by its own hooks and `outer` (a parent run's).
+
+    `walk` replaces the walk over the steps (a durable run's, which commits after each).
+    """
+    run_steps = _run_steps if walk is None else walk
     own = cadence.observers
     if outer is None:
         observers = own
     else:
         observers = outer.nested("", cadence.hooks) if own is not None else outer
     if observers is None:
-        return await _run_steps(cadence, context, None)
+        return await run_steps(cadence, context, None)
     if own is None:
-        return await _run_steps(cadence, context, observers)
+        return await run_steps(cadence, context, observers)
     name = cadence.name
     told: list[Entry] = []
     start = perf_counter()
     try:
         await open_calls(own.live["before_cadence"], "before_cadence", name, (context,), told)
         start = perf_counter()
-        context = await _run_steps(cadence, context, observers)
+        context = await run_steps(cadence, context, observers)
     except BaseException as exc:
         cancelled = not isinstance(exc, Exception)
         ended = (context, perf_counter() - start, exc)
@@ -90,6 +99,20 @@ async def _run_steps(cadence: Cadence[C], context: C, observers: Observers | Non
         except Exception as exc:  # noqa: BLE001 # every failure goes to _fail; cancellation is a BaseException and passes
             context = await _fail(cadence, step, context, exc)
     return context
+
+
+async def run_step(cadence: Cadence[C], step: Step, context: C, observers: Observers | None) -> C:
+    """Run one step of `cadence` as the plain walk does, its failure handed to `_fail`."""
+    try:
+        if type(step) is Then:
+            return await _invoke(step.beat, context, step.name, observers)
+        if type(step) is Sync:
+            return await _run_sync(cadence.name, step, context, observers)
+        if type(step) is Split:
+            return await _run_split(cadence.name, step, context, observers)
+        return await _run_child(cadence.name, cast("Child", step), context, observers)
+    except Exception as exc:  # noqa: BLE001 # as in _run_steps: cancellation passes
+        return await _fail(cadence, step, context, exc)
 
 
 async def _fail(cadence: Cadence[C], step: Step, context: C, exc: Exception) -> C:

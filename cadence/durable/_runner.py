@@ -1,0 +1,275 @@
+"""The durable runner: claim a run, resume it where it stopped, commit after every step."""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+
+from cadence._beat import BeatSpec
+from cadence._context import Context
+from cadence._errors import CadenceDefinitionError, CadenceError
+from cadence._run import execute, run_step
+from cadence._steps import Split, Sync
+from cadence.durable._codec import codec_for
+from cadence.durable._errors import (
+    DurableError,
+    PlanChangedError,
+    RunCancelledError,
+    RunDecodeError,
+    StoreError,
+)
+from cadence.durable._plan import (
+    describe_plan,
+    first_difference,
+    plan_fingerprint,
+    resume_position,
+)
+from cadence.durable._plan import (
+    step_name as _step_name,
+)
+from cadence.durable._store import ErrorInfo, NewRun
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cadence._cadence import Cadence
+    from cadence._hooks import Observers
+    from cadence._steps import Step
+    from cadence.durable._codec import ContextCodec
+    from cadence.durable._plan import Migration
+    from cadence.durable._store import RunRecord, Store
+
+__all__ = ["idempotency_key", "run_durable"]
+
+C = TypeVar("C", bound=Context)
+
+_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "cadence_durable_run", default=None
+)
+_PATH: contextvars.ContextVar[str] = contextvars.ContextVar("cadence_durable_path", default="")
+
+
+def idempotency_key(suffix: str | None = None) -> str:
+    """Return the idempotency key of the beat running now: `run_id:step_path[:suffix]`.
+
+    The key is the same each time the step runs again after a crash, and differs between
+    steps and runs: pass it to payment and email APIs so a repeated call is a no-op. Beats
+    of a `sync` or `split` step have their own (`run:step.beat`); the beats of a `child`
+    share their child step's key, so tell them apart with `suffix`.
+
+    Raises:
+        CadenceError: no durable run is running here.
+
+    """
+    run_id = _RUN.get()
+    if run_id is None:
+        raise CadenceError(
+            "idempotency_key() is called from a beat of a durable run "
+            "(cadence.run(ctx, run_id=..., store=...)); none is running here"
+        )
+    key = f"{run_id}:{_PATH.get()}"
+    return key if suffix is None else f"{key}:{suffix}"
+
+
+def _keyed_beat(spec: BeatSpec, path: str) -> BeatSpec:
+    """Return `spec` with its idempotency path set while it runs."""
+    fn = spec.fn
+    if spec.is_async:
+
+        async def keyed_async(context: Any) -> Any:  # Any: the beat's own context and result
+            token = _PATH.set(path)
+            try:
+                return await fn(context)
+            finally:
+                _PATH.reset(token)
+
+        keyed: Callable[[Any], Any] = keyed_async  # Any: as BeatSpec.fn
+    else:
+
+        def keyed_sync(context: Any) -> Any:  # Any: the beat's own context and result
+            token = _PATH.set(path)
+            try:
+                return fn(context)
+            finally:
+                _PATH.reset(token)
+
+        keyed = keyed_sync
+    return BeatSpec(spec.name, keyed, spec.is_async, spec.in_thread)
+
+
+def _keyed(step: Step) -> Step:
+    """Return `step` with each inner beat keyed by its own path (`step.beat`)."""
+    if type(step) is Sync:
+        beats = tuple(_keyed_beat(b, f"{step.name}.{b.name}") for b in step.beats)
+        return dataclasses.replace(step, beats=beats)
+    if type(step) is Split:
+        yes = tuple(_keyed_beat(b, f"{step.name}.{b.name}") for b in step.if_true)
+        no = tuple(_keyed_beat(b, f"{step.name}.{b.name}") for b in step.if_false)
+        return dataclasses.replace(step, if_true=yes, if_false=no)
+    return step
+
+
+class _Walk(Generic[C]):
+    """Walk the steps from `position`, committing the context after each but the last."""
+
+    __slots__ = ("_codec", "_owner", "_position", "_run_id", "_store")
+
+    def __init__(
+        self, store: Store, run_id: str, owner: str, codec: ContextCodec[C], position: int
+    ) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._owner = owner
+        self._codec = codec
+        self._position = position
+
+    async def __call__(self, cadence: Cadence[C], context: C, observers: Observers | None) -> C:
+        steps = cadence.steps
+        last = len(steps) - 1
+        store, run_id, owner, codec = self._store, self._run_id, self._owner, self._codec
+        run_token = _RUN.set(run_id)
+        try:
+            for index in range(self._position, len(steps)):
+                step = steps[index]
+                path_token = _PATH.set(step.name)
+                try:
+                    context = await run_step(cadence, _keyed(step), context, observers)
+                finally:
+                    _PATH.reset(path_token)
+                if index < last:  # the last step commits with the result, in `finish`
+                    await store.checkpoint(
+                        run_id,
+                        owner,
+                        position=index + 1,
+                        step=steps[index + 1].name,
+                        context=codec.encode(context, run_id),
+                    )
+        finally:
+            _RUN.reset(run_token)
+        return context
+
+
+async def run_durable(
+    cadence: Cadence[C],
+    context: C,
+    run_id: str | None,
+    store: Store | None,
+    migration: Migration | None,
+) -> C:
+    """Run `cadence` durably as `run_id` in `store`: start it, resume it, or return its result."""
+    name = cadence.name
+    if not isinstance(run_id, str) or not run_id:
+        raise CadenceDefinitionError(
+            f"cadence {name!r}: a durable run needs run_id, a non-empty string, got {run_id!r}"
+        )
+    if store is None:
+        raise CadenceDefinitionError(
+            f"cadence {name!r}: run_id={run_id!r} needs a store (store=SQLiteStore(path))"
+        )
+    codec = codec_for(type(context))
+    steps = cadence.steps
+    plan = describe_plan(cadence)
+    fingerprint = plan_fingerprint(plan)
+    new = NewRun(
+        name, plan, fingerprint, codec.encode(context, run_id), steps[0].name if steps else None
+    )
+    while True:
+        owner = store.new_owner()
+        claim = await store.claim(run_id, owner, new)
+        if claim.outcome != "busy":
+            break
+        await anyio.sleep(store.poll_interval)
+    record = claim.record
+    if claim.outcome == "cancelled":
+        raise RunCancelledError(run_id, f"run {run_id!r} of cadence {name!r} was cancelled")
+    if record.cadence != name:
+        if claim.outcome == "claimed":
+            with anyio.CancelScope(shield=True):
+                await store.release(run_id, owner)
+        raise DurableError(
+            run_id,
+            f"run {run_id!r} belongs to cadence {record.cadence!r}, not {name!r}; "
+            "give each cadence's runs their own ids",
+        )
+    if claim.outcome == "finished":
+        if record.context is None:
+            raise RunDecodeError(run_id, f"run {run_id!r} completed but has no stored context")
+        return codec.decode(record.context, context, run_id)
+
+    position = record.position
+    try:
+        if claim.outcome == "claimed":
+            context, position = await _resume_at(
+                store, record, owner, context, codec, plan, migration, len(steps)
+            )
+        walk = _Walk(store, run_id, owner, codec, position)
+        result = await execute(cadence, context, None, walk)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await _stop(store, run_id, owner, exc)
+        raise
+    await store.finish(
+        run_id,
+        owner,
+        status="completed",
+        context=codec.encode(result, run_id),
+        error=None,
+        position=len(steps),
+    )
+    return result
+
+
+async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
+    store: Store,
+    record: RunRecord,
+    owner: str,
+    context: C,
+    codec: ContextCodec[C],
+    plan: tuple[str, ...],
+    migration: Migration | None,
+    count: int,
+) -> tuple[C, int]:
+    """Return the stored context and the position to go on at, migrating a changed plan."""
+    run_id = record.run_id
+    if record.context is None:
+        raise RunDecodeError(run_id, f"run {run_id!r} has no stored context")
+    context = codec.decode(record.context, context, run_id)
+    fingerprint = plan_fingerprint(plan)
+    if record.fingerprint == fingerprint:
+        return context, record.position
+    if migration is None:
+        raise PlanChangedError(
+            run_id,
+            f"run {run_id!r} of cadence {record.cadence!r} was stored under another plan: "
+            f"{first_difference(record.plan, plan)}; pass migration=Migration(...) to resume "
+            "it under this plan",
+        )
+    position = resume_position(record.plan, record.position, plan, migration)
+    await store.checkpoint(
+        run_id,
+        owner,
+        position=position,
+        step=_step_name(plan[position]) if position < count else None,
+        context=codec.encode(context, run_id),
+        plan=plan,
+        fingerprint=fingerprint,
+    )
+    return context, position
+
+
+async def _stop(store: Store, run_id: str, owner: str, exc: BaseException) -> None:
+    """Record why a run stopped: failed, or handed back to be resumed."""
+    if isinstance(exc, RunCancelledError | StoreError):
+        return  # the run is not ours any more (or the store is gone): nothing to write
+    try:
+        if isinstance(exc, Exception) and not isinstance(exc, PlanChangedError | RunDecodeError):
+            await store.finish(
+                run_id, owner, status="failed", context=None, error=ErrorInfo.of(exc)
+            )
+        else:  # cancelled, or not resumable under this plan yet: hand it back
+            await store.release(run_id, owner)
+    except CadenceError as error:
+        exc.add_note(f"recording the stop of run {run_id!r} also failed: {error}")

@@ -228,7 +228,7 @@ class SQLiteStore:
                 step=None if row[4] is None else str(row[4]),
                 plan=plan,
                 fingerprint=str(row[6]),
-                context=None if context is None else bytes(cast("bytes", context)),
+                context=_as_bytes(context),
                 attempts=int(cast("int", row[8])),
                 owner=None if row[9] is None else str(row[9]),
                 error=error,
@@ -255,7 +255,7 @@ class SQLiteStore:
     async def claim(self, run_id: str, owner: str, new: NewRun) -> Claim:
         """Create the run owned by `owner`, or take it over if nobody live holds it."""
 
-        def work(connection: sqlite3.Connection) -> tuple[str, tuple[object, ...]]:
+        def work(connection: sqlite3.Connection) -> tuple[str, RunRecord]:
             now = self._clock()
             connection.execute("BEGIN IMMEDIATE")
             row = self._select(connection, run_id)
@@ -293,12 +293,13 @@ class SQLiteStore:
                         (owner, now, run_id),
                     )
                     outcome = "claimed"
-            final = cast("tuple[object, ...]", self._select(connection, run_id))
+            # Read before the commit: a corrupted row rolls the claim back (and is named).
+            record = self._record(cast("tuple[object, ...]", self._select(connection, run_id)))
             connection.execute("COMMIT")
-            return outcome, final
+            return outcome, record
 
-        outcome, row = await self._call(run_id, "claiming the run", work)
-        return Claim(cast("Literal['created']", outcome), self._record(row))
+        outcome, record = await self._call(run_id, "claiming the run", work)
+        return Claim(cast("Literal['created']", outcome), record)
 
     def _owned_update(
         self, run_id: str, owner: str, sql: str, parameters: tuple[object, ...]
@@ -466,6 +467,15 @@ class SQLiteStore:
                     self._connection = None
 
         await anyio.to_thread.run_sync(work)
+
+
+def _as_bytes(value: object) -> bytes | None:
+    """Return a stored context column as bytes (a row written as TEXT too)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(cast("bytes", value))
 
 
 def _utc(seconds: float) -> datetime.datetime:

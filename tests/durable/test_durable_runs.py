@@ -5,15 +5,21 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 import pytest
 
-from cadence import AtomicList, BeatError, Cadence, CadenceDefinitionError, Context, Shared
-from cadence import ImmutableContext
+from cadence import (
+    AtomicList,
+    BeatError,
+    Cadence,
+    CadenceDefinitionError,
+    Context,
+    ImmutableContext,
+    Shared,
+)
 from cadence.durable import (
     DurableError,
     Migration,
@@ -111,8 +117,8 @@ EXPECTED = Order(total=21, items=["add"], log=AtomicList(["left", "right"]))
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    yield SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL", poll_interval=0.005)
+def store(tmp_path: Path) -> SQLiteStore:
+    return SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL", poll_interval=0.005)
 
 
 async def test_an_uninterrupted_run_equals_the_plain_run(store: SQLiteStore) -> None:
@@ -346,9 +352,9 @@ async def test_a_corrupted_row_is_an_error_naming_the_run(store: SQLiteStore) ->
     assert record.status == "pending"  # handed back: fix the row, then resume
     with sqlite3.connect(store.path) as connection:
         connection.execute("UPDATE cadence_runs SET plan = '{' WHERE run_id = 'bad'")
-    with pytest.raises(RunDecodeError, match="run 'bad': its row .* is corrupted"):
+    with pytest.raises(RunDecodeError, match=r"run 'bad': its row .* is corrupted"):
         await store.get("bad")
-    with pytest.raises(RunDecodeError, match="run 'bad': its row .* is corrupted"):
+    with pytest.raises(RunDecodeError, match=r"run 'bad': its row .* is corrupted"):
         await beats.flow().run(Order(), run_id="bad", store=store)
     with sqlite3.connect(store.path) as connection:
         status = connection.execute("SELECT status FROM cadence_runs").fetchone()

@@ -70,6 +70,9 @@ def _start_time(pid: int) -> str:
     return stat.rsplit(")", 1)[-1].split()[19]
 
 
+_SELF: list[object] = [-1, ""]  # this process's pid and start time, read once per process
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -134,7 +137,9 @@ class SQLiteStore:
     def new_owner(self) -> str:
         """Return a fresh owner token: this host, process and a nonce."""
         pid = os.getpid()
-        return f"{self._host}:{pid}:{_start_time(pid)}:{uuid.uuid4().hex[:12]}"
+        if _SELF[0] != pid:
+            _SELF[:] = [pid, _start_time(pid)]
+        return f"{self._host}:{pid}:{_SELF[1]}:{uuid.uuid4().hex[:12]}"
 
     def _owner_alive(self, owner: str | None, updated_at: float) -> bool:
         """Return whether the process named by an owner token still runs."""

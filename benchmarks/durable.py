@@ -21,11 +21,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import anyio
 
 from cadence import Cadence, Context
-from cadence.durable import SQLiteStore
+from cadence.durable import SQLiteStore, Synchronous
 
 STEPS = 10
 
@@ -56,7 +57,8 @@ async def plain(runs: int) -> float:
 
 
 async def durable(runs: int, folder: Path, synchronous: str) -> float:
-    store = SQLiteStore(folder / f"d-{synchronous}.db", synchronous=synchronous)  # type: ignore[arg-type] # a CLI string
+    level = cast("Synchronous", synchronous)
+    store = SQLiteStore(folder / f"d-{synchronous}.db", synchronous=level)
     c = flow()
     tag = uuid.uuid4().hex  # new ids every round: a finished id would return without running
     await c.run(run_id=f"warm-{tag}", store=store)
@@ -97,13 +99,13 @@ async def main(runs: int, rounds: int) -> None:
                     bare(n * STEPS, folder, sync)
                 )
         best = {k: min(v) * 1e6 for k, v in rows.items()}
-        print(f"{'case':<32} {'best us':>10} {'median us':>10}")  # noqa: T201
+        print(f"{'case':<32} {'best us':>10} {'median us':>10}")
         for key, values in rows.items():
-            print(f"{key:<32} {best[key]:>10.1f} {statistics.median(values) * 1e6:>10.1f}")  # noqa: T201
+            print(f"{key:<32} {best[key]:>10.1f} {statistics.median(values) * 1e6:>10.1f}")
         over = best["durable step, NORMAL"] - best["plain step (no store)"]
-        print(f"\nNORMAL: {over:.1f} us per durable step above the plain step (target <= 50 us)")  # noqa: T201
+        print(f"\nNORMAL: {over:.1f} us per durable step above the plain step (target <= 50 us)")
         ratio = best["durable step, FULL"] / best["bare SQLite commit, FULL"]
-        print(f"FULL: {ratio:.2f}x a bare fsync'd commit of the same bytes (target <= 1.2x)")  # noqa: T201
+        print(f"FULL: {ratio:.2f}x a bare fsync'd commit of the same bytes (target <= 1.2x)")
 
 
 if __name__ == "__main__":

@@ -101,8 +101,17 @@ async def _run_steps(cadence: Cadence[C], context: C, observers: Observers | Non
     return context
 
 
-async def run_step(cadence: Cadence[C], step: Step, context: C, observers: Observers | None) -> C:
-    """Run one step of `cadence` as the plain walk does, its failure handed to `_fail`."""
+async def run_step(
+    cadence: Cadence[C],
+    step: Step,
+    context: C,
+    observers: Observers | None,
+    child_walk: Callable[[Cadence[Any], Any, Observers | None], Awaitable[Any]] | None = None,
+) -> C:  # Any: a child's walk is over the child's context type
+    """Run one step of `cadence` as the plain walk does, its failure handed to `_fail`.
+
+    `child_walk` walks a `child` step's cadence (a durable run's, which commits in it too).
+    """
     try:
         if type(step) is Then:
             return await _invoke(step.beat, context, step.name, observers)
@@ -110,7 +119,7 @@ async def run_step(cadence: Cadence[C], step: Step, context: C, observers: Obser
             return await _run_sync(cadence.name, step, context, observers)
         if type(step) is Split:
             return await _run_split(cadence.name, step, context, observers)
-        return await _run_child(cadence.name, cast("Child", step), context, observers)
+        return await _run_child(cadence.name, cast("Child", step), context, observers, child_walk)
     except Exception as exc:  # noqa: BLE001 # as in _run_steps: cancellation passes
         return await _fail(cadence, step, context, exc)
 
@@ -322,7 +331,13 @@ async def _run_split(cadence_name: str, step: Split, context: C, observers: Obse
     return context
 
 
-async def _run_child(cadence_name: str, step: Child, context: C, observers: Observers | None) -> C:
+async def _run_child(
+    cadence_name: str,
+    step: Child,
+    context: C,
+    observers: Observers | None,
+    walk: Callable[[Cadence[Any], Any, Observers | None], Awaitable[Any]] | None = None,
+) -> C:  # Any: the walk is over the child's context type
     child = step.cadence
     try:
         child_context = child.fresh_context() if step.context is None else step.context(context)
@@ -330,7 +345,7 @@ async def _run_child(cadence_name: str, step: Child, context: C, observers: Obse
         raise BeatError(f"{step.name}.context", cadence_name, cause=exc) from exc
     inner = None if observers is None else observers.nested(f"{step.name}.", ())
     try:
-        child_context = await execute(child, child_context, inner)
+        child_context = await execute(child, child_context, inner, walk)
     except CadenceError as exc:
         # Named by path, like the hooks name the child's beats: `child_step.beat`.
         path = f"{step.name}.{exc.beat_name}" if isinstance(exc, BeatError) else step.name

@@ -7,12 +7,14 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
+import msgspec
+import msgspec.json
 
 from cadence._beat import BeatSpec
 from cadence._context import Context
 from cadence._errors import CadenceDefinitionError, CadenceError
 from cadence._run import execute, run_step
-from cadence._steps import Split, Sync
+from cadence._steps import Child, Split, Sync
 from cadence.durable._codec import codec_for
 from cadence.durable._errors import (
     DurableError,
@@ -57,8 +59,8 @@ def idempotency_key(suffix: str | None = None) -> str:
 
     The key is the same each time the step runs again after a crash, and differs between
     steps and runs: pass it to payment and email APIs so a repeated call is a no-op. Beats
-    of a `sync` or `split` step have their own (`run:step.beat`); the beats of a `child`
-    share their child step's key, so tell them apart with `suffix`.
+    of a `sync` or `split` step have their own (`run:step.beat`), as do a `child`'s steps
+    (`run:child_step.beat`); a beat making several calls tells them apart with `suffix`.
 
     Raises:
         CadenceError: no durable run is running here.
@@ -100,52 +102,118 @@ def _keyed_beat(spec: BeatSpec, path: str) -> BeatSpec:
     return BeatSpec(spec.name, keyed, spec.is_async, spec.in_thread)
 
 
-def _keyed(step: Step) -> Step:
-    """Return `step` with each inner beat keyed by its own path (`step.beat`)."""
+def _keyed(step: Step, path: str) -> Step:
+    """Return `step` with each inner beat keyed by its own path (`path.beat`)."""
     if type(step) is Sync:
-        beats = tuple(_keyed_beat(b, f"{step.name}.{b.name}") for b in step.beats)
+        beats = tuple(_keyed_beat(b, f"{path}.{b.name}") for b in step.beats)
         return dataclasses.replace(step, beats=beats)
     if type(step) is Split:
-        yes = tuple(_keyed_beat(b, f"{step.name}.{b.name}") for b in step.if_true)
-        no = tuple(_keyed_beat(b, f"{step.name}.{b.name}") for b in step.if_false)
+        yes = tuple(_keyed_beat(b, f"{path}.{b.name}") for b in step.if_true)
+        no = tuple(_keyed_beat(b, f"{path}.{b.name}") for b in step.if_false)
         return dataclasses.replace(step, if_true=yes, if_false=no)
     return step
+
+
+class _Progress:
+    """A run's committed progress: the top-level context and position, and open `child` frames.
+
+    Level 0 is the run's own cadence; level `i > 0` is the child step being run at level
+    `i - 1`, with its own context and position. A commit at one level drops the deeper ones.
+    """
+
+    __slots__ = ("frames", "owner", "resume", "run_id", "store")
+
+    def __init__(  # noqa: PLR0917 # one run's progress, made in one place
+        self, store: Store, run_id: str, owner: str, position: int, step: str | None, context: bytes
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.owner = owner
+        self.frames: list[tuple[int, str | None, bytes]] = [(position, step, context)]
+        self.resume: list[tuple[int, bytes]] = []  # stored child frames, consumed on resume
+
+    def load_inner(self, inner: bytes | None) -> None:
+        """Take the stored child frames of a resumed run."""
+        if not inner:
+            return
+        try:
+            frames = msgspec.json.decode(inner, type=list[_Frame])
+        except msgspec.DecodeError as exc:
+            raise RunDecodeError(
+                self.run_id,
+                f"run {self.run_id!r}: its stored child progress does not decode: {exc}",
+            ) from exc
+        self.resume = [(frame.position, bytes(frame.context)) for frame in frames]
+
+    async def commit(self, level: int, position: int, step: str | None, context: bytes) -> None:
+        """Commit `context` and `position` at `level` (and keep the levels above it)."""
+        del self.frames[level:]
+        self.frames.append((position, step, context))
+        top_position, top_step, top_context = self.frames[0]
+        inner = None
+        if len(self.frames) > 1:
+            inner = msgspec.json.encode([_Frame(p, msgspec.Raw(c)) for p, _, c in self.frames[1:]])
+        else:
+            top_step = step
+        await self.store.checkpoint(
+            self.run_id,
+            self.owner,
+            position=top_position,
+            step=top_step,
+            context=top_context,
+            inner=inner,
+        )
+
+
+class _Frame(msgspec.Struct, array_like=True):
+    """A child step's stored progress: its position and its context."""
+
+    position: int
+    context: msgspec.Raw
 
 
 class _Walk(Generic[C]):
     """Walk the steps from `position`, committing the context after each but the last."""
 
-    __slots__ = ("_codec", "_owner", "_position", "_run_id", "_store")
+    __slots__ = ("_level", "_position", "_prefix", "_progress")
 
-    def __init__(
-        self, store: Store, run_id: str, owner: str, codec: ContextCodec[C], position: int
-    ) -> None:
-        self._store = store
-        self._run_id = run_id
-        self._owner = owner
-        self._codec = codec
+    def __init__(self, progress: _Progress, level: int, position: int, prefix: str) -> None:
+        self._progress = progress
+        self._level = level
         self._position = position
+        self._prefix = prefix
 
     async def __call__(self, cadence: Cadence[C], context: C, observers: Observers | None) -> C:
+        progress, level, prefix = self._progress, self._level, self._prefix
         steps = cadence.steps
         last = len(steps) - 1
-        store, run_id, owner, codec = self._store, self._run_id, self._owner, self._codec
+        codec = codec_for(type(context))
+        run_id = progress.run_id
+        position = self._position
+        if level > 0:
+            if progress.resume:  # resumed inside this child: its stored context and position
+                position, stored = progress.resume.pop(0)
+                context = codec.decode(stored, context, run_id)
+            progress.frames[level:] = [(position, None, codec.encode(context, run_id))]
         run_token = _RUN.set(run_id)
         try:
-            for index in range(self._position, len(steps)):
+            for index in range(position, len(steps)):
                 step = steps[index]
-                path_token = _PATH.set(step.name)
+                path = f"{prefix}{step.name}"
+                path_token = _PATH.set(path)
                 try:
-                    context = await run_step(cadence, _keyed(step), context, observers)
+                    if type(step) is Child:
+                        if index != position:
+                            progress.resume.clear()  # stored frames belong to the first step
+                        inner = _Walk[Any](progress, level + 1, 0, f"{path}.")
+                        context = await run_step(cadence, step, context, observers, inner)
+                    else:
+                        context = await run_step(cadence, _keyed(step, path), context, observers)
                 finally:
                     _PATH.reset(path_token)
-                if index < last:  # the last step commits with the result, in `finish`
-                    await store.checkpoint(
-                        run_id,
-                        owner,
-                        position=index + 1,
-                        step=steps[index + 1].name,
-                        context=codec.encode(context, run_id),
+                if index < last:  # a cadence's last step commits with its parent (or finish)
+                    await progress.commit(
+                        level, index + 1, steps[index + 1].name, codec.encode(context, run_id)
                     )
         finally:
             _RUN.reset(run_token)
@@ -205,8 +273,11 @@ async def run_durable(
             context, position = await _resume_at(
                 store, record, owner, context, codec, plan, migration, len(steps)
             )
-        walk = _Walk(store, run_id, owner, codec, position)
-        result = await execute(cadence, context, None, walk)
+        step = steps[position].name if position < len(steps) else None
+        progress = _Progress(store, run_id, owner, position, step, codec.encode(context, run_id))
+        if claim.outcome == "claimed" and position == record.position:
+            progress.load_inner(record.inner)
+        result = await execute(cadence, context, None, _Walk[C](progress, 0, position, ""))
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             await _stop(store, run_id, owner, exc)

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS cadence_runs (
     plan        TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     context     BLOB,
+    inner       BLOB,
     attempts    INTEGER NOT NULL,
     owner       TEXT,
     error       TEXT,
@@ -55,7 +56,7 @@ CREATE INDEX IF NOT EXISTS cadence_runs_status ON cadence_runs (status, updated_
 
 _COLUMNS = (
     "run_id, cadence, status, position, step, plan, fingerprint, context, attempts, owner, "
-    "error, created_at, updated_at"
+    "error, created_at, updated_at, inner"
 )
 _FINISHED = ("completed", "failed", "cancelled")
 _STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
@@ -239,6 +240,7 @@ class SQLiteStore:
                 error=error,
                 created_at=_utc(cast("float", row[11])),
                 updated_at=_utc(cast("float", row[12])),
+                inner=_as_bytes(row[13]),
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise RunDecodeError(
@@ -267,7 +269,7 @@ class SQLiteStore:
             if row is None:
                 connection.execute(
                     f"INSERT INTO cadence_runs ({_COLUMNS}) "  # noqa: S608 # constant columns
-                    "VALUES (?, ?, 'running', 0, ?, ?, ?, ?, 1, ?, NULL, ?, ?)",
+                    "VALUES (?, ?, 'running', 0, ?, ?, ?, ?, 1, ?, NULL, ?, ?, NULL)",
                     (
                         run_id,
                         new.cadence,
@@ -331,26 +333,38 @@ class SQLiteStore:
         position: int,
         step: str | None,
         context: bytes,
+        inner: bytes | None = None,
         plan: tuple[str, ...] | None = None,
         fingerprint: str | None = None,
     ) -> None:
-        """Commit the context and position (and a migrated plan) in one statement."""
+        """Commit the context, position and inner progress (and a migrated plan) at once."""
         now = self._clock()
         if plan is None:
             work = self._owned_update(
                 run_id,
                 owner,
-                "UPDATE cadence_runs SET position = ?, step = ?, context = ?, updated_at = ? "
-                "WHERE run_id = ? AND owner = ? AND status = 'running'",
-                (position, step, context, now, run_id, owner),
+                "UPDATE cadence_runs SET position = ?, step = ?, context = ?, inner = ?, "
+                "updated_at = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
+                (position, step, context, inner, now, run_id, owner),
             )
         else:
             work = self._owned_update(
                 run_id,
                 owner,
-                "UPDATE cadence_runs SET position = ?, step = ?, context = ?, updated_at = ?, "
-                "plan = ?, fingerprint = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
-                (position, step, context, now, json.dumps(list(plan)), fingerprint, run_id, owner),
+                "UPDATE cadence_runs SET position = ?, step = ?, context = ?, inner = ?, "
+                "updated_at = ?, plan = ?, fingerprint = ? "
+                "WHERE run_id = ? AND owner = ? AND status = 'running'",
+                (
+                    position,
+                    step,
+                    context,
+                    inner,
+                    now,
+                    json.dumps(list(plan)),
+                    fingerprint,
+                    run_id,
+                    owner,
+                ),
             )
         await self._call(run_id, "committing a checkpoint", work)
 
@@ -371,9 +385,10 @@ class SQLiteStore:
             run_id,
             owner,
             "UPDATE cadence_runs SET status = ?, owner = NULL, context = coalesce(?, context), "
-            "position = coalesce(?, position), step = CASE WHEN ? IS NULL THEN step END, "
+            "inner = CASE WHEN ? IS NULL THEN inner END, position = coalesce(?, position), "
+            "step = CASE WHEN ? IS NULL THEN step END, "
             "error = ?, updated_at = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
-            (status, context, position, position, text, now, run_id, owner),
+            (status, context, position, position, position, text, now, run_id, owner),
         )
         await self._call(run_id, "finishing the run", work)
 

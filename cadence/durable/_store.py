@@ -96,6 +96,7 @@ class RunRecord:
         error: What it failed with, if it failed.
         created_at: When it was first started (UTC).
         updated_at: When it was last written (UTC).
+        inner: The progress inside the step at `position` (a `child` step's), as stored JSON.
 
     """
 
@@ -112,6 +113,7 @@ class RunRecord:
     error: ErrorInfo | None
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    inner: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,10 +174,14 @@ class Store(Protocol):
         position: int,
         step: str | None,
         context: bytes,
+        inner: bytes | None = None,
         plan: tuple[str, ...] | None = None,
         fingerprint: str | None = None,
     ) -> None:
-        """Commit the context and position (and a migrated plan) in one transaction."""
+        """Commit the context, position and inner progress (and a migrated plan) at once.
+
+        `inner` is the progress inside the step at `position` (`None`: none yet).
+        """
         ...
 
     async def finish(

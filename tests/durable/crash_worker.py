@@ -32,6 +32,7 @@ class Job(Context):
 @dataclass
 class Sub(Context):
     m: int = 0
+    keys: list[str] = field(default_factory=list)
 
 
 LOG = sys.argv[2] if len(sys.argv) > 2 else os.devnull
@@ -89,9 +90,16 @@ async def inner(ctx: Sub) -> None:
     ctx.m = 7
 
 
+async def inner2(ctx: Sub) -> None:
+    effect("sub.inner2")
+    ctx.m *= 3
+    ctx.keys.append(idempotency_key())
+
+
 def merge(parent: Job, child: Sub) -> None:
     parent.n += child.m
     parent.trail.append("sub")
+    parent.trail.extend(child.keys)
 
 
 async def last(ctx: Job) -> None:
@@ -106,7 +114,7 @@ FLOW = (
     .then("two", two)
     .sync("par", [left, right])
     .split("pick", lambda ctx: ctx.n < 100, small, big)
-    .child("sub", Cadence("sub", Sub()).then("inner", inner), merge)
+    .child("sub", Cadence("sub", Sub()).then("inner", inner).then("inner2", inner2), merge)
     .then("last", last)
 )
 

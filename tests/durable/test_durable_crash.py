@@ -15,7 +15,7 @@ import pytest
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 ROOT = Path(__file__).parents[2]
-STEPS = ["one", "two", "par.left", "par.right", "pick.small", "sub.inner", "last"]
+STEPS = ["one", "two", "par.left", "par.right", "pick.small", "sub.inner", "sub.inner2", "last"]
 # Where each step's effects sit: a kill inside one beat of `par` runs both of its beats again.
 UNIT = {"par.left": "par", "par.right": "par"}
 
@@ -47,7 +47,9 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]
     return _finish(_run(where / "runs.db", where / "log", "order-1"))
 
 
-@pytest.mark.parametrize("kill_in", ["one", "two", "par.left", "pick.small", "sub.inner", "last"])
+@pytest.mark.parametrize(
+    "kill_in", ["one", "two", "par.left", "pick.small", "sub.inner", "sub.inner2", "last"]
+)
 def test_a_run_killed_inside_a_beat_resumes_in_another_process(
     tmp_path: Path, kill_in: str, uninterrupted: dict[str, object]
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -408,3 +409,50 @@ def test_run_sync_takes_a_store(store: SQLiteStore) -> None:
     beats.calls.clear()
     assert beats.flow().run_sync(Order(), backend="trio", run_id="s1", store=store) == EXPECTED
     assert beats.calls == []
+
+
+@dataclass
+class Leaf(Context):
+    seen: list[str] = field(default_factory=list)
+
+
+async def test_a_child_commits_after_each_of_its_steps(store: SQLiteStore) -> None:
+    calls: list[str] = []
+    failing = {"deep.b"}
+
+    def leaf_beat(name: str) -> Callable[[Leaf], Awaitable[None]]:
+        async def run(ctx: Leaf) -> None:
+            calls.append(f"{name}@{idempotency_key()}")
+            if name in failing:
+                raise Boom(name)
+            ctx.seen.append(name)
+
+        return run
+
+    def into(parent: Leaf, child: Leaf) -> None:
+        parent.seen.extend(child.seen)
+
+    deep = Cadence("deep", Leaf()).then("a", leaf_beat("deep.a")).then("b", leaf_beat("deep.b"))
+    mid = (
+        Cadence("mid", Leaf())
+        .then("x", leaf_beat("mid.x"))
+        .child("deep", deep, into)
+        .then("y", leaf_beat("mid.y"))
+    )
+    flow = Cadence("top", Leaf()).then("t", leaf_beat("t")).child("mid", mid, into)
+    with pytest.raises(BeatError, match=r"deep\.b"):
+        await flow.run(run_id="c1", store=store)
+    assert calls == ["t@c1:t", "mid.x@c1:mid.x", "deep.a@c1:mid.deep.a", "deep.b@c1:mid.deep.b"]
+    record = await store.get("c1")
+    assert record is not None
+    assert (record.position, record.step) == (1, "mid")
+    assert record.inner == b'[[1,{"seen":["mid.x"]}],[1,{"seen":["deep.a"]}]]'
+
+    failing.clear()
+    calls.clear()
+    result = await flow.run(run_id="c1", store=store)
+    assert calls == ["deep.b@c1:mid.deep.b", "mid.y@c1:mid.y"]  # only what had not completed
+    assert result.seen == ["t", "mid.x", "deep.a", "deep.b", "mid.y"]
+    record = await store.get("c1")
+    assert record is not None
+    assert (record.status, record.position, record.inner) == ("completed", 2, None)

@@ -1,10 +1,11 @@
 """Run one durable cadence in this process, for the SIGKILL tests (test_durable_crash.py).
 
-    python crash_worker.py DB LOG RUN_ID [HANG_AT]
+    python crash_worker.py DB LOG RUN_ID [HANG_AT | slow:SECONDS]
 
 Every beat appends its name to LOG (an `O_APPEND` write, which survives a SIGKILL), then the
 beat named HANG_AT (if any) writes `hang:NAME` and blocks until the process is killed. The final
-context is printed to stdout as JSON.
+context is printed to stdout as JSON. With `slow:SECONDS`, every beat sleeps that long after its
+effect instead (for kills at random times).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import anyio
 
 from cadence import AtomicList, Cadence, Context
 from cadence.durable import SQLiteStore, idempotency_key
+from cadence.resilience import retry
 
 
 @dataclass
@@ -36,7 +38,9 @@ class Sub(Context):
 
 
 LOG = sys.argv[2] if len(sys.argv) > 2 else os.devnull
-HANG_AT = sys.argv[4] if len(sys.argv) > 4 else None
+MODE = sys.argv[4] if len(sys.argv) > 4 else None
+SLOW = float(MODE.removeprefix("slow:")) if MODE and MODE.startswith("slow:") else 0.0
+HANG_AT = None if SLOW else MODE
 
 
 def effect(name: str) -> None:
@@ -50,6 +54,20 @@ def effect(name: str) -> None:
         os.close(fd)
     if name == HANG_AT:
         time.sleep(600)  # killed here, inside the beat, after the previous checkpoint
+    if SLOW:
+        time.sleep(SLOW)  # a beat that takes a while: the random kills land in and between beats
+
+
+_flaky_calls = [0]
+
+
+@retry(max_attempts=3, delay=0.002)
+async def flaky(ctx: Job) -> None:
+    _flaky_calls[0] += 1
+    if _flaky_calls[0] == 1:
+        raise ConnectionError("the first call of each process fails")  # retried at once
+    effect("flaky")
+    ctx.trail.append("flaky")
 
 
 async def one(ctx: Job) -> None:
@@ -112,6 +130,7 @@ FLOW = (
     Cadence("crashy", Job())
     .then("one", one)
     .then("two", two)
+    .then("flaky", flaky)
     .sync("par", [left, right])
     .split("pick", lambda ctx: ctx.n < 100, small, big)
     .child("sub", Cadence("sub", Sub()).then("inner", inner).then("inner2", inner2), merge)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +16,17 @@ import pytest
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 ROOT = Path(__file__).parents[2]
-STEPS = ["one", "two", "par.left", "par.right", "pick.small", "sub.inner", "sub.inner2", "last"]
+STEPS = [
+    "one",
+    "two",
+    "flaky",
+    "par.left",
+    "par.right",
+    "pick.small",
+    "sub.inner",
+    "sub.inner2",
+    "last",
+]
 # Where each step's effects sit: a kill inside one beat of `par` runs both of its beats again.
 UNIT = {"par.left": "par", "par.right": "par"}
 
@@ -82,4 +93,27 @@ def test_a_run_killed_inside_a_beat_resumes_in_another_process(
     assert effects.count("pick.big") == 0
     with sqlite3.connect(db) as connection:
         row = connection.execute("SELECT status, attempts, position FROM cadence_runs").fetchone()
-    assert row == ("completed", 2, 6)
+    assert row == ("completed", 2, 7)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_run_killed_at_a_random_moment_resumes_exactly(
+    tmp_path: Path, seed: int, uninterrupted: dict[str, object]
+) -> None:
+    db, log = tmp_path / "runs.db", tmp_path / "log"
+    doomed = _run(db, log, "order-1", hang="slow:0.01")
+    deadline = time.monotonic() + 60
+    while not (log.exists() and log.read_text()):  # started: the first beat has run
+        assert doomed.poll() is None, doomed.communicate()[1]
+        assert time.monotonic() < deadline, "the worker never started"
+        time.sleep(0.002)
+    time.sleep(random.Random(seed).uniform(0.0, 0.12))  # anywhere in the run's ~0.1 s
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.communicate(timeout=30)
+
+    assert _finish(_run(db, log, "order-1")) == uninterrupted
+    effects = log.read_text().splitlines()
+    twice = {UNIT.get(step, step) for step in STEPS if effects.count(step) == 2}
+    for step in STEPS:
+        assert 1 <= effects.count(step) <= 2, (step, effects)  # never lost, never thrice
+    assert len(twice) <= 1, effects  # only the step in flight at the kill ran again

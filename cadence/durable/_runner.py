@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import logging
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["idempotency_key", "run_durable"]
 
 C = TypeVar("C", bound=Context)
+
+logger = logging.getLogger("cadence.durable")
 
 _RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "cadence_durable_run", default=None
@@ -220,7 +223,7 @@ class _Walk(Generic[C]):
         return context
 
 
-async def run_durable(
+async def run_durable(  # noqa: PLR0912 # one protocol read top to bottom: claim, check, walk, finish
     cadence: Cadence[C],
     context: C,
     run_id: str | None,
@@ -261,6 +264,15 @@ async def run_durable(
             run_id,
             f"run {run_id!r} belongs to cadence {record.cadence!r}, not {name!r}; "
             "give each cadence's runs their own ids",
+        )
+    if claim.outcome == "claimed":
+        logger.info(
+            "resuming run %r of cadence %r at step %d (%s), attempt %d",
+            run_id,
+            name,
+            record.position,
+            record.step,
+            record.attempts,
         )
     if claim.outcome == "finished":
         if record.context is None:
@@ -334,6 +346,7 @@ async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
 async def _stop(store: Store, run_id: str, owner: str, exc: BaseException) -> None:
     """Record why a run stopped: failed, or handed back to be resumed."""
     if isinstance(exc, RunCancelledError | StoreError):
+        logger.warning("run %r stopped: %s", run_id, exc)
         return  # the run is not ours any more (or the store is gone): nothing to write
     try:
         if isinstance(exc, Exception) and not isinstance(exc, PlanChangedError | RunDecodeError):

@@ -9,6 +9,8 @@ stored and come from the context passed on resume. Needs `pip install 'cadence-f
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cadence.durable._errors import DurableError as DurableError
 from cadence.durable._errors import PlanChangedError as PlanChangedError
 from cadence.durable._errors import RunCancelledError as RunCancelledError
@@ -23,11 +25,17 @@ from cadence.durable._store import RunRecord as RunRecord
 from cadence.durable._store import RunStatus as RunStatus
 from cadence.durable._store import Store as Store
 
+if TYPE_CHECKING:
+    from cadence.durable._postgres import PostgresStore as PostgresStore
+    from cadence.durable._postgres import Worker as Worker
+    from cadence.durable._postgres import enqueue as enqueue
+
 __all__ = [
     "DurableError",
     "ErrorInfo",
     "Migration",
     "PlanChangedError",
+    "PostgresStore",
     "RunCancelledError",
     "RunDecodeError",
     "RunRecord",
@@ -36,5 +44,18 @@ __all__ = [
     "Store",
     "StoreError",
     "Synchronous",
+    "Worker",
+    "enqueue",
     "idempotency_key",
 ]
+
+_POSTGRES = frozenset({"PostgresStore", "Worker", "enqueue"})
+
+
+def __getattr__(name: str) -> object:
+    """Load the PostgreSQL store on first use: it needs psycopg (the `postgres` extra)."""
+    if name in _POSTGRES:
+        from cadence.durable import _postgres  # noqa: PLC0415 # psycopg is optional
+
+        return getattr(_postgres, name)
+    raise AttributeError(f"module 'cadence.durable' has no attribute {name!r}")

@@ -229,8 +229,13 @@ async def run_durable(  # noqa: PLR0912 # one protocol read top to bottom: claim
     run_id: str | None,
     store: Store | None,
     migration: Migration | None,
+    *,
+    owner: str | None = None,
 ) -> C:
-    """Run `cadence` durably as `run_id` in `store`: start it, resume it, or return its result."""
+    """Run `cadence` durably as `run_id` in `store`: start it, resume it, or return its result.
+
+    `owner` is the token of a claim already made (a worker's); by default a new one is made.
+    """
     name = cadence.name
     if not isinstance(run_id, str) or not run_id:
         raise CadenceDefinitionError(
@@ -248,8 +253,8 @@ async def run_durable(  # noqa: PLR0912 # one protocol read top to bottom: claim
         name, plan, fingerprint, codec.encode(context, run_id), steps[0].name if steps else None
     )
     while True:
-        owner = store.new_owner()
-        claim = await store.claim(run_id, owner, new)
+        token = store.new_owner() if owner is None else owner
+        claim = await store.claim(run_id, token, new)
         if claim.outcome != "busy":
             break
         await anyio.sleep(store.poll_interval)
@@ -259,7 +264,7 @@ async def run_durable(  # noqa: PLR0912 # one protocol read top to bottom: claim
     if record.cadence != name:
         if claim.outcome == "claimed":
             with anyio.CancelScope(shield=True):
-                await store.release(run_id, owner)
+                await store.release(run_id, token)
         raise DurableError(
             run_id,
             f"run {run_id!r} belongs to cadence {record.cadence!r}, not {name!r}; "
@@ -283,20 +288,20 @@ async def run_durable(  # noqa: PLR0912 # one protocol read top to bottom: claim
     try:
         if claim.outcome == "claimed":
             context, position = await _resume_at(
-                store, record, owner, context, codec, plan, migration, len(steps)
+                store, record, token, context, codec, plan, migration, len(steps)
             )
         step = steps[position].name if position < len(steps) else None
-        progress = _Progress(store, run_id, owner, position, step, codec.encode(context, run_id))
+        progress = _Progress(store, run_id, token, position, step, codec.encode(context, run_id))
         if claim.outcome == "claimed" and position == record.position:
             progress.load_inner(record.inner)
         result = await execute(cadence, context, None, _Walk[C](progress, 0, position, ""))
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
-            await _stop(store, run_id, owner, exc)
+            await _stop(store, run_id, token, exc)
         raise
     await store.finish(
         run_id,
-        owner,
+        token,
         status="completed",
         context=codec.encode(result, run_id),
         error=None,

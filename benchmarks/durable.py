@@ -56,9 +56,9 @@ async def plain(runs: int) -> float:
     return (time.perf_counter() - start) / (runs * STEPS)
 
 
-async def durable(runs: int, folder: Path, synchronous: str) -> float:
+async def durable(runs: int, folder: Path, synchronous: str, *, offload: bool = True) -> float:
     level = cast("Synchronous", synchronous)
-    store = SQLiteStore(folder / f"d-{synchronous}.db", synchronous=level)
+    store = SQLiteStore(folder / f"d-{synchronous}.db", synchronous=level, offload=offload)
     c = flow()
     tag = uuid.uuid4().hex  # new ids every round: a finished id would return without running
     await c.run(run_id=f"warm-{tag}", store=store)
@@ -93,17 +93,22 @@ async def main(runs: int, rounds: int) -> None:
         rows: dict[str, list[float]] = {}
         for _ in range(rounds):
             rows.setdefault("plain step (no store)", []).append(await plain(runs * 20))
+            rows.setdefault("durable step, NORMAL, offload=False", []).append(
+                await durable(runs, folder, "NORMAL", offload=False)
+            )
             for sync, n in (("NORMAL", runs), ("FULL", max(2, runs // 10))):
                 rows.setdefault(f"durable step, {sync}", []).append(await durable(n, folder, sync))
                 rows.setdefault(f"bare SQLite commit, {sync}", []).append(
                     bare(n * STEPS, folder, sync)
                 )
         best = {k: min(v) * 1e6 for k, v in rows.items()}
-        print(f"{'case':<32} {'best us':>10} {'median us':>10}")
+        print(f"{'case':<40} {'best us':>10} {'median us':>10}")
         for key, values in rows.items():
-            print(f"{key:<32} {best[key]:>10.1f} {statistics.median(values) * 1e6:>10.1f}")
+            print(f"{key:<40} {best[key]:>10.1f} {statistics.median(values) * 1e6:>10.1f}")
         over = best["durable step, NORMAL"] - best["plain step (no store)"]
         print(f"\nNORMAL: {over:.1f} us per durable step above the plain step (target <= 50 us)")
+        inline = best["durable step, NORMAL, offload=False"] - best["plain step (no store)"]
+        print(f"NORMAL, offload=False: {inline:.1f} us per durable step above the plain step")
         ratio = best["durable step, FULL"] / best["bare SQLite commit, FULL"]
         print(f"FULL: {ratio:.2f}x a bare fsync'd commit of the same bytes (target <= 1.2x)")
 

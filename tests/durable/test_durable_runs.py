@@ -117,9 +117,12 @@ class Beats:
 EXPECTED = Order(total=21, items=["add"], log=AtomicList(["left", "right"]))
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SQLiteStore:
-    return SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL", poll_interval=0.005)
+@pytest.fixture(params=[True, False], ids=["offload", "inline"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> SQLiteStore:
+    offload = bool(request.param)
+    return SQLiteStore(
+        tmp_path / "runs.db", synchronous="NORMAL", poll_interval=0.005, offload=offload
+    )
 
 
 async def test_an_uninterrupted_run_equals_the_plain_run(store: SQLiteStore) -> None:
@@ -456,3 +459,29 @@ async def test_a_child_commits_after_each_of_its_steps(store: SQLiteStore) -> No
     record = await store.get("c1")
     assert record is not None
     assert (record.status, record.position, record.inner) == ("completed", 2, None)
+
+
+def test_inline_commits_need_a_level_that_does_not_wait_for_the_disk(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="offload=False needs synchronous OFF or NORMAL"):
+        SQLiteStore(tmp_path / "x.db", synchronous="FULL", offload=False)
+
+
+async def test_an_inline_store_waits_on_a_thread_while_another_process_writes(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL", offload=False)
+    beats = Beats()
+    flow = beats.flow()
+    await flow.run(Order(), run_id="warm", store=store)  # opens the connection
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+
+    async def release_later() -> None:
+        await anyio.sleep(0.05)
+        other.execute("COMMIT")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(release_later)  # the loop stays free: the run waits on a thread
+        result = await flow.run(Order(), run_id="blocked", store=store)
+    other.close()
+    assert result == EXPECTED

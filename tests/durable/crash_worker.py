@@ -37,8 +37,9 @@ class Sub(Context):
     keys: list[str] = field(default_factory=list)
 
 
-LOG = sys.argv[2] if len(sys.argv) > 2 else os.devnull
-MODE = sys.argv[4] if len(sys.argv) > 4 else None
+_ARGS = sys.argv if __name__ == "__main__" else []  # imported, it writes nowhere
+LOG = _ARGS[2] if len(_ARGS) > 2 else os.devnull
+MODE = _ARGS[4] if len(_ARGS) > 4 else None
 SLOW = float(MODE.removeprefix("slow:")) if MODE and MODE.startswith("slow:") else 0.0
 HANG_AT = None if SLOW else MODE
 

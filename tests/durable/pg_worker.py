@@ -17,7 +17,7 @@ import anyio
 from cadence import Cadence, Context
 from cadence.durable import PostgresStore, Worker, idempotency_key
 
-LOG = sys.argv[2] if len(sys.argv) > 2 else os.devnull
+LOG = [os.devnull]  # set from the command line when run as the worker (never on import)
 
 
 @dataclass
@@ -31,7 +31,7 @@ def make_beat(name: str) -> Callable[[Job], Awaitable[None]]:
 
     async def run(ctx: Job) -> None:
         key = idempotency_key()
-        fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(LOG[0], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, f"{key.split(':')[0]} {name} {os.getpid()} start\n".encode())
             await anyio.sleep(0.01)
@@ -56,4 +56,5 @@ async def main(dsn: str) -> None:
 
 
 if __name__ == "__main__":
+    LOG[0] = sys.argv[2]
     anyio.run(main, sys.argv[1])

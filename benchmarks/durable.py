@@ -1,6 +1,6 @@
 """What a durable step costs on SQLite, next to a plain step and a bare SQLite commit.
 
-    .venv/bin/python benchmarks/durable.py [--runs N] [--backend asyncio|trio]
+    .venv/bin/python benchmarks/durable.py [--runs N] [--backend asyncio|trio] [--postgres DSN]
 
 Method. Ten-step cadences (each beat `ctx.x += 1` and a 200-byte string field, so a commit
 writes a realistic small row) run `--runs` times with a new run id each, in one event loop,
@@ -87,7 +87,42 @@ def bare(commits: int, folder: Path, synchronous: str) -> float:
     return elapsed / commits
 
 
-async def main(runs: int, rounds: int) -> None:
+async def durable_postgres(runs: int, dsn: str) -> float:
+    from cadence.durable import PostgresStore  # noqa: PLC0415 # optional: psycopg
+
+    store = PostgresStore(dsn)
+    c = flow()
+    tag = uuid.uuid4().hex
+    await c.run(run_id=f"warm-{tag}", store=store)
+    start = time.perf_counter()
+    for i in range(runs):
+        await c.run(run_id=f"{tag}-{i}", store=store)
+    elapsed = time.perf_counter() - start
+    await store.aclose()
+    return elapsed / (runs * STEPS)
+
+
+async def bare_postgres(commits: int, dsn: str) -> float:
+    import psycopg  # noqa: PLC0415 # optional
+
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS bench_bare "
+            "(id TEXT PRIMARY KEY, position INT, context BYTEA)"
+        )
+        await connection.execute(
+            "INSERT INTO bench_bare VALUES ('r', 0, '') ON CONFLICT (id) DO NOTHING"
+        )
+        blob = b'{"x":1,"note":"' + b"n" * 200 + b'"}'
+        start = time.perf_counter()
+        for i in range(commits):
+            await connection.execute(
+                "UPDATE bench_bare SET position = %s, context = %s WHERE id = 'r'", (i, blob)
+            )
+        return (time.perf_counter() - start) / commits
+
+
+async def main(runs: int, rounds: int, dsn: str | None = None) -> None:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         rows: dict[str, list[float]] = {}
@@ -101,6 +136,13 @@ async def main(runs: int, rounds: int) -> None:
                 rows.setdefault(f"bare SQLite commit, {sync}", []).append(
                     bare(n * STEPS, folder, sync)
                 )
+            if dsn is not None:
+                rows.setdefault("durable step, PostgreSQL", []).append(
+                    await durable_postgres(runs, dsn)
+                )
+                rows.setdefault("bare UPDATE-and-COMMIT, PostgreSQL", []).append(
+                    await bare_postgres(runs * STEPS, dsn)
+                )
         best = {k: min(v) * 1e6 for k, v in rows.items()}
         print(f"{'case':<40} {'best us':>10} {'median us':>10}")
         for key, values in rows.items():
@@ -111,6 +153,9 @@ async def main(runs: int, rounds: int) -> None:
         print(f"NORMAL, offload=False: {inline:.1f} us per durable step above the plain step")
         ratio = best["durable step, FULL"] / best["bare SQLite commit, FULL"]
         print(f"FULL: {ratio:.2f}x a bare fsync'd commit of the same bytes (target <= 1.2x)")
+        if dsn is not None:
+            pg = best["durable step, PostgreSQL"] / best["bare UPDATE-and-COMMIT, PostgreSQL"]
+            print(f"PostgreSQL: {pg:.2f}x a bare UPDATE-and-COMMIT round trip (target <= 1.5x)")
 
 
 if __name__ == "__main__":
@@ -118,5 +163,6 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument("--postgres", metavar="DSN", help="also measure PostgresStore (asyncio)")
     args = parser.parse_args()
-    anyio.run(main, args.runs, args.rounds, backend=args.backend)
+    anyio.run(main, args.runs, args.rounds, args.postgres, backend=args.backend)

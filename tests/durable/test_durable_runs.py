@@ -17,6 +17,7 @@ from cadence import (
     BeatError,
     Cadence,
     CadenceDefinitionError,
+    CadenceHooks,
     Context,
     ImmutableContext,
     Shared,
@@ -485,3 +486,56 @@ async def test_an_inline_store_waits_on_a_thread_while_another_process_writes(
         result = await flow.run(Order(), run_id="blocked", store=store)
     other.close()
     assert result == EXPECTED
+
+
+class Recorder(CadenceHooks[Order]):
+    """Hooks that record what they see."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def before_cadence(self, cadence_name: str, context: Order) -> None:
+        self.seen.append(f"start {cadence_name} total={context.total}")
+
+    def after_cadence(
+        self, cadence_name: str, context: Order, duration: float, error: BaseException | None = None
+    ) -> None:
+        self.seen.append(f"end {cadence_name} {type(error).__name__ if error else 'ok'}")
+
+    def after_beat(
+        self, beat_name: str, context: Order, duration: float, error: BaseException | None = None
+    ) -> None:
+        self.seen.append(beat_name)
+
+
+async def test_hooks_see_a_resumed_run_as_one_run_from_where_it_went_on(
+    store: SQLiteStore,
+) -> None:
+    beats = Beats()
+    hooks = Recorder()
+    flow = beats.flow().with_hooks(hooks)
+    beats.fail_at = "left"
+    with pytest.raises(BeatError):
+        await flow.run(Order(), run_id="h1", store=store)
+    assert hooks.seen == [
+        "start checkout total=0",
+        "add",
+        "wait",
+        "par.left",
+        "par.right",
+        "end checkout BeatError",
+    ]
+    hooks.seen.clear()
+    beats.fail_at = None
+    await flow.run(Order(), run_id="h1", store=store)
+    # The resumed run starts on the committed context and reports only the steps it runs.
+    assert hooks.seen == [
+        "start checkout total=20",
+        "par.left",
+        "par.right",
+        "last",
+        "end checkout ok",
+    ]
+    hooks.seen.clear()
+    await flow.run(Order(), run_id="h1", store=store)
+    assert hooks.seen == []  # a finished run runs nothing, hooks included

@@ -318,6 +318,9 @@ class PostgresStore:
             ),
         )
 
+    def done(self, owner: str) -> None:
+        """Forget an owner token: its attempt has ended (leases need no bookkeeping)."""
+
     async def heartbeat(self, run_id: str, owner: str) -> bool:
         """Extend the lease on a run; return whether `owner` still holds it."""
         rows = await self._fetch(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import logging
@@ -33,7 +34,7 @@ from cadence.durable._plan import (
 from cadence.durable._plan import (
     step_name as _step_name,
 )
-from cadence.durable._store import ErrorInfo, NewRun
+from cadence.durable._store import Claim, ErrorInfo, NewRun
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -223,7 +224,7 @@ class _Walk(Generic[C]):
         return context
 
 
-async def run_durable(  # noqa: PLR0912 # one protocol read top to bottom: claim, check, walk, finish
+async def run_durable(
     cadence: Cadence[C],
     context: C,
     run_id: str | None,
@@ -258,6 +259,24 @@ async def run_durable(  # noqa: PLR0912 # one protocol read top to bottom: claim
         if claim.outcome != "busy":
             break
         await anyio.sleep(store.poll_interval)
+    try:
+        return await _attempt(cadence, context, store, claim, token, new, migration)
+    finally:
+        store.done(token)
+
+
+async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
+    cadence: Cadence[C],
+    context: C,
+    store: Store,
+    claim: Claim,
+    token: str,
+    new: NewRun,
+    migration: Migration | None,
+) -> C:
+    """Go on with a claimed run (or return a finished one's result)."""
+    name, run_id, steps, plan = cadence.name, claim.record.run_id, cadence.steps, new.plan
+    codec = codec_for(type(context))
     record = claim.record
     if claim.outcome == "cancelled":
         raise RunCancelledError(run_id, f"run {run_id!r} of cadence {name!r} was cancelled")
@@ -350,9 +369,14 @@ async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
 
 async def _stop(store: Store, run_id: str, owner: str, exc: BaseException) -> None:
     """Record why a run stopped: failed, or handed back to be resumed."""
-    if isinstance(exc, RunCancelledError | StoreError):
+    if isinstance(exc, RunCancelledError):
         logger.warning("run %r stopped: %s", run_id, exc)
-        return  # the run is not ours any more (or the store is gone): nothing to write
+        return  # the run is not ours any more: nothing to write
+    if isinstance(exc, StoreError):
+        logger.warning("run %r stopped: %s", run_id, exc)
+        with contextlib.suppress(CadenceError):
+            await store.release(run_id, owner)  # if the store is back: resumable at once
+        return
     try:
         if isinstance(exc, Exception) and not isinstance(exc, PlanChangedError | RunDecodeError):
             await store.finish(

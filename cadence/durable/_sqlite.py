@@ -71,6 +71,7 @@ def _start_time(pid: int) -> str:
     return stat.rsplit(")", 1)[-1].split()[19]
 
 
+_ACTIVE: set[str] = set()  # owner tokens of this process's attempts in progress (any store)
 _SELF: list[object] = [-1, ""]  # this process's pid and start time, read once per process
 
 
@@ -164,9 +165,15 @@ class SQLiteStore:
             number = int(pid)
         except ValueError:
             return False
+        if number == os.getpid():
+            return owner in _ACTIVE  # this process: alive while its attempt is
         if not _pid_alive(number):
             return False
         return not started or _start_time(number) in ("", started)
+
+    def done(self, owner: str) -> None:
+        """Forget an owner token: its attempt has ended, however it ended."""
+        _ACTIVE.discard(owner)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -329,6 +336,7 @@ class SQLiteStore:
                     ),
                 )
                 outcome = "created"
+                _ACTIVE.add(owner)
             else:
                 status = row[2]
                 if status == "completed":
@@ -346,6 +354,7 @@ class SQLiteStore:
                         (owner, now, run_id),
                     )
                     outcome = "claimed"
+                    _ACTIVE.add(owner)
             # Read before the commit: a corrupted row rolls the claim back (and is named).
             record = self._record(cast("tuple[object, ...]", self._select(connection, run_id)))
             connection.execute("COMMIT")

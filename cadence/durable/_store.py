@@ -166,6 +166,10 @@ class Store(Protocol):
         """Create the run owned by `owner`, or take it over if nobody live holds it."""
         ...
 
+    def done(self, owner: str) -> None:
+        """Forget an owner token: its attempt has ended, however it ended."""
+        ...
+
     async def checkpoint(
         self,
         run_id: str,

@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -539,3 +540,32 @@ async def test_hooks_see_a_resumed_run_as_one_run_from_where_it_went_on(
     hooks.seen.clear()
     await flow.run(Order(), run_id="h1", store=store)
     assert hooks.seen == []  # a finished run runs nothing, hooks included
+
+
+async def test_a_store_lost_mid_run_fails_the_run_and_leaves_it_resumable(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    beats = Beats()
+    real = store.checkpoint
+    lost = {"on": True}
+
+    async def flaky_checkpoint(run_id: str, owner: str, **kwargs: Any) -> None:
+        if lost["on"] and kwargs["position"] == 2:
+            raise StoreError(run_id, f"run {run_id!r}: the disk is full")
+        await real(run_id, owner, **kwargs)
+
+    async def broken_release(run_id: str, owner: str) -> None:
+        raise StoreError(run_id, "still unavailable")
+
+    monkeypatch.setattr(store, "checkpoint", flaky_checkpoint)
+    monkeypatch.setattr(store, "release", broken_release)
+    with pytest.raises(StoreError, match="the disk is full"):
+        await beats.flow().run(Order(), run_id="lost", store=store)
+    record = await store.get("lost")
+    assert record is not None
+    assert (record.status, record.position) == ("running", 1)  # the last commit, whole
+    monkeypatch.undo()
+    beats.calls.clear()
+    # Same process: the failed attempt is over, so its run is taken over at once.
+    assert await beats.flow().run(Order(), run_id="lost", store=store) == EXPECTED
+    assert beats.calls == ["wait", "left", "right", "last"]

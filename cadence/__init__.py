@@ -28,6 +28,9 @@ from cadence._errors import CadenceError as CadenceError
 from cadence._errors import CircuitOpenError as CircuitOpenError
 from cadence._errors import ContextCopyError as ContextCopyError
 from cadence._errors import MergeConflictError as MergeConflictError
+from cadence._events import CadenceEvent as CadenceEvent
+from cadence._events import EventHooks as EventHooks
+from cadence._events import EventListener as EventListener
 from cadence._hooks import CadenceHooks as CadenceHooks
 from cadence._hooks import LoggingHooks as LoggingHooks
 from cadence._hooks import Reporter as Reporter
@@ -43,6 +46,11 @@ from cadence._steps import Split as Split
 from cadence._steps import Step as Step
 from cadence._steps import Sync as Sync
 from cadence._steps import Then as Then
+from cadence._validate import Finding as Finding
+from cadence._validate import ValidationReport as ValidationReport
+from cadence._validate import validate as validate
+from cadence.diagram import to_dot as to_dot
+from cadence.diagram import to_mermaid as to_mermaid
 from cadence.resilience import CircuitBreaker as CircuitBreaker
 from cadence.resilience import CircuitState as CircuitState
 from cadence.resilience import circuit_breaker as circuit_breaker
@@ -63,6 +71,7 @@ __all__ = [
     "Cadence",
     "CadenceDefinitionError",
     "CadenceError",
+    "CadenceEvent",
     "CadenceHooks",
     "Child",
     "CircuitBreaker",
@@ -72,7 +81,10 @@ __all__ = [
     "Context",
     "ContextCopyError",
     "ErrorHandler",
+    "EventHooks",
+    "EventListener",
     "FieldConflict",
+    "Finding",
     "ImmutableContext",
     "LoggingHooks",
     "MergeConflictError",
@@ -85,6 +97,7 @@ __all__ = [
     "Sync",
     "Then",
     "TimingHooks",
+    "ValidationReport",
     "beat",
     "circuit_breaker",
     "fail_on_conflict",
@@ -93,6 +106,9 @@ __all__ = [
     "retry",
     "smart_merge",
     "timeout",
+    "to_dot",
+    "to_mermaid",
+    "validate",
 ]
 
 __version__ = "0.1.0.dev0"

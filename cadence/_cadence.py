@@ -13,6 +13,7 @@ import anyio
 from cadence._beat import Beat, BeatSpec, Condition, is_async_callable, resolve_beat
 from cadence._context import Context, check_context_class
 from cadence._errors import CadenceDefinitionError, CadenceError
+from cadence._events import EventHooks, EventListener, Observer
 from cadence._hooks import HOOK_METHODS, CadenceHooks, Observers, Reporter, ReporterHooks
 from cadence._isolation import copy_template
 from cadence._merge import MergeStrategy, fail_on_conflict
@@ -54,6 +55,7 @@ class Cadence(Generic[C]):
         "_hooks",
         "_name",
         "_observers",
+        "_plan_watched",
         "_step_names",
         "_steps",
         "_stop_on_error",
@@ -67,6 +69,7 @@ class Cadence(Generic[C]):
     _observers: Observers | None
     _error_handler: ErrorHandler[C] | None
     _stop_on_error: bool
+    _plan_watched: bool
 
     def __init__(self, name: str, context: C | None = None) -> None:
         if not isinstance(cast("object", name), str) or not name.strip():
@@ -83,6 +86,7 @@ class Cadence(Generic[C]):
         self._observers = None
         self._error_handler = None
         self._stop_on_error = True
+        self._plan_watched = False
 
     # ----------------------------------------------------------------- reading the plan
 
@@ -286,7 +290,32 @@ class Cadence(Generic[C]):
                 f"cadence {self._name!r}, with_reporter: the reporter must be callable, got "
                 f"{type(reporter).__qualname__} {reporter!r}"
             )
-        return self._with_all_hooks((*self._hooks, ReporterHooks(reporter)))
+        # A reporter bound to an object that observes whole runs (cadence.reporters) offers
+        # full hooks: its spans and timers must open before each beat (docs/design.md).
+        attach = getattr(reporter, "__cadence_attach__", None)
+        hooks = attach(self) if callable(attach) else ReporterHooks(reporter)
+        return self._with_all_hooks((*self._hooks, hooks))
+
+    def with_listener(self, listener: EventListener) -> Self:
+        """Return a cadence that hands every event of its runs to `listener(event)`.
+
+        The listener (sync or async) receives frozen `CadenceEvent` records: runs and beats
+        starting and ending, retries, fallbacks, timeouts, breaker changes, merge conflicts.
+        One that raises is logged on the `cadence` logger and the run goes on.
+
+        Raises:
+            CadenceDefinitionError: `listener` is not callable.
+
+        """
+        if not callable(listener):
+            raise CadenceDefinitionError(
+                f"cadence {self._name!r}, with_listener: the listener must be callable, got "
+                f"{type(listener).__qualname__} {listener!r}"
+            )
+        hooks = EventHooks(listener)
+        new = self._with_all_hooks((*self._hooks, hooks))
+        hooks.watch(new)
+        return new
 
     # ----------------------------------------------------------------- running
 
@@ -375,7 +404,21 @@ class Cadence(Generic[C]):
         new = object.__new__(type(self))
         for slot in Cadence.__slots__:
             object.__setattr__(new, slot, object.__getattribute__(self, slot))
+        new._plan_watched = False  # a new plan: its reporters prepare for it at its first run
         return new
+
+    def watch_plan(self) -> None:
+        """Let plan-watching hooks (the reporters) prepare for the whole plan, once.
+
+        A reporter attached before the steps (as `with_reporter` usually is) sees the finished
+        plan here, at the first run, and creates the zero series of every beat.
+        """
+        if self._plan_watched:
+            return
+        self._plan_watched = True
+        for hooks in self._hooks:
+            if isinstance(hooks, Observer):
+                hooks.watch(self)
 
     def _with_all_hooks(self, hooks: tuple[object, ...]) -> Self:
         new = self._copy()

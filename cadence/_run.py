@@ -13,6 +13,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from cadence._context import Context, context_fields, context_info, is_frozen
@@ -54,6 +55,7 @@ async def execute(
         return await run_steps(cadence, context, None)
     if own is None:
         return await run_steps(cadence, context, observers)
+    cadence.watch_plan()
     name = cadence.name
     told: list[Entry] = []
     start = perf_counter()
@@ -132,6 +134,8 @@ async def _fail(cadence: Cadence[C], step: Step, context: C, exc: Exception) -> 
         error = exc
     handler = cadence.error_handler
     if handler is not None:
+        # A recovery never runs under a cancelled scope (as retry and fallback): cancel wins.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         outcome = handler(context, error)
         if inspect.isawaitable(outcome):
             await outcome

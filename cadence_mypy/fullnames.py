@@ -14,6 +14,13 @@ TIMEOUT: Final = "cadence.resilience._timeout.timeout"
 CIRCUIT_BREAKER: Final = "cadence.resilience._breaker.circuit_breaker"
 FALLBACK: Final = "cadence.resilience._fallback.fallback"
 FALLBACK_DECORATOR: Final = "cadence.resilience._fallback.FallbackDecorator"
+# Every type `fallback(...)` returns (one per form), whose `__call__` applies it to a function.
+FALLBACK_GUARDS: Final = (
+    FALLBACK_DECORATOR,
+    "cadence.resilience._fallback.BeatFallback",
+    "cadence.resilience._fallback.ValueFallback",
+    "cadence.resilience._fallback.HandlerFallback",
+)
 DATACLASS: Final = "dataclasses.dataclass"
 
 STEP_METHODS: Final = frozenset({"then", "sync", "split", "child"})

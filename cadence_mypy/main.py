@@ -31,7 +31,7 @@ PLUGIN_VERSION = "3"
 _STEP_HOOKS = {method: step_hook(method) for method in fullnames.STEP_METHODS}
 _CONFIG_HOOKS = {name: config_hook(name) for name in RULES}
 _DECORATOR_HOOKS: dict[str, Callable[[MethodContext], Type]] = {
-    f"{fullnames.FALLBACK_DECORATOR}.__call__": fallback_hook,
+    **{f"{guard}.__call__": fallback_hook for guard in fullnames.FALLBACK_GUARDS},
     f"{fullnames.BEAT_DECORATOR}.__call__": beat_hook,
 }
 

@@ -21,7 +21,10 @@ from cadence.resilience._clock import is_testing as is_testing
 from cadence.resilience._clock import set_clock as set_clock
 from cadence.resilience._clock import set_testing as set_testing
 from cadence.resilience._clock import use_clock as use_clock
+from cadence.resilience._fallback import BeatFallback as BeatFallback
 from cadence.resilience._fallback import FallbackDecorator as FallbackDecorator
+from cadence.resilience._fallback import HandlerFallback as HandlerFallback
+from cadence.resilience._fallback import ValueFallback as ValueFallback
 from cadence.resilience._fallback import fallback as fallback
 from cadence.resilience._retry import RetryEvent as RetryEvent
 from cadence.resilience._retry import RetryOn as RetryOn
@@ -31,15 +34,18 @@ from cadence.resilience._timeout import set_abandoned_thread_limit as set_abando
 from cadence.resilience._timeout import timeout as timeout
 
 __all__ = [
+    "BeatFallback",
     "BreakerSettings",
     "CircuitBreaker",
     "CircuitState",
     "CircuitStats",
     "Clock",
     "FallbackDecorator",
+    "HandlerFallback",
     "RetryEvent",
     "RetryOn",
     "StateListener",
+    "ValueFallback",
     "abandoned_threads",
     "circuit_breaker",
     "fallback",

@@ -18,12 +18,14 @@ from __future__ import annotations
 import enum
 import functools
 import itertools
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
+from cadence import _events as events
 from cadence._beat import default_name, is_async_callable
 from cadence._errors import CircuitOpenError
 from cadence.resilience._checks import at_least, exception_types, whole_at_least
@@ -41,6 +43,8 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+logger = logging.getLogger("cadence")
+
 _BREAKER_ATTRIBUTE = "__cadence_circuit_breaker__"
 
 
@@ -55,7 +59,11 @@ class CircuitState(enum.Enum):
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 
 StateListener: TypeAlias = Callable[["CircuitBreaker", CircuitState, CircuitState], object]
-"""`listener(breaker, old_state, new_state)`, called after every state change."""
+"""`listener(breaker, old_state, new_state)`, called after every state change.
+
+A listener that raises is logged on the `cadence` logger and changes nothing else: the call
+that caused the change keeps its own outcome, and the other listeners are still called.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +91,10 @@ class CircuitStats:
 
 @dataclass(frozen=True, slots=True)
 class BreakerSettings:
-    """A circuit breaker's configuration (see `CircuitBreaker` for each setting)."""
+    """A circuit breaker's configuration (see `CircuitBreaker` for each setting).
+
+    `clock` is `None` for a breaker that reads the current `get_clock()` at each call.
+    """
 
     failure_threshold: int
     recovery_timeout: float
@@ -92,6 +103,7 @@ class BreakerSettings:
     sliding_window: int
     minimum_calls: int
     exclude: tuple[type[BaseException], ...]
+    clock: Clock | None = None
 
 
 def _settings(  # noqa: PLR0917 # mirrors the decorator's arguments
@@ -102,6 +114,7 @@ def _settings(  # noqa: PLR0917 # mirrors the decorator's arguments
     sliding_window: int,
     minimum_calls: int,
     exclude: tuple[type[BaseException], ...],
+    clock: Clock | None,
 ) -> BreakerSettings:
     where = "circuit_breaker"
     whole_at_least(where, "failure_threshold", failure_threshold, 1)
@@ -128,6 +141,7 @@ def _settings(  # noqa: PLR0917 # mirrors the decorator's arguments
         sliding_window,
         minimum_calls,
         exception_types(where, "exclude", exclude),
+        clock,
     )
 
 
@@ -173,6 +187,7 @@ class CircuitBreaker:
             sliding_window,
             minimum_calls,
             exclude,
+            clock,
         )
         self._clock = clock
         self._lock = threading.Lock()
@@ -192,6 +207,7 @@ class CircuitBreaker:
         # Successes in the closed state are the hot path: counted by an itertools.count, whose
         # next() is atomic under the GIL, so they take no lock.
         self._successes = itertools.count()
+        events.breaker_created(self)
 
     # ------------------------------------------------------------------ reading
 
@@ -333,9 +349,15 @@ class CircuitBreaker:
                 self._probes += 1
                 error = None
             ticket = self._round
-        self._deliver()
         if error is not None:
+            self._deliver()
             raise error
+        try:
+            self._deliver()
+        except BaseException:  # an interrupt while telling the listeners: the probe never ran
+            with self._lock:
+                self._probes -= 1
+            raise
         return ticket
 
     def _succeeded(self, ticket: int) -> None:
@@ -426,7 +448,17 @@ class CircuitBreaker:
                     old, new = self._pending.popleft()
                     listeners = list(self._listeners)
                 for listener in listeners:
-                    listener(self, old, new)
+                    try:
+                        listener(self, old, new)
+                    except Exception:  # isolated like a hook: the call keeps its own outcome
+                        logger.exception(
+                            "state listener %r of circuit breaker %r raised on %s -> %s; "
+                            "the breaker goes on",
+                            listener,
+                            self.name,
+                            old.value,
+                            new.value,
+                        )
 
 
 def _current_count(counter: itertools.count[int]) -> int:
@@ -490,6 +522,7 @@ def circuit_breaker(
         sliding_window,
         minimum_calls,
         exclude,
+        clock,
     )
 
     def make(breaker_name: str) -> CircuitBreaker:

@@ -44,6 +44,7 @@ _INSTANT = Clock(sleep=_no_sleep, async_sleep=_no_async_sleep)
 class _State:
     clock: Clock = _REAL
     testing: bool = False
+    saved: Clock = _REAL  # the clock testing mode replaced, restored when it ends
 
 
 _state = _State()
@@ -75,10 +76,18 @@ def set_testing(testing: bool = True) -> None:  # mirrors stamina.set_testing
     """Switch testing mode: retries wait no time at all (the attempts still happen).
 
     Use it in your own test suite so retried beats do not slow it down; it replaces the clock
-    with one whose sleeps return at once, and `set_testing(False)` restores the real clock.
+    with one whose sleeps return at once, and `set_testing(False)` restores the clock that was
+    in use before (the one `set_clock` set, not necessarily the real one). A clock set while
+    testing mode is on stays in use when it ends. Switching to the mode already on does nothing.
     """
+    if testing and not _state.testing:
+        _state.saved = _state.clock
+        _state.clock = _INSTANT
+    elif not testing and _state.testing:
+        if _state.clock is _INSTANT:  # not replaced meanwhile by set_clock
+            _state.clock = _state.saved
+        _state.saved = _REAL
     _state.testing = testing
-    _state.clock = _INSTANT if testing else _REAL
 
 
 def is_testing() -> bool:

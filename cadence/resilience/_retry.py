@@ -9,6 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
+from anyio.lowlevel import checkpoint_if_cancelled
+
+from cadence import _events as events
 from cadence._beat import default_name, is_async_callable
 from cadence.resilience._checks import at_least, exception_filter, whole_at_least
 from cadence.resilience._clock import get_clock
@@ -90,7 +93,7 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
         at_least("retry", "max_time", max_time, 0, strict=True)
     should_retry = exception_filter("retry", on)
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: F) -> F:  # noqa: PLR0915 # likewise
         name = default_name(fn)
 
         def next_wait(attempt: int, error: Exception, started: float) -> float | None:
@@ -113,6 +116,7 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
                 error,
                 wait,
             )
+            events.record_retry(name, attempt, max_attempts, wait, error)
             if on_retry is not None:
                 on_retry(RetryEvent(name, attempt, max_attempts, wait, error))
             return wait
@@ -137,6 +141,9 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
                     error = first
                 attempt = 1
                 while True:
+                    # Under a cancelled scope the cancellation wins, before any retry, whatever
+                    # the clock's sleep does.
+                    await checkpoint_if_cancelled()
                     wait = next_wait(attempt, error, started)
                     if wait is None:
                         raise give_up(error, attempt)
@@ -147,6 +154,7 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
                     except Exception as again:  # noqa: BLE001 # as above
                         error = again
 
+            events.mark(async_wrapper, "retry", f"retry x{max_attempts}")
             return cast("F", async_wrapper)
 
         @functools.wraps(fn)
@@ -168,6 +176,7 @@ def retry(  # noqa: PLR0915 # the sync and async wrappers are built side by side
                 except Exception as again:  # noqa: BLE001 # as above
                     error = again
 
+        events.mark(sync_wrapper, "retry", f"retry x{max_attempts}")
         return cast("F", sync_wrapper)
 
     return decorate

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Generator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, cast
 
 from mypy.messages import format_type
 from mypy.nodes import (
@@ -114,9 +116,33 @@ def fallback_hook(ctx: MethodContext) -> Type:
     info = context_info(context_type) if context_type is not None else None
     if info is None:
         return ctx.default_return_type
-    for call in _fallback_calls(ctx.context):
-        _check_fallback_call(ctx.api, info, call)
+    with _past_overload_matching(ctx.api):
+        for call in _fallback_calls(ctx.context):
+            _check_fallback_call(ctx.api, info, call)
     return ctx.default_return_type
+
+
+@contextmanager
+def _past_overload_matching(api: CheckerPluginInterface) -> Generator[None, None, None]:
+    """Report errors even while mypy tries one overload of a `fallback(...)` result's `__call__`.
+
+    mypy tries each overload with errors filtered and takes the first without errors: a field
+    error reported there would reject a matching overload (and mypy does not check the chosen one
+    again). The field checks depend only on the `fallback(...)` arguments and the beat's context,
+    the same for every overload tried, so they go past the filter; mypy drops the repeats.
+    """
+    errors = getattr(getattr(api, "msg", None), "errors", None)
+    watchers = getattr(errors, "_watchers", None)  # mypy's private stack of error filters
+    if not isinstance(watchers, list) or not watchers:
+        yield
+        return
+    watchers = cast("list[object]", watchers)
+    saved = watchers.copy()
+    watchers.clear()
+    try:
+        yield
+    finally:
+        watchers.extend(saved)
 
 
 def _fallback_calls(node: Context) -> list[CallExpr]:

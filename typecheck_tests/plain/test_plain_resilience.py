@@ -14,6 +14,11 @@ How "exactly the type it was given" is pinned, in a form both checkers accept:
   coroutine function;
 - every decorated function is also called with a wrong argument and its result misused (negative
   cases), so a decorator typed to return `Callable[..., Any]` or `Any` would fail the run.
+
+`fallback` is the one decorator that may change a type, honestly: on a plain function
+`Callable[P, R]` a default (or handler value) of type `T` gives `Callable[P, R | T]`; on a beat
+(`field=` given, or a mapping default written into the context) the beat keeps its type; and a
+handler is typed with the beat's own context.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from cadence import (
     Cadence,
     CircuitBreaker,
     Context,
+    ImmutableContext,
     beat,
     circuit_breaker,
     fallback,
@@ -63,6 +69,31 @@ def on_retry(event: RetryEvent) -> None: ...
 
 def recover(ctx: Order, error: Exception) -> float:
     return 0.0
+
+
+async def recover_later(ctx: Order, error: Exception) -> float:
+    return 0.0
+
+
+def recover_payment(ctx: Payment, error: Exception) -> bool:
+    return False
+
+
+def no_number(ctx: None, error: Exception) -> None:
+    return None
+
+
+async def cached_body(ctx: None, error: Exception) -> str:
+    return str(error)
+
+
+def small_on_error(ctx: Order, error: Exception) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Settings(ImmutableContext):
+    region: str = "eu"
 
 
 def no_arguments() -> None: ...
@@ -134,6 +165,63 @@ async def breaker_async(ctx: Order, /) -> None: ...
 
 @circuit_breaker(name="plain-typing-shared", exclude=(KeyError,))
 def breaker_sync(ctx: Order, /) -> None: ...
+
+
+# ----------------------------------------------------------------- fallback: honest types
+
+
+@fallback(default=0.0, field="total")
+def fallback_named_parameter(ctx: Order) -> None: ...
+
+
+@fallback(handler=recover_later, field="total")
+async def fallback_async_handler(ctx: Order, /) -> None: ...
+
+
+@fallback(default={"status": "unknown"})
+def fallback_mapping_sync(ctx: Order, /) -> None: ...
+
+
+@fallback(default={"region": "us"})
+async def fallback_mapping_immutable(ctx: Settings, /) -> Settings:
+    return ctx
+
+
+@fallback(default=None)
+def maybe_parse(text: str, /) -> int:
+    return int(text)
+
+
+@fallback(default=None)
+async def maybe_fetch(url: str, /) -> bytes:
+    return url.encode()
+
+
+@fallback(default="n/a")
+def label(amount: float, /) -> float:
+    return amount
+
+
+@fallback(handler=no_number)
+def parse_or_none(text: str, /) -> int:
+    return int(text)
+
+
+@fallback(handler=cached_body)
+async def fetch_or_cached(url: str, /) -> bytes:
+    return url.encode()
+
+
+@fallback(default=False)
+@beat
+async def is_small(ctx: Order, /) -> bool:
+    """A split condition whose failure reads as False."""
+    return ctx.total < 10
+
+
+@fallback(handler=small_on_error)
+def is_small_sync(ctx: Order, /) -> bool:
+    return ctx.total < 10
 
 
 # ----------------------------------------------------------------- stacks, in either order
@@ -246,6 +334,36 @@ async def case_awaited_results() -> None:
     assert_type(await Client().get("k"), bytes)
 
 
+def case_fallback_is_honest() -> None:
+    # Beats keep their type: the value goes into the context.
+    assert_type(fallback_named_parameter(ctx=Order()), None)  # field=: exactly F
+    assert_type(coroutine_signature(fallback_async_handler), Signature[[Order], None])
+    assert_type(fallback_mapping_sync, Callable[[Order], None])
+    assert_type(coroutine_signature(fallback_mapping_immutable), Signature[[Settings], Settings])
+    # Plain functions may return the default instead.
+    assert_type(maybe_parse, Callable[[str], int | None])
+    assert_type(coroutine_signature(maybe_fetch), Signature[[str], bytes | None])
+    assert_type(label, Callable[[float], float | str])
+    assert_type(parse_or_none, Callable[[str], int | None])
+    assert_type(coroutine_signature(fetch_or_cached), Signature[[str], bytes | str])
+    assert_type(fallback(default=-1)(parse), Callable[[str], int])  # int | int is int
+    # A context-first function that is not a beat (a condition) widens likewise.
+    assert_type(coroutine_signature(is_small), Signature[[Order], bool])
+    assert_type(is_small_sync, Callable[[Order], bool])
+    # All of them in a cadence.
+    cadence = (
+        Cadence("order", Order())
+        .then("named", fallback_named_parameter)
+        .then("async_handler", fallback_async_handler)
+        .then("mapping", fallback_mapping_sync)
+        .split("small", is_small, [fallback_mapping_sync], [fallback_async_handler])
+        .split("small_sync", is_small_sync, fallback_named_parameter)
+    )
+    assert_type(cadence, Cadence[Order])
+    settings = Cadence("settings", Settings()).then("region", fallback_mapping_immutable)
+    assert_type(settings, Cadence[Settings])
+
+
 def case_decorator_factories() -> None:
     decorate_retry = retry()
     assert_type(decorate_retry(parse), Callable[[str], int])
@@ -323,6 +441,29 @@ async def case_results_are_kept() -> None:
     number: str = parse("1")  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
     size: str = Client().size("k")  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
     assert_type((text, number, size), tuple[str, str, str])
+
+
+async def case_fallback_results_are_honest() -> None:
+    number: int = maybe_parse("1")  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+    also: int = parse_or_none("1")  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+    (await maybe_fetch("u")).decode()  # type: ignore[union-attr]  # pyright: ignore[reportOptionalMemberAccess]
+    body: bytes = await fetch_or_cached("u")  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+    amount: float = label(1.0)  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
+    assert_type((number, also, body, amount), tuple[int, int, bytes, float])
+
+
+def case_fallback_on_a_beat_without_field_widens() -> None:
+    # A non-mapping default without field is returned, not written: the beat now returns it.
+    widened = fallback(default=0)(plain_sync)
+    assert_type(widened, Callable[[Order], int | None])
+    Cadence("order", Order()).then("widened", widened)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
+def case_fallback_handlers_take_the_beats_context() -> None:
+    fallback(handler=recover_payment, field="total")(plain_sync)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    fallback(handler=recover, field="charged")(stacked_payment_sync)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    fallback(handler=small_on_error)(parse)  # type: ignore[arg-type]  # pyright: ignore[reportCallIssue, reportArgumentType]
+    fallback(handler=no_arguments, field="total")  # type: ignore[arg-type]  # pyright: ignore[reportCallIssue, reportArgumentType]
 
 
 def case_decorator_arguments() -> None:

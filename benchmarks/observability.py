@@ -1,0 +1,207 @@
+"""What a reporter costs per beat, next to the instrumentation library's own calls.
+
+Run: `python benchmarks/observability.py`. Everything is measured in one run, on one machine:
+
+- per-beat time of a cadence of trivial async beats with nothing attached;
+- the same with a do-nothing hooks object (the runner's own cost of calling hooks);
+- the same with `PrometheusReporter` and with `OpenTelemetryReporter` (SDK providers, no export);
+- the library calls the reporter makes for one beat, alone: one histogram observe and one
+  counter inc (Prometheus); one span start and end, made current and detached, plus one
+  histogram record (OpenTelemetry);
+- `to_dot` and `to_mermaid` of a 1,000-step cadence.
+
+The reporter's own share is what remains of its per-beat cost once the library's calls and
+the runner's hook calls are taken out, as a share of the whole per-beat cost with it attached.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import anyio
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from cadence import Cadence, Context
+from cadence.diagram import to_dot, to_mermaid
+from cadence.reporters import OpenTelemetryReporter, PrometheusReporter
+
+BEATS = 200
+RUNS = 60
+REPEATS = 5
+
+
+@dataclass
+class Ctx(Context):
+    n: int = 0
+
+
+async def step(ctx: Ctx) -> None:
+    ctx.n += 1
+
+
+class NoOpHooks:
+    def before_cadence(self, name, context):
+        return None
+
+    def after_cadence(self, name, context, duration, error=None):
+        return None
+
+    def before_beat(self, name, context):
+        return None
+
+    def after_beat(self, name, context, duration, error=None):
+        return None
+
+
+def build(hooks: object | None) -> Cadence[Ctx]:
+    cadence = Cadence("bench", Ctx())
+    if hooks is not None:
+        cadence = cadence.with_hooks(hooks)  # type: ignore[arg-type] # a hooks object
+    for i in range(BEATS):
+        cadence = cadence.then(f"b{i}", step)
+    return cadence
+
+
+def per_beat(work: dict[str, object]) -> dict[str, float]:
+    """Seconds per beat of each workload: the best of REPEATS rounds, taking turns in each.
+
+    A workload is a cadence (run RUNS times) or a function doing RUNS * BEATS beats' worth of
+    library calls. Taking turns within each round, all inside one event loop's task, spreads a
+    busy machine's noise over every configuration alike.
+    """
+
+    async def main() -> dict[str, float]:
+        best = dict.fromkeys(work, float("inf"))
+        for _ in range(REPEATS):
+            for name, item in work.items():
+                start = time.perf_counter()
+                if isinstance(item, Cadence):
+                    for _ in range(RUNS):
+                        await item.run(Ctx())
+                else:
+                    item()  # type: ignore[operator] # a library loop
+                best[name] = min(best[name], (time.perf_counter() - start) / (RUNS * BEATS))
+        return best
+
+    return anyio.run(main)
+
+
+def library_prometheus():
+    """One histogram observe and one counter inc per beat, on pre-labelled children."""
+    registry = CollectorRegistry()
+    histogram = Histogram("h_seconds", "h", ["cadence", "beat"], registry=registry).labels("a", "b")
+    counter = Counter("c", "c", ["cadence", "beat", "outcome"], registry=registry).labels(
+        "a", "b", "success"
+    )
+
+    def loop() -> None:
+        for _ in range(RUNS * BEATS):
+            histogram.observe(0.001)
+            counter.inc()
+
+    return loop
+
+
+def library_opentelemetry(provider: TracerProvider, meters: MeterProvider, *, bare: bool = False):
+    """The calls the reporter makes for one beat: the same span, attributes and record.
+
+    Under a current parent span, as a beat's span is under its run's: the SDK then samples by
+    the parent and offers exemplars to the histogram, as it does for the reporter.
+    """
+    tracer = provider.get_tracer("bench")
+    histogram = meters.get_meter("bench").create_histogram("bench.duration", unit="s")
+    span_attributes = {"cadence.name": "bench", "cadence.beat.path": "b1", "cadence.step": "b1"}
+    recorded = {"cadence.name": "bench", "cadence.beat.path": "b1", "cadence.outcome": "success"}
+
+    def loop() -> None:
+        parent = tracer.start_span("cadence.run bench")
+        token = otel_context.attach(trace.set_span_in_context(parent))
+        for _ in range(RUNS * BEATS):
+            if bare:
+                tracer.start_span("cadence.beat b1").end()
+                continue
+            span = tracer.start_span("cadence.beat b1", attributes=span_attributes)
+            current = otel_context.attach(trace.set_span_in_context(span))
+            span.set_attribute("cadence.outcome", "success")
+            span.end()
+            otel_context.detach(current)
+            histogram.record(0.001, recorded)
+        otel_context.detach(token)
+        parent.end()
+
+    return loop
+
+
+def diagram_time(steps: int) -> tuple[float, float]:
+    cadence = Cadence("big", Ctx())
+    for i in range(steps):
+        if i % 10 == 3:
+            cadence = cadence.sync(f"s{i}", [step, step_b])
+        elif i % 10 == 7:
+            cadence = cadence.split(f"q{i}", always, step, step_b)
+        else:
+            cadence = cadence.then(f"b{i}", step)
+    dot = statistics.median(_timed(lambda: to_dot(cadence)) for _ in range(5))
+    mermaid = statistics.median(_timed(lambda: to_mermaid(cadence)) for _ in range(5))
+    return dot, mermaid
+
+
+def always(ctx: Ctx) -> bool:
+    return True
+
+
+async def step_b(ctx: Ctx) -> None:
+    ctx.n += 2
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    provider = TracerProvider()  # spans are made and ended; no processor exports them
+    meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    times = per_beat(
+        {
+            "bare": build(None),
+            "noop": build(NoOpHooks()),
+            "prometheus": build(PrometheusReporter(registry=CollectorRegistry())),
+            "otel": build(OpenTelemetryReporter("bench", provider, meters)),
+            "lib_prom": library_prometheus(),
+            "lib_otel": library_opentelemetry(provider, meters),
+            "lib_span": library_opentelemetry(provider, meters, bare=True),
+        }
+    )
+    bare, noop, prometheus, otel = times["bare"], times["noop"], times["prometheus"], times["otel"]
+    lib_prom, lib_otel, lib_span = times["lib_prom"], times["lib_otel"], times["lib_span"]
+
+    us = 1e6
+    print(f"per beat, {BEATS} async beats x {RUNS} runs, best of {REPEATS} (microseconds)")
+    print(f"  nothing attached              {bare * us:8.2f}")
+    hooks = (noop - bare) * us
+    print(f"  do-nothing hooks              {noop * us:8.2f}   runner's hook calls {hooks:6.2f}")
+    for name, total, library in [
+        ("PrometheusReporter", prometheus, lib_prom),
+        ("OpenTelemetryReporter", otel, lib_otel),
+    ]:
+        cost = total - bare
+        own = total - noop - library
+        print(f"  {name:<29} {total * us:8.2f}   cost over nothing {cost * us:6.2f}")
+        print(f"    library's own calls          {library * us:8.2f}")
+        print(f"    reporter's own code          {own * us:8.2f}   = {own / cost:5.1%} of the cost")
+    print(f"  (one bare OTel span start and end alone: {lib_span * us:.2f})")
+    dot, mermaid = diagram_time(1000)
+    print(f"to_dot, 1,000 steps: {dot * 1e3:.1f} ms; to_mermaid: {mermaid * 1e3:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

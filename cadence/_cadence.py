@@ -6,7 +6,7 @@ import asyncio
 import functools
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Generic, Literal, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, Literal, TypeAlias, TypeVar, cast, get_args, overload
 
 import anyio
 
@@ -40,17 +40,25 @@ class Cadence(Generic[C]):
     Builder methods return a new cadence and leave this one unchanged, so one definition can be
     shared by concurrent runs and extended in several ways.
 
+    Give the context as a template instance, `Cadence("checkout", Order())`, or declare only
+    its class, `Cadence("checkout", context_type=Order)`; then every run is given its context.
+    A bare `Cadence("checkout")` is rejected by the type checkers (it would leave `C` unknown).
+
     Args:
         name: The cadence's name, used in errors, hooks and diagrams.
         context: The template context; `run()` without an argument runs on a fresh deep copy.
+        context_type: The context class, for a cadence without a template.
 
     Raises:
-        CadenceDefinitionError: the name is empty, or the context is not a dataclass `Context`.
+        CadenceDefinitionError: the name is empty, the context (or context class) is not a
+            dataclass `Context`, or both a template and a class are given.
 
     """
 
     __slots__ = (
+        "__orig_class__",  # set by `Cadence[Ctx](...)` at run time: the declared context class
         "_context",
+        "_context_type",
         "_error_handler",
         "_hooks",
         "_name",
@@ -63,6 +71,7 @@ class Cadence(Generic[C]):
 
     _name: str
     _context: C | None
+    _context_type: type[C] | None
     _steps: tuple[Step, ...]
     _step_names: frozenset[str]
     _hooks: tuple[object, ...]
@@ -71,15 +80,35 @@ class Cadence(Generic[C]):
     _stop_on_error: bool
     _plan_watched: bool
 
-    def __init__(self, name: str, context: C | None = None) -> None:
+    @overload
+    def __init__(self, name: str, context: C) -> None: ...
+    @overload
+    def __init__(self, name: str, *, context_type: type[C]) -> None: ...
+    def __init__(
+        self, name: str, context: C | None = None, *, context_type: type[C] | None = None
+    ) -> None:
         if not isinstance(cast("object", name), str) or not name.strip():
             raise CadenceDefinitionError(
                 f"Cadence: the name must be a non-empty string, got {name!r}"
             )
+        if context is not None and context_type is not None:
+            raise CadenceDefinitionError(
+                f"cadence {name!r}: give a template context or a context_type, not both"
+            )
         if context is not None:
             check_context_class(type(context), f"cadence {name!r}")
+            context_type = type(context)
+        elif context_type is not None:
+            declared = cast("object", context_type)
+            if not (isinstance(declared, type) and issubclass(declared, Context)):
+                raise CadenceDefinitionError(
+                    f"cadence {name!r}: context_type must be a Context subclass, got "
+                    f"{context_type!r}"
+                )
+            check_context_class(context_type, f"cadence {name!r}")
         self._name = name
         self._context = context
+        self._context_type = context_type
         self._steps = ()
         self._step_names = frozenset()
         self._hooks = ()
@@ -99,6 +128,21 @@ class Cadence(Generic[C]):
     def context(self) -> C | None:
         """The template context (never run on directly), or `None`."""
         return self._context
+
+    @property
+    def context_type(self) -> type[C] | None:
+        """The context class: the template's, the declared `context_type`, or `None`.
+
+        `Cadence[Order]("name")` (rejected by the type checkers, accepted at run time) records
+        `Order` too; only an untyped bare `Cadence("name")` has none.
+        """
+        if self._context_type is not None:
+            return self._context_type
+        declared = getattr(self, "__orig_class__", None)
+        args = get_args(declared)
+        if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], Context):
+            return cast("type[C]", args[0])
+        return None
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -403,8 +447,11 @@ class Cadence(Generic[C]):
     def _copy(self) -> Self:
         new = object.__new__(type(self))
         for slot in Cadence.__slots__:
+            if slot == "__orig_class__":
+                continue  # read through `context_type`, which the copy gets below
             object.__setattr__(new, slot, object.__getattribute__(self, slot))
         new._plan_watched = False  # a new plan: its reporters prepare for it at its first run
+        object.__setattr__(new, "_context_type", self.context_type)
         return new
 
     def watch_plan(self) -> None:

@@ -383,7 +383,13 @@ def _names_shared(annotation: str) -> bool:
 
 
 def context_fields(context: object) -> Mapping[str, object]:
-    """Return the current field values of `context` (its `__dict__`, or its dataclass fields)."""
+    """Return the current field values of `context` (its `__dict__`, or its dataclass fields).
+
+    A parallel branch's view holds only what its beat touched; it reads the rest in first.
+    """
+    materialize = getattr(type(context), "_cadence_materialize", None)
+    if materialize is not None:
+        return cast("Mapping[str, object]", materialize(context))
     state: dict[str, object] | None = getattr(context, "__dict__", None)
     if state is not None:
         return state

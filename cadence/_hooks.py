@@ -268,12 +268,14 @@ async def close_calls(
 ) -> None:
     """Call an `after_*` method on each entry; a cancellation never makes one miss its call.
 
-    With `shield`, every call is shielded from cancellation (the run is being cancelled);
-    otherwise a cancellation arriving during one call lets the others run shielded, then
-    propagates.
+    The calls go in the reverse order of the `before_*` calls, as nested context managers
+    close, so hooks that set context (a tracer's current span) unwind it in order. With
+    `shield`, every call is shielded from cancellation (the run is being cancelled); otherwise
+    a cancellation arriving during one call lets the others run shielded, then propagates.
     """
     if not entries:
         return
+    entries = entries[::-1]
     if shield:
         with CancelScope(shield=True):
             for prefix, hooks in entries:

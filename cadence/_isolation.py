@@ -248,6 +248,17 @@ def _view_getattr(view: object, name: str) -> object:
     return state.read(view, name)
 
 
+def _materialize(view: object) -> dict[str, object]:
+    """Return every field of `view`, reading in (copying) those its beat has not touched."""
+    state = _state_of(view)
+    fields: dict[str, object] = view.__dict__
+    if state is not None:
+        for name in state.origin:
+            if name not in fields:
+                state.read(view, name)
+    return {name: value for name, value in fields.items() if value is not DELETED}
+
+
 def _state_of(view: object) -> BranchState | None:
     try:
         return cast("BranchState", object.__getattribute__(view, "_cadence_branch"))
@@ -269,6 +280,7 @@ def _view_class(cls: type) -> type:
             ("_cadence_branch",) if has_dict else ("_cadence_branch", "__dict__")
         )
         namespace["__getattr__"] = _view_getattr
+        namespace["_cadence_materialize"] = staticmethod(_materialize)
         namespace["__module__"] = cls.__module__
         namespace["__qualname__"] = cls.__qualname__
         namespace["__doc__"] = cls.__doc__

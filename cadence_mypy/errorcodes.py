@@ -12,6 +12,7 @@ __all__ = [
     "CADENCE_CONTEXT",
     "CADENCE_DATACLASS",
     "CADENCE_FIELD",
+    "CADENCE_IMMUTABLE",
     "CADENCE_LAMBDA",
     "CADENCE_NAME",
 ]
@@ -32,7 +33,14 @@ CADENCE_DATACLASS: Final = ErrorCode(
     "cadence-dataclass", "A context class that is not a (frozen) dataclass", _CATEGORY
 )
 CADENCE_BEAT: Final = ErrorCode(
-    "cadence-beat", "@beat on a function whose first parameter is not a context", _CATEGORY
+    "cadence-beat",
+    "The note on mypy's error for @beat on a function whose first parameter is not a context",
+    _CATEGORY,
+)
+CADENCE_IMMUTABLE: Final = ErrorCode(
+    "cadence-immutable",
+    "A beat over an ImmutableContext that returns None (its with_field result thrown away)",
+    _CATEGORY,
 )
 # Opinionated: off unless enabled with `enable_error_code = cadence-lambda`.
 CADENCE_LAMBDA: Final = ErrorCode(

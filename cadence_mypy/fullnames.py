@@ -24,3 +24,4 @@ FALLBACK_GUARDS: Final = (
 DATACLASS: Final = "dataclasses.dataclass"
 
 STEP_METHODS: Final = frozenset({"then", "sync", "split", "child"})
+BUILDER_METHODS: Final = STEP_METHODS | {"on_error", "with_hooks", "with_reporter"}

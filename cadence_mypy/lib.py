@@ -19,10 +19,12 @@ from mypy.nodes import (
     TypeInfo,
     UnaryExpr,
 )
+from mypy.subtypes import find_member
 from mypy.types import (
     CallableType,
     Instance,
     LiteralType,
+    NoneType,
     Type,
     UnionType,
     get_proper_type,
@@ -195,3 +197,56 @@ def cadence_name(chain: list[CallExpr]) -> str | None:
         if isinstance(name, StrExpr):
             return name.value
     return None
+
+
+def immutable_info(typ: Type) -> TypeInfo | None:
+    """Return the class of an `ImmutableContext` type, else None."""
+    proper = get_proper_type(typ)
+    if isinstance(proper, Instance) and proper.type.has_base(fullnames.IMMUTABLE_CONTEXT):
+        return proper.type
+    return None
+
+
+def signature(typ: Type) -> CallableType | None:
+    """Return the call signature of a callable type (a callable object's bound `__call__`)."""
+    proper = get_proper_type(typ)
+    if isinstance(proper, CallableType):
+        return proper
+    if isinstance(proper, Instance):
+        call = find_member("__call__", proper, proper, is_operator=True)
+        bound = get_proper_type(call) if call is not None else None
+        return bound if isinstance(bound, CallableType) else None
+    return None
+
+
+def result_type(typ: Type) -> tuple[Type, bool] | None:
+    """Return what a callable returns, awaited if it is a coroutine function, and whether it is.
+
+    None when the type is not a plain callable (an overload, `Any`, ...).
+    """
+    call = signature(typ)
+    if call is None:
+        return None
+    returned = get_proper_type(call.ret_type)
+    if (
+        isinstance(returned, Instance)
+        and returned.type.fullname == "typing.Coroutine"
+        and len(returned.args) == 3
+    ):
+        return returned.args[2], True
+    return call.ret_type, False
+
+
+def returns_none(typ: Type) -> bool:
+    """Whether a callable (sync or async) returns exactly `None`."""
+    result = result_type(typ)
+    return result is not None and isinstance(get_proper_type(result[0]), NoneType)
+
+
+def takes_one_argument(typ: Type) -> bool | None:
+    """Whether a callable can be called with one positional argument (None when unknown)."""
+    call = signature(typ)
+    if call is None:
+        return None
+    offset = 1 if call.arg_names[:1] in (["self"], ["cls"]) else 0
+    return call.min_args - offset <= 1 <= call.max_possible_positional_args() - offset

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from mypy.plugin import (
     ClassDefContext,
     FunctionContext,
+    FunctionSigContext,
     MethodContext,
     Plugin,
     ReportConfigContext,
@@ -19,16 +20,17 @@ from cadence_mypy.features.classes import context_class_hook
 from cadence_mypy.features.config import RULES, config_hook
 from cadence_mypy.features.fields import fallback_hook, with_field_hook, with_fields_hook
 from cadence_mypy.features.steps import step_hook
+from cadence_mypy.features.template import template_hook
 
 if TYPE_CHECKING:
-    from mypy.types import Type
+    from mypy.types import FunctionLike, Type
 
 __all__ = ["CadencePlugin"]
 
 # Bumped when the plugin's checks change, so mypy's cache is not trusted across versions.
-PLUGIN_VERSION = "3"
+PLUGIN_VERSION = "4"
 
-_STEP_HOOKS = {method: step_hook(method) for method in fullnames.STEP_METHODS}
+_STEP_HOOKS = {method: step_hook(method) for method in fullnames.BUILDER_METHODS}
 _CONFIG_HOOKS = {name: config_hook(name) for name in RULES}
 _DECORATOR_HOOKS: dict[str, Callable[[MethodContext], Type]] = {
     **{f"{guard}.__call__": fallback_hook for guard in fullnames.FALLBACK_GUARDS},
@@ -40,10 +42,16 @@ class CadencePlugin(Plugin):
     """Adds cadence's checks to mypy; never changes an inferred type."""
 
     def get_function_hook(self, fullname: str) -> Callable[[FunctionContext], Type] | None:
-        """Route calls of `beat`, `retry`, `timeout` and `circuit_breaker`."""
+        """Route calls of `beat`, `Cadence(...)`, `retry`, `timeout` and `circuit_breaker`."""
         if fullname == fullnames.BEAT:
             return beat_hook
         return _CONFIG_HOOKS.get(fullname)
+
+    def get_function_signature_hook(
+        self, fullname: str
+    ) -> Callable[[FunctionSigContext], FunctionLike] | None:
+        """Route `Cadence(...)`: a call with no context gets a note giving the fix."""
+        return template_hook if fullname == fullnames.CADENCE else None
 
     def get_method_hook(self, fullname: str) -> Callable[[MethodContext], Type] | None:
         """Route builder calls, `with_field(s)`, and applied `fallback`/`beat` decorators."""

@@ -620,3 +620,21 @@ async def test_a_branch_view_is_an_instance_of_the_context_class() -> None:
     result = await Cadence("c", Three()).sync("s", [look]).run(Three(b=2))
     assert kinds == [True]
     assert (type(result), result.a, result.b) == (Three, 4, 2)
+
+
+async def test_a_parallel_beat_may_run_another_cadence_with_a_parallel_step_on_its_view() -> None:
+    async def set_b(ctx: Three) -> None:
+        ctx.b = ctx.a + 1
+
+    inner = Cadence("inner", Three()).sync("in", [set_b])
+
+    async def nested(ctx: Three) -> None:
+        ctx.a = 1  # touched; b and c are not yet
+        await inner.run(ctx)
+        assert vars(ctx)["b"] == 2
+
+    async def other(ctx: Three) -> None:
+        ctx.c = "x"
+
+    result = await Cadence("outer", Three()).sync("out", [nested, other]).run(Three())
+    assert (result.a, result.b, result.c) == (1, 2, "x")

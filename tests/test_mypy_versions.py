@@ -62,15 +62,23 @@ checkout = (
     .then("charge", charge)
     .then("charge", get_status)
 )
+
+
+def drop(ctx: Config) -> None:
+    ctx.with_field("timeout", 1)
+
+
+Cadence("config", Config()).then("drop", drop)
 """
 
 EXPECTED_CODES = {
     "[cadence-dataclass]": 1,
     "[cadence-field]": 2,
     "[cadence-config]": 1,
-    "[cadence-beat]": 1,
     "[cadence-name]": 1,
+    "[cadence-immutable]": 1,
     "[arg-type]": 1,
+    "[type-var]": 1,  # `@beat` on a non-context: mypy's own error, the plugin's note follows
 }
 
 
@@ -148,3 +156,6 @@ def test_the_plugin_reports_the_same_on_both_ends(
     counts = {code: sum(line.endswith(code) for line in lines) for code in EXPECTED_CODES}
     assert counts == EXPECTED_CODES, result.stdout
     assert any('note: Beat "charge" takes "Payment"' in line for line in lines), result.stdout
+    assert any('note: @beat: the first parameter of "not_a_beat"' in line for line in lines), (
+        result.stdout
+    )

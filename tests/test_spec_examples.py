@@ -117,11 +117,17 @@ async def test_beat_leaves_the_function_unchanged() -> None:
     async def plain(ctx: OrderContext) -> None:
         ctx.status = "x"
 
-    assert beat(plain) is plain
+    # `@beat` marks a copy: the function itself stays a plain, unmarked function.
+    marked = beat(plain)
     named = beat(name="renamed")(plain)
-    assert named is plain
+    assert marked is not plain
+    assert named is not plain
+    assert not hasattr(plain, "__cadence_beat__")
     ctx = OrderContext("o")
     await plain(ctx)
+    assert ctx.status == "x"
+    ctx = OrderContext("o")
+    await named(ctx)
     assert ctx.status == "x"
 
 

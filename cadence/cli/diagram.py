@@ -92,19 +92,38 @@ def diagram(
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
         return
-    if rendered is None:
-        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        note(f"wrote {output}")
-        return
-    assert dot_program is not None  # noqa: S101 # checked above
-    result = subprocess.run(  # noqa: S603 # dot, found on PATH, with our own arguments
-        [dot_program, f"-T{rendered}", "-o", str(output)],
-        input=text.encode("utf-8"),
-        capture_output=True,
-        timeout=_DOT_TIMEOUT,
-        check=False,
-    )
+    if not output.parent.is_dir():
+        raise UserError(f"cannot write {output}: {output.parent} is not a directory")
+    # Written next to the target, then moved over it: a failure never leaves half a file.
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        if rendered is None:
+            partial.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        else:
+            _render(dot_program, rendered, text, partial, shown=output)
+        partial.replace(output)
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    note(f"wrote {output}")
+
+
+def _render(
+    dot_program: str | None, rendered: str, text: str, output: Path, *, shown: Path
+) -> None:
+    """Render DOT `text` to `output` in format `rendered` with Graphviz (`shown` in errors)."""
+    assert dot_program is not None  # noqa: S101 # checked by the caller
+    try:
+        result = subprocess.run(  # noqa: S603 # dot, found on PATH, with our own arguments
+            [dot_program, f"-T{rendered}", "-o", str(output)],
+            input=text.encode("utf-8"),
+            capture_output=True,
+            timeout=_DOT_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise UserError(f"dot took longer than {_DOT_TIMEOUT}s to render {shown}") from None
     if result.returncode != 0:
         message = result.stderr.decode("utf-8", errors="replace").strip().splitlines()
-        raise UserError(f"dot failed to render {output}: {message[0] if message else 'no output'}")
-    note(f"wrote {output}")
+        raise UserError(f"dot failed to render {shown}: {message[0] if message else 'no output'}")

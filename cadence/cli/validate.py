@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,7 @@ def validate(modules: tuple[str, ...], output_format: str) -> None:
     from cadence.cli._load import import_user_module, load_attribute, user_paths  # noqa: PLC0415
 
     user_paths()
-    targets: list[Cadence[Any] | str] = []
+    targets: list[Cadence[Any] | types.ModuleType | str] = []
     for name in modules:
         if ":" in name:
             value = load_attribute(name)
@@ -57,9 +58,10 @@ def validate(modules: tuple[str, ...], output_format: str) -> None:
             # pyright reads Cadence[Unknown] here, mypy Cadence[Any]
             targets.append(value)  # pyright: ignore[reportUnknownArgumentType]
         else:
-            # a failure to import is a user error; a definition error, a finding
-            import_user_module(name, definition_errors=True)
-            targets.append(name)
+            # A failure to import is a user error; a definition error, a finding (validate
+            # imports the name again to find the line, since a failed module is not kept).
+            module = import_user_module(name, definition_errors=True)
+            targets.append(name if module is None else module)
     report = run_validate(*targets)
     if output_format == "json":
         click.echo(json.dumps(_relative_report(report), indent=2))
@@ -119,6 +121,8 @@ def _print_table(report: ValidationReport) -> None:
     table = Table(title="cadence validate", show_lines=False)
     table.add_column("Location", no_wrap=True)
     table.add_column("Rule", no_wrap=True)
+    table.add_column("Cadence")
+    table.add_column("Step")
     table.add_column("Message", overflow="fold")
     for finding in report.findings:
         file = _relative(finding.file)

@@ -231,8 +231,11 @@ def problem_for(
     problem = _mapped(error, error_map)
     if problem is None and http is not None:
         problem = next((p for link in _chain(error) if (p := http(link)) is not None), None)
-    if problem is None and isinstance(error, BeatErrorGroup):
-        problem = _group(error, cadence_name, error_map, http)
+    if problem is None:
+        # A parallel step's failures, also when they reach us through a child cadence.
+        group = next((link for link in _chain(error) if isinstance(link, BeatErrorGroup)), None)
+        if group is not None:
+            problem = _group(group, cadence_name, error_map, http)
     if problem is None:
         problem = _default(error, cadence_name)
     return _finish(problem, error, cadence_name, debug=debug)
@@ -250,14 +253,18 @@ def _group(
     if len(statuses) == 1:
         first = parts[0]
         headers = dict(first.headers)
-        waits = [int(p.headers["Retry-After"]) for p in parts if "Retry-After" in p.headers]
+        # Whole seconds only: an HTTP-date a user's mapping chose is left as the first one set.
+        waits = [int(v) for p in parts if (v := p.headers.get("Retry-After", "")).isdigit()]
         if waits:
             headers["Retry-After"] = str(max(waits))
         return replace(
             first,
             detail=f"{len(parts)} parallel beats of cadence {cadence_name!r} failed",
             headers=headers,
-            extensions={"errors": errors},
+            extensions={  # a mapping's own members, but the group names its own step
+                **{k: v for k, v in first.extensions.items() if k not in {"beat", "cadence"}},
+                "errors": errors,
+            },
         )
     return Problem(
         500,

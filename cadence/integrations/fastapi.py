@@ -316,43 +316,34 @@ async def _run_watched(
     """Run `cadence` on `context`; cancel the run if the client disconnects first.
 
     A watcher reads the request's `receive` channel until `http.disconnect` (the body is read
-    already) and then cancels the run. On asyncio the watcher is a plain task, started only
-    once the run has taken `_WATCH_AFTER` seconds, and it cancels the request's task natively
-    (undone with `uncancel` once the run has unwound): a short run finishes before a disconnect
-    could save anything, and a watcher per request in an anyio task group cost a quarter of a
-    small route's time. Other backends use a task group at once.
+    already) and then cancels the run's anyio cancel scope, so shielded work inside the run (a
+    beat in a worker thread, a shielded commit, the hooks' closing calls) still finishes. On
+    asyncio the watcher is a plain task, started only once the run has taken `_WATCH_AFTER`
+    seconds: a short run finishes before a disconnect could save anything, and a watcher per
+    request in an anyio task group cost a quarter of a small route's time. Other backends use
+    a task group at once.
     """
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # not asyncio (trio)
         return await _run_in_group(cadence, context, request)
-    task = asyncio.current_task()
-    if task is None:  # pragma: no cover - an endpoint always runs in a task
-        return await _run_in_group(cadence, context, request)
-    gone: list[bool] = []
+    scope = anyio.CancelScope()
     watchers: list[asyncio.Task[None]] = []
 
-    def disconnected() -> None:
-        gone.append(True)
-        task.cancel()
-
     def watch() -> None:
-        watchers.append(loop.create_task(_watch_disconnect(request, disconnected)))
+        watchers.append(loop.create_task(_watch_disconnect(request, scope.cancel)))
 
     timer = loop.call_later(_WATCH_AFTER, watch)
     try:
-        return await cadence.run(context)
+        with scope:
+            return await cadence.run(context)
     except CadenceError as exc:
         return exc
-    except asyncio.CancelledError:
-        if not gone:
-            raise  # cancelled from elsewhere (the server shutting down): not ours to absorb
-        task.uncancel()
-        return _DISCONNECTED
     finally:
         timer.cancel()
         for watcher in watchers:
             watcher.cancel()
+    return _DISCONNECTED  # the scope absorbed the cancellation: the client went away
 
 
 async def _run_in_group(

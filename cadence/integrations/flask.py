@@ -196,13 +196,20 @@ class _Portal:
         self._registered = False
 
     def get(self) -> BlockingPortal:
-        portal = self._portal
-        if portal is not None and self._pid == os.getpid():
+        portal, thread = self._portal, self._thread
+        if portal is not None and self._pid == os.getpid() and thread and thread.is_alive():
             return portal
         with self._lock:
-            if self._portal is None or self._pid != os.getpid():
+            thread = self._thread
+            alive = thread is not None and thread.is_alive()
+            if self._portal is None or self._pid != os.getpid() or not alive:
                 self._start()
             return cast("BlockingPortal", self._portal)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's lock and loop (the thread did not survive)."""
+        self._lock = threading.Lock()
+        self._portal = self._thread = None
 
     def _start(self) -> None:
         ready = threading.Event()
@@ -238,6 +245,8 @@ class _Portal:
 
 
 _portal = _Portal()
+if hasattr(os, "register_at_fork"):  # a fork while another thread held the lock: start clean
+    os.register_at_fork(after_in_child=_portal.forget_after_fork)
 
 
 async def _in_context(

@@ -27,7 +27,7 @@ import anyio
 
 from cadence import _events as events
 from cadence._beat import default_name, is_async_callable
-from cadence._context import Context, context_info, is_frozen
+from cadence._context import Context, is_frozen
 from cadence._errors import BeatTimeoutError
 from cadence._isolation import DELETED, BranchState, FingerprintCache, open_branches
 from cadence.resilience._checks import at_least, whole_at_least
@@ -226,8 +226,6 @@ def _private_call(
     live = args[0] if args and isinstance(args[0], Context) else None
     if live is None or is_frozen(type(live)):
         return None, None, args
-    for field in context_info(type(live)).fields:  # a branch's view: read it all in, once
-        getattr(live, field, None)
     run = events.current_run()
     cadence_name = run.cadence if run is not None else "<not observed>"
     ((view, state),) = open_branches(live, cadence_name, [name])

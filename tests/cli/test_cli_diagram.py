@@ -145,3 +145,11 @@ def test_real_diagram_module(workdir: Path):
     dot = invoke("diagram_shop:checkout", "--format", "dot")
     assert dot.exit_code == 0
     assert "digraph" in dot.stdout
+
+
+def test_an_output_in_a_missing_directory_is_a_user_error(workdir: Path, fake_diagram):
+    result = invoke("diagram_shop:checkout", "-o", "missing/x.mmd")
+    assert result.exit_code == 2, result.output
+    assert "is not a directory" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (workdir / "missing").exists()

@@ -269,3 +269,30 @@ def test_public_modules_export_what_they_define(module: object) -> None:
         value = getattr(module, name)
         if inspect.isfunction(value) or inspect.isclass(value):
             assert value.__doc__, f"{name} has no docstring"
+
+
+def test_a_group_inside_a_child_cadence_answers_like_the_group() -> None:
+    group = BeatErrorGroup(
+        "fan",
+        "child",
+        [
+            beat_error("fan.a", "child", CircuitOpenError("a", 2.5)),
+            beat_error("fan.b", "child", CircuitOpenError("b", 7.1)),
+        ],
+    )
+    nested = beat_error("pay.fan", "parent", group)
+    problem = problem_for(nested, "parent")
+    assert (problem.status, problem.headers["Retry-After"]) == (503, "8")
+    assert [e["beat"] for e in problem.extensions["errors"]] == ["fan.a", "fan.b"]  # type: ignore[index,union-attr]
+
+
+def test_a_mapped_http_date_retry_after_in_a_group_is_no_crash() -> None:
+    group = BeatErrorGroup(
+        "fan",
+        "c",
+        [beat_error("fan.a", "c", KeyError("a")), beat_error("fan.b", "c", KeyError("b"))],
+    )
+    date = "Wed, 21 Oct 2026 07:28:00 GMT"
+    mapping = {KeyError: lambda error: Problem(429, headers={"Retry-After": date})}
+    problem = problem_for(group, "c", error_map=mapping)
+    assert (problem.status, problem.headers["Retry-After"]) == (429, date)

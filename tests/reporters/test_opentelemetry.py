@@ -389,3 +389,33 @@ def test_import_without_the_library_names_the_extra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'cadence-flow[opentelemetry]'" in out.stdout
+
+
+async def test_two_reporters_on_parent_and_child_leave_the_callers_span_current(
+    otel: Otel, anyio_backend: str
+) -> None:
+    other = OpenTelemetryReporter(service_name="child", tracer_provider=otel.provider)
+
+    async def inner(ctx: Inner) -> None:
+        ctx.k = 1
+
+    child = (
+        Cadence("child", Inner())
+        .with_reporter(other.report)
+        .then("inner", inner)
+        .then("second", inner)
+    )
+    parent = (
+        Cadence("parent", Ctx())
+        .with_reporter(otel.reporter.report)
+        .then("first", lambda ctx: None)
+        .child("kid", child, lambda p, c: None)
+    )
+    tracer = otel.provider.get_tracer("app")
+    with tracer.start_as_current_span("request") as request:
+        await parent.run()
+        assert trace.get_current_span() is request
+    assert not trace.get_current_span().get_span_context().is_valid
+    # Each beat's spans hang under the runs, never under the previous beat's ended span.
+    parents = dict(tree(otel))
+    assert parents["cadence.beat kid.second"] == parents["cadence.beat kid.inner"]

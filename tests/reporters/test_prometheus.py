@@ -111,14 +111,8 @@ async def test_the_spec_usage_counts_and_times_every_beat(anyio_backend: str) ->
         value(registry, "myapp_beats_total", cadence="checkout", beat="first", outcome="timeout")
         == 0
     )
-    # The branch not taken is in the plan; the reporter was attached before it was added, so
-    # it appears once the finished cadence is watched.
-    assert (
-        "myapp_beats_total",
-        (("beat", "pick.fails"), ("cadence", "checkout"), ("outcome", "failure")),
-    ) not in got
-    reporter.watch(cadence)
-    got = samples(registry)
+    # The branch not taken is in the plan: the reporter was attached before it was added, and
+    # the first run handed it the finished plan, so its series are there, at zero.
     for outcome in ["success", "failure", "timeout", "circuit_open", "fallback", "cancelled"]:
         assert (
             value(

@@ -233,11 +233,13 @@ class OrderCadence(Cadence[Order]):
 def case_construction() -> None:
     assert_type(Cadence("checkout", Order()), Cadence[Order])
     assert_type(Cadence("checkout", PremiumOrder()), Cadence[PremiumOrder])
-    assert_type(Cadence[Order]("checkout"), Cadence[Order])
-    declared: Cadence[Order] = Cadence("checkout")
+    declared = Cadence("checkout", context_type=Order)
     assert_type(declared, Cadence[Order])
+    assert_type(Cadence("checkout", context=Order()), Cadence[Order])
+    assert_type(Cadence("premium", context_type=PremiumOrder), Cadence[PremiumOrder])
     assert_type(declared.name, str)
     assert_type(declared.context, Order | None)
+    assert_type(declared.context_type, type[Order] | None)
     assert_type(declared.fresh_context(), Order)
     assert_type(declared.error_handler, ErrorHandler[Order] | None)
 
@@ -262,7 +264,9 @@ def case_builders_keep_the_type() -> None:
     assert_type(cadence.child("pay", payment, merge_payment), Cadence[Order])
     assert_type(cadence.child("pay2", payment, merge_payment_async), Cadence[Order])
     assert_type(
-        cadence.child("pay3", Cadence[Payment]("p"), merge_payment, context=payment_for),
+        cadence.child(
+            "pay3", Cadence("p", context_type=Payment), merge_payment, context=payment_for
+        ),
         Cadence[Order],
     )
     assert_type(cadence.child("same", cadence, lambda _parent, _child: None), Cadence[Order])
@@ -380,7 +384,15 @@ def case_child_merge_and_context() -> None:
 
 
 def case_not_a_context() -> None:
-    Cadence("bad", NotAContext())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    Cadence("bad", NotAContext())  # type: ignore[call-overload]  # pyright: ignore[reportArgumentType]
+    Cadence("bad", context_type=NotAContext)  # type: ignore[type-var]  # pyright: ignore[reportArgumentType]
+
+
+def case_no_context_type() -> None:
+    """A cadence given neither a template nor a `context_type` is rejected, not `Never`."""
+    Cadence("bare")  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue]
+    Cadence[Order]("bare")  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue]
+    Cadence("both", Order(), context_type=Order)  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue]
 
 
 def case_decorator_stack_keeps_the_context() -> None:

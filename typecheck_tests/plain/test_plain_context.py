@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import assert_type
 
-from cadence import AtomicDict, AtomicList, Cadence, Context, ImmutableContext
+from cadence import AtomicDict, AtomicList, Cadence, Context, ImmutableContext, beat
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,17 @@ async def bump_async(ctx: Frozen) -> Frozen:
 
 def bump_sub(ctx: SubFrozen) -> SubFrozen | None:
     return ctx.with_field("extra", not ctx.extra)
+
+
+@beat
+def bump_marked(ctx: Frozen) -> Frozen:
+    return ctx.with_field("count", ctx.count + 1)
+
+
+@beat(name="maybe")
+async def maybe_bump(ctx: Frozen) -> Frozen | None:
+    """May return `None` (nothing changed): accepted."""
+    return None
 
 
 def record(ctx: Shared) -> None:
@@ -71,7 +82,13 @@ def case_immutable_context() -> None:
     assert_type(sub.with_field("count", 1), SubFrozen)
     assert_type(sub.with_fields(extra=True), SubFrozen)
     assert_type(as_frozen(sub).with_field("count", 1), Frozen)
-    cadence = Cadence("frozen", Frozen()).then("bump", bump).then("async", bump_async)
+    cadence = (
+        Cadence("frozen", Frozen())
+        .then("bump", bump)
+        .then("async", bump_async)
+        .then("marked", bump_marked)
+        .then("maybe", maybe_bump)
+    )
     assert_type(cadence, Cadence[Frozen])
     assert_type(cadence.run_sync(), Frozen)
     sub_cadence = Cadence("sub", SubFrozen()).then("bump", bump_sub)

@@ -132,6 +132,32 @@ def beat_named_parameter(ctx: Order) -> Order:
     return ctx
 
 
+@beat(name="with_options")
+def beat_with_options(ctx: Order, *, tag: str = "") -> None: ...
+
+
+class Service:
+    @beat
+    async def fetch(self, ctx: Order) -> None:
+        """A method: `@beat` looks past `self`."""
+
+
+# `@beat` rejects a first parameter that is not a `Context`, in every checker (the paired
+# ignores sit on the decorator's line, where both checkers report it).
+
+
+@beat  # type: ignore[type-var]  # pyright: ignore[reportCallIssue, reportArgumentType, reportUntypedFunctionDecorator]
+def not_a_beat(text: str) -> None: ...
+
+
+@beat(name="count")  # type: ignore[type-var]  # pyright: ignore[reportCallIssue, reportArgumentType, reportUntypedFunctionDecorator]
+async def not_a_beat_called(n: int) -> None: ...
+
+
+@beat  # type: ignore[arg-type]  # pyright: ignore[reportCallIssue, reportArgumentType, reportUntypedFunctionDecorator]
+def no_context() -> None: ...
+
+
 # ----------------------------------------------------------------- each decorator alone
 
 
@@ -306,8 +332,9 @@ def case_sync_functions_keep_their_type() -> None:
     assert_type(breaker_sync, Callable[[Order], None])
     assert_type(stacked_sync, Callable[[Order], None])
     assert_type(stacked_payment_sync(Payment()), None)
-    assert_type(stacked_payment_sync(ctx=Payment()), None)  # the parameter keeps its name
-    assert_type(beat_named_parameter(ctx=Order()), Order)
+    # `@beat` makes the context parameter positional-only (see case_beat_context_is_positional)
+    assert_type(beat_named_parameter, Callable[[Order], Order])
+    assert_type(beat_with_options(Order(), tag="x"), None)
     assert_type(parse, Callable[[str], int])
     assert_type(keyword_only("a", attempt=1), str)
     assert_type(Client().size, Callable[[str], int])
@@ -329,7 +356,7 @@ def case_async_functions_keep_their_type() -> None:
 
 async def case_awaited_results() -> None:
     assert_type(await stacked_async(Order()), None)
-    assert_type(await is_big(ctx=Order()), bool)
+    assert_type(await is_big(Order()), bool)
     assert_type(await fetch("https://example.invalid"), bytes)
     assert_type(await Client().get("k"), bytes)
 
@@ -422,6 +449,14 @@ def case_a_stack_keeps_the_context() -> None:
     cadence.split("stacked", is_big, stacked_payment)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     Cadence("payment", Payment()).then("stacked", stacked_async)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     Cadence("payment", Payment()).split("big", is_big, stacked_payment)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+
+
+async def case_beat_context_is_positional() -> None:
+    stacked_payment_sync(ctx=Payment())  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+    beat_named_parameter(ctx=Order())  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+    await is_big(ctx=Order())  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+    beat_with_options(Order(), tag=1)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    await Service().fetch(Payment())  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
 
 async def case_parameters_are_kept() -> None:

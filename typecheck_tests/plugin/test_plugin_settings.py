@@ -114,11 +114,40 @@ class DerivedAudit(Audit):  # type: ignore[cadence-dataclass]
 def beats_over_non_contexts() -> None:
     """Reported on the decorator's line."""
 
-    @beat  # type: ignore[cadence-beat]
+    # mypy rejects these itself (`beat` binds the first parameter to a Context type variable);
+    # the plugin's `cadence-beat` note follows its error and goes with its ignore.
+    @beat  # type: ignore[type-var]
     def count(n: int) -> None: ...
 
-    @beat(name="label")  # type: ignore[cadence-beat]
+    @beat(name="label")  # type: ignore[type-var]
     def label(text: str) -> None: ...
 
-    @beat  # type: ignore[cadence-beat]
+    @beat  # type: ignore[arg-type]
     def no_context() -> None: ...
+
+    # mypy (and pyright) take this for a method, `(self, ctx)`: accepted.
+    @beat
+    def context_second(n: int, ctx: Audit) -> None: ...
+
+
+def immutable_beats_returning_none() -> None:
+    """A beat over an ImmutableContext must return the new context; mypy accepts None."""
+
+    @beat  # reported where it is used, below
+    def drop(ctx: Settings) -> None:
+        ctx.with_field("timeout", 1.0)
+
+    def drop_plain(ctx: Settings) -> None:
+        ctx.with_field("timeout", 1.0)
+
+    async def drop_async(ctx: Settings) -> None:
+        ctx.with_fields(retries=1)
+
+    def maybe(ctx: Settings) -> Settings | None:
+        return None
+
+    base = Cadence("settings", Settings(api_url="u"))
+    base.then("drop", drop_plain)  # type: ignore[cadence-immutable]
+    base.then("drop_marked", drop)  # type: ignore[cadence-immutable]
+    base.sync("both", [tighten, drop_async])  # type: ignore[cadence-immutable]
+    base.then("maybe", maybe).then("tighten", tighten)

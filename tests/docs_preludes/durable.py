@@ -1,6 +1,6 @@
 # Stand-ins for the names docs/durable.md's fragments use without defining them.
 # ruff: noqa: F401  # names for the page's fragments to use
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from cadence import Cadence, Context, Shared
@@ -16,7 +16,7 @@ class Payment:
 class PaymentClient:
     """A payment provider's client, which dedupes requests by idempotency key."""
 
-    async def create(self, *, amount: Decimal, idempotency_key: str) -> Payment:
+    async def create(self, *, amount: Decimal, idempotency_key: str) -> Payment:  # noqa: F811 # the provider's own parameter name
         return Payment()
 
 
@@ -25,7 +25,7 @@ class Checkout(Context):
     order_id: str = ""
     total: Decimal = Decimal(0)
     charge_id: str | None = None
-    payments: Shared[PaymentClient] = PaymentClient()
+    payments: Shared[PaymentClient] = field(default_factory=PaymentClient)
 
 
 checkout = Cadence("checkout", context_type=Checkout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Generic, Literal, TypeAlias, TypeVar, cast, get_args, overload
@@ -21,6 +22,8 @@ from cadence._steps import Child, Split, Step, Sync, Then
 
 if TYPE_CHECKING:
     from typing import Self
+
+    from cadence.durable import Migration, Store
 
 __all__ = ["Cadence", "ErrorHandler"]
 
@@ -360,11 +363,20 @@ class Cadence(Generic[C]):
 
     # ----------------------------------------------------------------- running
 
-    async def run(self, context: C | None = None) -> C:
+    async def run(
+        self,
+        context: C | None = None,
+        *,
+        run_id: str | None = None,
+        store: Store | None = None,
+        migration: Migration | None = None,
+    ) -> C:
         """Run the cadence and return the final context.
 
         With `context`, the run mutates it in place (and returns it, or the new context an
         immutable-context beat returned). Without, it runs on a fresh deep copy of the template.
+        With `run_id` and `store`, the run is durable (see `cadence.durable`): it commits after
+        every step, resumes where a crashed run stopped, and returns a completed run's result.
 
         Raises:
             BeatError: a beat failed (its exception is the `__cause__`).
@@ -380,10 +392,20 @@ class Cadence(Generic[C]):
                 f"cadence {self._name!r}: run() needs a Context, got "
                 f"{type(context).__qualname__} {context!r}"
             )
+        if store is not None or run_id is not None:
+            from cadence.durable._runner import run_durable  # noqa: PLC0415 # loaded on first durable run
+
+            return await run_durable(self, context, run_id, store, migration)
         return await execute(self, context, None)
 
     def run_sync(
-        self, context: C | None = None, *, backend: Literal["asyncio", "trio"] = "asyncio"
+        self,
+        context: C | None = None,
+        *,
+        backend: Literal["asyncio", "trio"] = "asyncio",
+        run_id: str | None = None,
+        store: Store | None = None,
+        migration: Migration | None = None,
     ) -> C:
         """Run the cadence from synchronous code, on a new event loop of `backend`.
 
@@ -402,7 +424,8 @@ class Cadence(Generic[C]):
                 f"cadence {self._name!r}: run_sync() was called inside a running event loop; "
                 "use `await cadence.run(...)` there (run_sync is for synchronous code)"
             )
-        return anyio.run(self.run, context, backend=backend)
+        run = functools.partial(self.run, run_id=run_id, store=store, migration=migration)
+        return anyio.run(run, context, backend=backend)
 
     def fresh_context(self) -> C:
         """Return a fresh deep copy of the template context (shared fields handed over as is).

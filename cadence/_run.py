@@ -24,28 +24,37 @@ from cadence._merge import merge_branches
 from cadence._steps import Child, Split, Sync, Then
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Generator, Mapping
+    from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 
     from cadence._beat import BeatSpec
     from cadence._cadence import Cadence
     from cadence._steps import Step
 
-__all__ = ["execute"]
+__all__ = ["execute", "run_step"]
 
 C = TypeVar("C", bound=Context)
 
 
-async def execute(cadence: Cadence[C], context: C, outer: Observers | None) -> C:
-    """Run `cadence` over `context`, observed by its own hooks and `outer` (a parent run's)."""
+async def execute(
+    cadence: Cadence[C],
+    context: C,
+    outer: Observers | None,
+    walk: Callable[[Cadence[C], C, Observers | None], Awaitable[C]] | None = None,
+) -> C:
+    """Run `cadence` over `context`, observed by its own hooks and `outer` (a parent run's).
+
+    `walk` replaces the walk over the steps (a durable run's, which commits after each).
+    """
+    run_steps = _run_steps if walk is None else walk
     own = cadence.observers
     if outer is None:
         observers = own
     else:
         observers = outer.nested("", cadence.hooks) if own is not None else outer
     if observers is None:
-        return await _run_steps(cadence, context, None)
+        return await run_steps(cadence, context, None)
     if own is None:
-        return await _run_steps(cadence, context, observers)
+        return await run_steps(cadence, context, observers)
     cadence.watch_plan()
     name = cadence.name
     told: list[Entry] = []
@@ -53,7 +62,7 @@ async def execute(cadence: Cadence[C], context: C, outer: Observers | None) -> C
     try:
         await open_calls(own.live["before_cadence"], "before_cadence", name, (context,), told)
         start = perf_counter()
-        context = await _run_steps(cadence, context, observers)
+        context = await run_steps(cadence, context, observers)
     except BaseException as exc:
         cancelled = not isinstance(exc, Exception)
         ended = (context, perf_counter() - start, exc)
@@ -92,6 +101,29 @@ async def _run_steps(cadence: Cadence[C], context: C, observers: Observers | Non
         except Exception as exc:  # noqa: BLE001 # every failure goes to _fail; cancellation is a BaseException and passes
             context = await _fail(cadence, step, context, exc)
     return context
+
+
+async def run_step(
+    cadence: Cadence[C],
+    step: Step,
+    context: C,
+    observers: Observers | None,
+    child_walk: Callable[[Cadence[Any], Any, Observers | None], Awaitable[Any]] | None = None,
+) -> C:  # Any: a child's walk is over the child's context type
+    """Run one step of `cadence` as the plain walk does, its failure handed to `_fail`.
+
+    `child_walk` walks a `child` step's cadence (a durable run's, which commits in it too).
+    """
+    try:
+        if type(step) is Then:
+            return await _invoke(step.beat, context, step.name, observers)
+        if type(step) is Sync:
+            return await _run_sync(cadence.name, step, context, observers)
+        if type(step) is Split:
+            return await _run_split(cadence.name, step, context, observers)
+        return await _run_child(cadence.name, cast("Child", step), context, observers, child_walk)
+    except Exception as exc:  # noqa: BLE001 # as in _run_steps: cancellation passes
+        return await _fail(cadence, step, context, exc)
 
 
 async def _fail(cadence: Cadence[C], step: Step, context: C, exc: Exception) -> C:
@@ -303,7 +335,13 @@ async def _run_split(cadence_name: str, step: Split, context: C, observers: Obse
     return context
 
 
-async def _run_child(cadence_name: str, step: Child, context: C, observers: Observers | None) -> C:
+async def _run_child(
+    cadence_name: str,
+    step: Child,
+    context: C,
+    observers: Observers | None,
+    walk: Callable[[Cadence[Any], Any, Observers | None], Awaitable[Any]] | None = None,
+) -> C:  # Any: the walk is over the child's context type
     child = step.cadence
     try:
         child_context = child.fresh_context() if step.context is None else step.context(context)
@@ -311,7 +349,7 @@ async def _run_child(cadence_name: str, step: Child, context: C, observers: Obse
         raise BeatError(f"{step.name}.context", cadence_name, cause=exc) from exc
     inner = None if observers is None else observers.nested(f"{step.name}.", ())
     try:
-        child_context = await execute(child, child_context, inner)
+        child_context = await execute(child, child_context, inner, walk)
     except CadenceError as exc:
         # Named by path, like the hooks name the child's beats: `child_step.beat`.
         path = f"{step.name}.{exc.beat_name}" if isinstance(exc, BeatError) else step.name

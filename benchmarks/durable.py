@@ -1,0 +1,168 @@
+"""What a durable step costs on SQLite, next to a plain step and a bare SQLite commit.
+
+    .venv/bin/python benchmarks/durable.py [--runs N] [--backend asyncio|trio] [--postgres DSN]
+
+Method. Ten-step cadences (each beat `ctx.x += 1` and a 200-byte string field, so a commit
+writes a realistic small row) run `--runs` times with a new run id each, in one event loop,
+durable at `synchronous=NORMAL` and `FULL`, and without a store. The per-step figure is the
+run's time divided by its commits (ten: nine checkpoints and the finish; the claim is counted
+too, so it is slightly pessimistic). The floor is a bare `UPDATE ... ; COMMIT` of the same bytes
+on the same kind of database (WAL, same `synchronous`), from plain sqlite3 in one thread: what
+any durable step must pay at least. The script prints; it checks nothing. About 10-20 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import anyio
+
+from cadence import Cadence, Context
+from cadence.durable import SQLiteStore, Synchronous
+
+STEPS = 10
+
+
+@dataclass
+class Ctx(Context):
+    x: int = 0
+    note: str = "n" * 200
+
+
+async def bump(ctx: Ctx) -> None:
+    ctx.x += 1
+
+
+def flow() -> Cadence[Ctx]:
+    c = Cadence("bench", Ctx())
+    for i in range(STEPS):
+        c = c.then(f"s{i}", bump)
+    return c
+
+
+async def plain(runs: int) -> float:
+    c = flow()
+    start = time.perf_counter()
+    for _ in range(runs):
+        await c.run()
+    return (time.perf_counter() - start) / (runs * STEPS)
+
+
+async def durable(runs: int, folder: Path, synchronous: str, *, offload: bool = True) -> float:
+    level = cast("Synchronous", synchronous)
+    store = SQLiteStore(folder / f"d-{synchronous}.db", synchronous=level, offload=offload)
+    c = flow()
+    tag = uuid.uuid4().hex  # new ids every round: a finished id would return without running
+    await c.run(run_id=f"warm-{tag}", store=store)
+    start = time.perf_counter()
+    for i in range(runs):
+        await c.run(run_id=f"{tag}-{i}", store=store)
+    elapsed = time.perf_counter() - start
+    await store.aclose()
+    return elapsed / (runs * STEPS)
+
+
+def bare(commits: int, folder: Path, synchronous: str) -> float:
+    connection = sqlite3.connect(folder / f"bare-{synchronous}.db", isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(f"PRAGMA synchronous={synchronous}")
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS t (id TEXT PRIMARY KEY, position INT, context BLOB)"
+    )
+    connection.execute("INSERT OR REPLACE INTO t VALUES ('r', 0, x'')")
+    blob = b'{"x":1,"note":"' + b"n" * 200 + b'"}'
+    start = time.perf_counter()
+    for i in range(commits):
+        connection.execute("UPDATE t SET position = ?, context = ? WHERE id = 'r'", (i, blob))
+    elapsed = time.perf_counter() - start
+    connection.close()
+    return elapsed / commits
+
+
+async def durable_postgres(runs: int, dsn: str) -> float:
+    from cadence.durable import PostgresStore  # noqa: PLC0415 # optional: psycopg
+
+    store = PostgresStore(dsn)
+    c = flow()
+    tag = uuid.uuid4().hex
+    await c.run(run_id=f"warm-{tag}", store=store)
+    start = time.perf_counter()
+    for i in range(runs):
+        await c.run(run_id=f"{tag}-{i}", store=store)
+    elapsed = time.perf_counter() - start
+    await store.aclose()
+    return elapsed / (runs * STEPS)
+
+
+async def bare_postgres(commits: int, dsn: str) -> float:
+    import psycopg  # noqa: PLC0415 # optional
+
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS bench_bare "
+            "(id TEXT PRIMARY KEY, position INT, context BYTEA)"
+        )
+        await connection.execute(
+            "INSERT INTO bench_bare VALUES ('r', 0, '') ON CONFLICT (id) DO NOTHING"
+        )
+        blob = b'{"x":1,"note":"' + b"n" * 200 + b'"}'
+        start = time.perf_counter()
+        for i in range(commits):
+            await connection.execute(
+                "UPDATE bench_bare SET position = %s, context = %s WHERE id = 'r'", (i, blob)
+            )
+        return (time.perf_counter() - start) / commits
+
+
+async def main(runs: int, rounds: int, dsn: str | None = None) -> None:
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        rows: dict[str, list[float]] = {}
+        for _ in range(rounds):
+            rows.setdefault("plain step (no store)", []).append(await plain(runs * 20))
+            rows.setdefault("durable step, NORMAL, offload=False", []).append(
+                await durable(runs, folder, "NORMAL", offload=False)
+            )
+            for sync, n in (("NORMAL", runs), ("FULL", max(2, runs // 10))):
+                rows.setdefault(f"durable step, {sync}", []).append(await durable(n, folder, sync))
+                rows.setdefault(f"bare SQLite commit, {sync}", []).append(
+                    bare(n * STEPS, folder, sync)
+                )
+            if dsn is not None:
+                rows.setdefault("durable step, PostgreSQL", []).append(
+                    await durable_postgres(runs, dsn)
+                )
+                rows.setdefault("bare UPDATE-and-COMMIT, PostgreSQL", []).append(
+                    await bare_postgres(runs * STEPS, dsn)
+                )
+        best = {k: min(v) * 1e6 for k, v in rows.items()}
+        print(f"{'case':<40} {'best us':>10} {'median us':>10}")
+        for key, values in rows.items():
+            print(f"{key:<40} {best[key]:>10.1f} {statistics.median(values) * 1e6:>10.1f}")
+        over = best["durable step, NORMAL"] - best["plain step (no store)"]
+        print(f"\nNORMAL: {over:.1f} us per durable step above the plain step (target <= 50 us)")
+        inline = best["durable step, NORMAL, offload=False"] - best["plain step (no store)"]
+        print(f"NORMAL, offload=False: {inline:.1f} us per durable step above the plain step")
+        ratio = best["durable step, FULL"] / best["bare SQLite commit, FULL"]
+        print(f"FULL: {ratio:.2f}x a bare fsync'd commit of the same bytes (target <= 1.2x)")
+        if dsn is not None:
+            pg = best["durable step, PostgreSQL"] / best["bare UPDATE-and-COMMIT, PostgreSQL"]
+            print(f"PostgreSQL: {pg:.2f}x a bare UPDATE-and-COMMIT round trip (target <= 1.5x)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument("--postgres", metavar="DSN", help="also measure PostgresStore (asyncio)")
+    args = parser.parse_args()
+    anyio.run(main, args.runs, args.rounds, args.postgres, backend=args.backend)

@@ -1,0 +1,141 @@
+"""`cadence runs`: list, show and cancel durable runs in a store."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import click
+from rich_click import RichCommand, RichGroup
+
+from cadence.cli._common import UserError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from cadence.durable import RunRecord, RunStatus, Store
+
+__all__ = ["runs"]
+
+_STATUSES = ["pending", "running", "completed", "failed", "cancelled"]
+
+
+def _store_options(fn: Callable[..., Any]) -> Callable[..., Any]:  # Any: click's callbacks
+    fn = click.option("--dsn", help="A PostgreSQL store's connection string.")(fn)
+    return click.option(
+        "--db", "db", type=click.Path(dir_okay=False), help="A SQLite store's file."
+    )(fn)
+
+
+def _with_store(db: str | None, dsn: str | None, work: Callable[[Store], Awaitable[Any]]) -> Any:
+    """Open the store named by `--db` or `--dsn`, run `work` on it, close it."""
+    if (db is None) == (dsn is None):
+        raise UserError("name one store: --db FILE (SQLite) or --dsn URL (PostgreSQL)")
+
+    async def main() -> Any:  # Any: what `work` returns
+        from cadence.durable import DurableError, PostgresStore, SQLiteStore  # noqa: PLC0415 # lazy: --help stays fast
+
+        store: Store = SQLiteStore(db) if db is not None else PostgresStore(str(dsn))
+        try:
+            return await work(store)
+        except DurableError as exc:
+            raise UserError(str(exc)) from exc
+        finally:
+            await store.aclose()
+
+    return anyio.run(main)
+
+
+def _as_json(record: RunRecord) -> dict[str, object]:
+    error = record.error
+    chain: list[dict[str, str]] = []
+    while error is not None:
+        chain.append({"type": error.type, "message": error.message})
+        error = error.cause
+    return {
+        "run_id": record.run_id,
+        "cadence": record.cadence,
+        "status": record.status,
+        "position": record.position,
+        "step": record.step,
+        "steps": len(record.plan),
+        "attempts": record.attempts,
+        "owner": record.owner,
+        "error": chain or None,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+    }
+
+
+@click.group(cls=RichGroup)
+def runs() -> None:
+    """Inspect and cancel durable runs in a store.
+
+    \b
+    Examples:
+      cadence runs list --db runs.db --status failed
+      cadence runs show order-123 --db runs.db
+      cadence runs cancel order-123 --dsn postgresql://app@db/app
+    """
+
+
+@runs.command("list", cls=RichCommand)
+@_store_options
+@click.option("--status", type=click.Choice(_STATUSES), help="Only runs of this status.")
+@click.option("--cadence", "cadence_name", help="Only runs of this cadence.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
+def list_runs(  # noqa: PLR0917 # click passes each option
+    db: str | None,
+    dsn: str | None,
+    status: str | None,
+    cadence_name: str | None,
+    limit: int,
+    output_format: str,
+) -> None:
+    """List runs, newest first: id, cadence, status, next step, attempts."""
+
+    async def work(store: Store) -> list[RunRecord]:
+        return await store.list_runs(
+            status=cast("RunStatus | None", status),  # click.Choice checked it
+            cadence=cadence_name,
+            limit=limit,
+        )
+
+    records: list[RunRecord] = _with_store(db, dsn, work)
+    if output_format == "json":
+        click.echo(json.dumps([_as_json(r) for r in records], indent=2))
+        return
+    for r in records:
+        where = f"{r.position}/{len(r.plan)} {r.step or '-'}"
+        click.echo(f"{r.run_id}\t{r.cadence}\t{r.status}\t{where}\t{r.attempts}")
+
+
+@runs.command("show", cls=RichCommand)
+@click.argument("run_id")
+@_store_options
+def show_run(run_id: str, db: str | None, dsn: str | None) -> None:
+    """Show one run as JSON: status, position, next step, attempts, error with its causes."""
+
+    async def work(store: Store) -> RunRecord | None:
+        return await store.get(run_id)
+
+    record: RunRecord | None = _with_store(db, dsn, work)
+    if record is None:
+        raise UserError(f"no run {run_id!r} in the store")
+    click.echo(json.dumps(_as_json(record), indent=2))
+
+
+@runs.command("cancel", cls=RichCommand)
+@click.argument("run_id")
+@_store_options
+def cancel_run(run_id: str, db: str | None, dsn: str | None) -> None:
+    """Cancel a run that has not finished (a running one stops at its next commit)."""
+
+    async def work(store: Store) -> bool:
+        return await store.cancel(run_id)
+
+    if not _with_store(db, dsn, work):
+        raise UserError(f"run {run_id!r} is not in the store or has finished")
+    click.echo(f"cancelled {run_id}", err=True)

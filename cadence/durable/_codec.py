@@ -1,0 +1,277 @@
+"""Contexts as typed JSON (msgspec), never pickle.
+
+A context class is checked once, field by field, when a durable run starts: every field that
+is not `Shared[...]` must have a type the codec can write and read back exactly. Shared fields
+are never stored; on resume they come from the context the caller passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import types
+import typing
+import uuid
+from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from cadence._context import (
+    AtomicDict,
+    AtomicList,
+    Context,
+    context_fields,
+    context_info,
+    is_frozen,
+)
+from cadence._errors import CadenceDefinitionError
+from cadence.durable._errors import RunDecodeError, StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+try:
+    import msgspec
+    import msgspec.json
+except ImportError as exc:  # pragma: no cover - msgspec is installed in the test venv
+    raise ImportError("durable runs need msgspec: pip install 'cadence-flow[durable]'") from exc
+
+__all__ = ["ContextCodec", "codec_for"]
+
+C = TypeVar("C", bound=Context)
+
+_LEAVES: frozenset[object] = frozenset(
+    {
+        int,
+        float,
+        str,
+        bool,
+        bytes,
+        bytearray,
+        type(None),
+        None,
+        datetime.datetime,
+        datetime.date,
+        datetime.time,
+        datetime.timedelta,
+        uuid.UUID,
+        decimal.Decimal,
+        Any,
+        object,
+    }
+)
+_CONTAINERS: frozenset[object] = frozenset(
+    {
+        list,
+        tuple,
+        set,
+        frozenset,
+        dict,
+        Sequence,
+        MutableSequence,
+        Mapping,
+        MutableMapping,
+        AbstractSet,
+        AtomicList,
+        AtomicDict,
+    }
+)
+
+
+def load_msgspec() -> types.ModuleType:
+    """Import msgspec, or raise `ImportError` with the install hint."""
+    try:
+        import msgspec  # noqa: PLC0415 # optional dependency, imported when a durable run starts
+    except ImportError as exc:  # pragma: no cover - msgspec is installed in the test venv
+        raise ImportError("durable runs need msgspec: pip install 'cadence-flow[durable]'") from exc
+    return msgspec
+
+
+def _dec_hook(kind: Any, value: Any) -> Any:  # Any: msgspec's hook signature
+    """Rebuild the atomic containers msgspec does not know, with typed items."""
+    origin = typing.get_origin(kind) or kind
+    args = typing.get_args(kind)
+    if origin is AtomicList:
+        items: object = list[args[0]] if args else list  # type: ignore[valid-type] # a runtime type argument
+        return AtomicList(cast("list[object]", msgspec.convert(value, items, dec_hook=_dec_hook)))
+    if origin is AtomicDict:
+        pairs: object = dict[args[0], args[1]] if args else dict  # type: ignore[valid-type] # runtime type arguments
+        return AtomicDict(
+            cast("dict[object, object]", msgspec.convert(value, pairs, dec_hook=_dec_hook))
+        )
+    raise NotImplementedError(f"cannot decode {kind!r}")
+
+
+def _unsupported(kind: object, seen: set[int]) -> str | None:  # noqa: PLR0911, PLR0912 # one answer per kind of type
+    """Return why `kind` cannot round-trip through JSON, or `None` if it can."""
+    if isinstance(kind, typing.TypeVar):
+        return f"type variable {kind}"
+    if kind in _LEAVES:
+        return None
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin is typing.Annotated:
+        return _unsupported(args[0], seen)
+    if origin is typing.Literal:
+        return None
+    if origin is typing.Union or origin is types.UnionType:
+        for arg in args:
+            reason = _unsupported(arg, seen)
+            if reason is not None:
+                return reason
+        return None
+    if origin in _CONTAINERS:
+        for arg in args:
+            if arg is not Ellipsis:
+                reason = _unsupported(arg, seen)
+                if reason is not None:
+                    return reason
+        return None
+    if origin is not None:
+        return f"{kind!r} (a generic the codec does not know)"
+    if isinstance(kind, type):
+        cls = cast("type[object]", kind)
+        title = cls.__qualname__
+        if cls in _CONTAINERS or issubclass(cls, enum.Enum):
+            return None
+        if dataclasses.is_dataclass(cls) or _is_struct(cls):
+            if id(cls) in seen:
+                return None
+            seen.add(id(cls))
+            try:
+                hints = typing.get_type_hints(cls, include_extras=True)
+            except Exception as exc:  # noqa: BLE001 # an unresolvable annotation is the reason
+                return f"{title} (its annotations cannot be resolved: {exc})"
+            for name, hint in hints.items():
+                reason = _unsupported(hint, seen)
+                if reason is not None:
+                    return f"{title}.{name}: {reason}"
+            return None
+    name = cast("str | None", getattr(kind, "__qualname__", None)) or repr(kind)
+    module = cast("str", getattr(kind, "__module__", ""))
+    where = "" if module in {"builtins", ""} else f"{module}."
+    return f"{where}{name} (not JSON: mark a resource Shared[...], or use a dataclass)"
+
+
+def _is_struct(kind: type) -> bool:
+    return issubclass(kind, msgspec.Struct)
+
+
+class ContextCodec(Generic[C]):
+    """Write a context class's stored fields as JSON and read them back onto a context.
+
+    Raises:
+        CadenceDefinitionError: a stored field's type cannot round-trip (the field is named).
+
+    """
+
+    __slots__ = ("_cls", "_decoder", "_encoder", "_frozen", "_shared", "_stored")
+
+    def __init__(self, cls: type[C]) -> None:
+        info = context_info(cls)
+        try:
+            hints = typing.get_type_hints(cls, include_extras=True)
+        except Exception as exc:
+            raise CadenceDefinitionError(
+                f"durable context {cls.__qualname__}: its annotations cannot be resolved "
+                f"({exc}); durable contexts are declared at module level"
+            ) from exc
+        stored = tuple(name for name in info.fields if name not in info.shared)
+        specs: list[tuple[str, object]] = []
+        for name in stored:
+            kind = hints.get(name, Any)
+            reason = _unsupported(kind, set())
+            if reason is None:
+                try:
+                    msgspec.json.Decoder(kind, dec_hook=_dec_hook)
+                except TypeError as exc:
+                    reason = str(exc)
+            if reason is not None:
+                raise CadenceDefinitionError(
+                    f"durable context {cls.__qualname__}: field {name!r} cannot be stored as "
+                    f"JSON: {reason}"
+                )
+            specs.append((name, kind))
+        state = msgspec.defstruct(
+            f"{cls.__name__}State", specs, omit_defaults=False, forbid_unknown_fields=False
+        )
+        self._cls = cls
+        self._stored = stored
+        self._shared = info.shared
+        self._frozen = is_frozen(cls)
+        self._encoder: msgspec.json.Encoder = msgspec.json.Encoder(decimal_format="string")
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(state, dec_hook=_dec_hook)
+
+    @property
+    def stored_fields(self) -> tuple[str, ...]:
+        """The fields written to the store (every field not marked `Shared[...]`)."""
+        return self._stored
+
+    def encode(self, context: C, run_id: str) -> bytes:
+        """Return the stored fields of `context` as JSON bytes.
+
+        Raises:
+            StoreError: a field holds a value the codec cannot write (the field is named).
+
+        """
+        state = context_fields(context)
+        values = {name: state[name] for name in self._stored if name in state}
+        try:
+            return self._encoder.encode(values)
+        except (TypeError, ValueError, OverflowError):
+            for name, value in values.items():
+                try:
+                    self._encoder.encode(value)
+                except (TypeError, ValueError, OverflowError) as exc:
+                    raise StoreError(
+                        run_id,
+                        f"run {run_id!r}: field {self._cls.__qualname__}.{name} holds a "
+                        f"{type(value).__qualname__} that cannot be stored as JSON: {exc}",
+                    ) from exc
+            raise
+
+    def decode(self, data: bytes, base: C, run_id: str) -> C:
+        """Return `base` carrying the fields stored in `data` (its shared fields kept).
+
+        A mutable `base` is updated in place and returned; a frozen one is copied.
+
+        Raises:
+            RunDecodeError: `data` is not a stored context of this class.
+
+        """
+        try:
+            state = self._decoder.decode(data)
+        except Exception as exc:
+            raise RunDecodeError(
+                run_id,
+                f"run {run_id!r}: the stored context does not decode as "
+                f"{self._cls.__qualname__}: {exc}",
+            ) from exc
+        target = base
+        if self._frozen:
+            target = object.__new__(type(base))
+            for name, value in context_fields(base).items():
+                object.__setattr__(target, name, value)
+        setter: Callable[[object, str, object], None] = object.__setattr__
+        for name in self._stored:
+            setter(target, name, getattr(state, name))
+        return target
+
+
+_CODECS: dict[type, ContextCodec[Any]] = {}
+
+
+def codec_for(cls: type[C]) -> ContextCodec[C]:
+    """Return the (cached) codec of a context class.
+
+    Raises:
+        CadenceDefinitionError: a stored field's type cannot round-trip (the field is named).
+
+    """
+    codec = _CODECS.get(cls)
+    if codec is None:
+        codec = ContextCodec(cls)
+        _CODECS[cls] = codec
+    return codec

@@ -1,0 +1,92 @@
+"""The plan fingerprint stored with a run, and migrations across plan changes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from cadence._steps import Child, Split, Sync, Then
+
+if TYPE_CHECKING:
+    from cadence._cadence import Cadence
+    from cadence._steps import Step
+
+__all__ = [
+    "Migration",
+    "describe_plan",
+    "first_difference",
+    "plan_fingerprint",
+    "resume_position",
+    "step_name",
+]
+
+
+def _describe(step: Step) -> str:
+    if type(step) is Then:
+        return f"then {step.name}"
+    if type(step) is Sync:
+        return f"sync {step.name}[{', '.join(b.name for b in step.beats)}]"
+    if type(step) is Split:
+        yes = ", ".join(b.name for b in step.if_true)
+        no = ", ".join(b.name for b in step.if_false)
+        return f"split {step.name}[{yes} | {no}]"
+    child = cast("Child", step)
+    inner = "; ".join(_describe(s) for s in child.cadence.steps)
+    return f"child {child.name}({child.cadence.name}: {inner})"
+
+
+def describe_plan(cadence: Cadence[Any]) -> tuple[str, ...]:  # Any: any context type
+    """Return one line per top-level step: its kind, name and the names inside it."""
+    return tuple(_describe(step) for step in cadence.steps)
+
+
+def plan_fingerprint(plan: tuple[str, ...]) -> str:
+    """Return the SHA-256 of a described plan."""
+    return hashlib.sha256(json.dumps(list(plan)).encode()).hexdigest()
+
+
+def first_difference(stored: tuple[str, ...], current: tuple[str, ...]) -> str:
+    """Describe the first step at which two described plans differ."""
+    for index, (old, new) in enumerate(zip(stored, current, strict=False)):
+        if old != new:
+            return f"step {index + 1} was {old!r} and is now {new!r}"
+    if len(stored) > len(current):
+        return f"step {len(current) + 1} {stored[len(current)]!r} was removed"
+    return f"step {len(stored) + 1} {current[len(stored)]!r} was added"
+
+
+def step_name(line: str) -> str:
+    """Return the step name of one line of a described plan."""
+    return line.split(" ", 1)[1].split("[", 1)[0].split("(", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """Accept a stored run made by an earlier plan of the cadence.
+
+    The run goes on after the last step of the current plan that it completed (its completed
+    steps renamed by `renamed` first). Completed steps the current plan removed are not run
+    again; steps added before that point are skipped, steps added after it run.
+
+    Attributes:
+        renamed: Old top-level step names mapped to their new names.
+
+    """
+
+    renamed: Mapping[str, str] = field(default_factory=dict[str, str])
+
+
+def resume_position(
+    stored: tuple[str, ...], position: int, current: tuple[str, ...], migration: Migration
+) -> int:
+    """Return where a run stored at `position` of plan `stored` goes on in plan `current`."""
+    done = {migration.renamed.get(name, name) for name in map(step_name, stored[:position])}
+    names = [step_name(line) for line in current]
+    last = -1
+    for index, name in enumerate(names):
+        if name in done:
+            last = index
+    return last + 1

@@ -1,0 +1,388 @@
+"""The durable runner: claim a run, resume it where it stopped, commit after every step."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+import msgspec
+import msgspec.json
+
+from cadence._beat import BeatSpec
+from cadence._context import Context
+from cadence._errors import CadenceDefinitionError, CadenceError
+from cadence._run import execute, run_step
+from cadence._steps import Child, Split, Sync
+from cadence.durable._codec import codec_for
+from cadence.durable._errors import (
+    DurableError,
+    PlanChangedError,
+    RunCancelledError,
+    RunDecodeError,
+    StoreError,
+)
+from cadence.durable._plan import (
+    describe_plan,
+    first_difference,
+    plan_fingerprint,
+    resume_position,
+)
+from cadence.durable._plan import (
+    step_name as _step_name,
+)
+from cadence.durable._store import Claim, ErrorInfo, NewRun
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cadence._cadence import Cadence
+    from cadence._hooks import Observers
+    from cadence._steps import Step
+    from cadence.durable._codec import ContextCodec
+    from cadence.durable._plan import Migration
+    from cadence.durable._store import RunRecord, Store
+
+__all__ = ["idempotency_key", "run_durable"]
+
+C = TypeVar("C", bound=Context)
+
+logger = logging.getLogger("cadence.durable")
+
+_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "cadence_durable_run", default=None
+)
+_PATH: contextvars.ContextVar[str] = contextvars.ContextVar("cadence_durable_path", default="")
+
+
+def idempotency_key(suffix: str | None = None) -> str:
+    """Return the idempotency key of the beat running now: `run_id:step_path[:suffix]`.
+
+    The key is the same each time the step runs again after a crash, and differs between
+    steps and runs: pass it to payment and email APIs so a repeated call is a no-op. Beats
+    of a `sync` or `split` step have their own (`run:step.beat`), as do a `child`'s steps
+    (`run:child_step.beat`); a beat making several calls tells them apart with `suffix`.
+
+    Raises:
+        CadenceError: no durable run is running here.
+
+    """
+    run_id = _RUN.get()
+    if run_id is None:
+        raise CadenceError(
+            "idempotency_key() is called from a beat of a durable run "
+            "(cadence.run(ctx, run_id=..., store=...)); none is running here"
+        )
+    key = f"{run_id}:{_PATH.get()}"
+    return key if suffix is None else f"{key}:{suffix}"
+
+
+def _keyed_beat(spec: BeatSpec, path: str) -> BeatSpec:
+    """Return `spec` with its idempotency path set while it runs."""
+    fn = spec.fn
+    if spec.is_async:
+
+        async def keyed_async(context: Any) -> Any:  # Any: the beat's own context and result
+            token = _PATH.set(path)
+            try:
+                return await fn(context)
+            finally:
+                _PATH.reset(token)
+
+        keyed: Callable[[Any], Any] = keyed_async  # Any: as BeatSpec.fn
+    else:
+
+        def keyed_sync(context: Any) -> Any:  # Any: the beat's own context and result
+            token = _PATH.set(path)
+            try:
+                return fn(context)
+            finally:
+                _PATH.reset(token)
+
+        keyed = keyed_sync
+    return BeatSpec(spec.name, keyed, spec.is_async, spec.in_thread)
+
+
+def _keyed(step: Step, path: str) -> Step:
+    """Return `step` with each inner beat keyed by its own path (`path.beat`)."""
+    if type(step) is Sync:
+        beats = tuple(_keyed_beat(b, f"{path}.{b.name}") for b in step.beats)
+        return dataclasses.replace(step, beats=beats)
+    if type(step) is Split:
+        yes = tuple(_keyed_beat(b, f"{path}.{b.name}") for b in step.if_true)
+        no = tuple(_keyed_beat(b, f"{path}.{b.name}") for b in step.if_false)
+        return dataclasses.replace(step, if_true=yes, if_false=no)
+    return step
+
+
+class _Progress:
+    """A run's committed progress: the top-level context and position, and open `child` frames.
+
+    Level 0 is the run's own cadence; level `i > 0` is the child step being run at level
+    `i - 1`, with its own context and position. A commit at one level drops the deeper ones.
+    """
+
+    __slots__ = ("frames", "owner", "resume", "run_id", "store")
+
+    def __init__(  # noqa: PLR0917 # one run's progress, made in one place
+        self, store: Store, run_id: str, owner: str, position: int, step: str | None, context: bytes
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.owner = owner
+        self.frames: list[tuple[int, str | None, bytes]] = [(position, step, context)]
+        self.resume: list[tuple[int, bytes]] = []  # stored child frames, consumed on resume
+
+    def load_inner(self, inner: bytes | None) -> None:
+        """Take the stored child frames of a resumed run."""
+        if not inner:
+            return
+        try:
+            frames = msgspec.json.decode(inner, type=list[_Frame])
+        except msgspec.DecodeError as exc:
+            raise RunDecodeError(
+                self.run_id,
+                f"run {self.run_id!r}: its stored child progress does not decode: {exc}",
+            ) from exc
+        self.resume = [(frame.position, bytes(frame.context)) for frame in frames]
+
+    async def commit(self, level: int, position: int, step: str | None, context: bytes) -> None:
+        """Commit `context` and `position` at `level` (and keep the levels above it)."""
+        del self.frames[level:]
+        self.frames.append((position, step, context))
+        top_position, top_step, top_context = self.frames[0]
+        inner = None
+        if len(self.frames) > 1:
+            inner = msgspec.json.encode([_Frame(p, msgspec.Raw(c)) for p, _, c in self.frames[1:]])
+        else:
+            top_step = step
+        await self.store.checkpoint(
+            self.run_id,
+            self.owner,
+            position=top_position,
+            step=top_step,
+            context=top_context,
+            inner=inner,
+        )
+
+
+class _Frame(msgspec.Struct, array_like=True):
+    """A child step's stored progress: its position and its context."""
+
+    position: int
+    context: msgspec.Raw
+
+
+class _Walk(Generic[C]):
+    """Walk the steps from `position`, committing the context after each but the last."""
+
+    __slots__ = ("_level", "_position", "_prefix", "_progress")
+
+    def __init__(self, progress: _Progress, level: int, position: int, prefix: str) -> None:
+        self._progress = progress
+        self._level = level
+        self._position = position
+        self._prefix = prefix
+
+    async def __call__(self, cadence: Cadence[C], context: C, observers: Observers | None) -> C:
+        progress, level, prefix = self._progress, self._level, self._prefix
+        steps = cadence.steps
+        last = len(steps) - 1
+        codec = codec_for(type(context))
+        run_id = progress.run_id
+        position = self._position
+        if level > 0:
+            if progress.resume:  # resumed inside this child: its stored context and position
+                position, stored = progress.resume.pop(0)
+                context = codec.decode(stored, context, run_id)
+            progress.frames[level:] = [(position, None, codec.encode(context, run_id))]
+        run_token = _RUN.set(run_id)
+        try:
+            for index in range(position, len(steps)):
+                step = steps[index]
+                path = f"{prefix}{step.name}"
+                path_token = _PATH.set(path)
+                try:
+                    if type(step) is Child:
+                        if index != position:
+                            progress.resume.clear()  # stored frames belong to the first step
+                        inner = _Walk[Any](progress, level + 1, 0, f"{path}.")
+                        context = await run_step(cadence, step, context, observers, inner)
+                    else:
+                        context = await run_step(cadence, _keyed(step, path), context, observers)
+                finally:
+                    _PATH.reset(path_token)
+                if index < last:  # a cadence's last step commits with its parent (or finish)
+                    await progress.commit(
+                        level, index + 1, steps[index + 1].name, codec.encode(context, run_id)
+                    )
+        finally:
+            _RUN.reset(run_token)
+        return context
+
+
+async def run_durable(
+    cadence: Cadence[C],
+    context: C,
+    run_id: str | None,
+    store: Store | None,
+    migration: Migration | None,
+    *,
+    owner: str | None = None,
+) -> C:
+    """Run `cadence` durably as `run_id` in `store`: start it, resume it, or return its result.
+
+    `owner` is the token of a claim already made (a worker's); by default a new one is made.
+    """
+    name = cadence.name
+    if not isinstance(run_id, str) or not run_id:
+        raise CadenceDefinitionError(
+            f"cadence {name!r}: a durable run needs run_id, a non-empty string, got {run_id!r}"
+        )
+    if store is None:
+        raise CadenceDefinitionError(
+            f"cadence {name!r}: run_id={run_id!r} needs a store (store=SQLiteStore(path))"
+        )
+    codec = codec_for(type(context))
+    steps = cadence.steps
+    plan = describe_plan(cadence)
+    fingerprint = plan_fingerprint(plan)
+    new = NewRun(
+        name, plan, fingerprint, codec.encode(context, run_id), steps[0].name if steps else None
+    )
+    while True:
+        token = store.new_owner() if owner is None else owner
+        claim = await store.claim(run_id, token, new)
+        if claim.outcome != "busy":
+            break
+        await anyio.sleep(store.poll_interval)
+    try:
+        return await _attempt(cadence, context, store, claim, token, new, migration)
+    finally:
+        store.done(token)
+
+
+async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
+    cadence: Cadence[C],
+    context: C,
+    store: Store,
+    claim: Claim,
+    token: str,
+    new: NewRun,
+    migration: Migration | None,
+) -> C:
+    """Go on with a claimed run (or return a finished one's result)."""
+    name, run_id, steps, plan = cadence.name, claim.record.run_id, cadence.steps, new.plan
+    codec = codec_for(type(context))
+    record = claim.record
+    if claim.outcome == "cancelled":
+        raise RunCancelledError(run_id, f"run {run_id!r} of cadence {name!r} was cancelled")
+    if record.cadence != name:
+        if claim.outcome == "claimed":
+            with anyio.CancelScope(shield=True):
+                await store.release(run_id, token)
+        raise DurableError(
+            run_id,
+            f"run {run_id!r} belongs to cadence {record.cadence!r}, not {name!r}; "
+            "give each cadence's runs their own ids",
+        )
+    if claim.outcome == "claimed":
+        logger.info(
+            "resuming run %r of cadence %r at step %d (%s), attempt %d",
+            run_id,
+            name,
+            record.position,
+            record.step,
+            record.attempts,
+        )
+    if claim.outcome == "finished":
+        if record.context is None:
+            raise RunDecodeError(run_id, f"run {run_id!r} completed but has no stored context")
+        return codec.decode(record.context, context, run_id)
+
+    position = record.position
+    try:
+        if claim.outcome == "claimed":
+            context, position = await _resume_at(
+                store, record, token, context, codec, plan, migration, len(steps)
+            )
+        step = steps[position].name if position < len(steps) else None
+        progress = _Progress(store, run_id, token, position, step, codec.encode(context, run_id))
+        if claim.outcome == "claimed" and position == record.position:
+            progress.load_inner(record.inner)
+        result = await execute(cadence, context, None, _Walk[C](progress, 0, position, ""))
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await _stop(store, run_id, token, exc)
+        raise
+    await store.finish(
+        run_id,
+        token,
+        status="completed",
+        context=codec.encode(result, run_id),
+        error=None,
+        position=len(steps),
+    )
+    return result
+
+
+async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
+    store: Store,
+    record: RunRecord,
+    owner: str,
+    context: C,
+    codec: ContextCodec[C],
+    plan: tuple[str, ...],
+    migration: Migration | None,
+    count: int,
+) -> tuple[C, int]:
+    """Return the stored context and the position to go on at, migrating a changed plan."""
+    run_id = record.run_id
+    if record.context is None:
+        raise RunDecodeError(run_id, f"run {run_id!r} has no stored context")
+    context = codec.decode(record.context, context, run_id)
+    fingerprint = plan_fingerprint(plan)
+    if record.fingerprint == fingerprint:
+        return context, record.position
+    if migration is None:
+        raise PlanChangedError(
+            run_id,
+            f"run {run_id!r} of cadence {record.cadence!r} was stored under another plan: "
+            f"{first_difference(record.plan, plan)}; pass migration=Migration(...) to resume "
+            "it under this plan",
+        )
+    position = resume_position(record.plan, record.position, plan, migration)
+    await store.checkpoint(
+        run_id,
+        owner,
+        position=position,
+        step=_step_name(plan[position]) if position < count else None,
+        context=codec.encode(context, run_id),
+        plan=plan,
+        fingerprint=fingerprint,
+    )
+    return context, position
+
+
+async def _stop(store: Store, run_id: str, owner: str, exc: BaseException) -> None:
+    """Record why a run stopped: failed, or handed back to be resumed."""
+    if isinstance(exc, RunCancelledError):
+        logger.warning("run %r stopped: %s", run_id, exc)
+        return  # the run is not ours any more: nothing to write
+    if isinstance(exc, StoreError):
+        logger.warning("run %r stopped: %s", run_id, exc)
+        with contextlib.suppress(CadenceError):
+            await store.release(run_id, owner)  # if the store is back: resumable at once
+        return
+    try:
+        if isinstance(exc, Exception) and not isinstance(exc, PlanChangedError | RunDecodeError):
+            await store.finish(
+                run_id, owner, status="failed", context=None, error=ErrorInfo.of(exc)
+            )
+        else:  # cancelled, or not resumable under this plan yet: hand it back
+            await store.release(run_id, owner)
+    except CadenceError as error:
+        exc.add_note(f"recording the stop of run {run_id!r} also failed: {error}")

@@ -1,0 +1,557 @@
+"""`SQLiteStore`: durable runs in one SQLite file, for the processes of one machine."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar, cast
+
+import anyio.to_thread
+
+from cadence.durable._errors import RunCancelledError, RunDecodeError, StoreError
+from cadence.durable._store import Claim, ErrorInfo, NewRun, RunRecord, RunStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["SQLiteStore", "Synchronous"]
+
+T = TypeVar("T")
+
+Synchronous: TypeAlias = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+"""SQLite's `PRAGMA synchronous`: how hard a commit waits for the disk."""
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cadence_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cadence_runs (
+    run_id      TEXT PRIMARY KEY,
+    cadence     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    step        TEXT,
+    plan        TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    context     BLOB,
+    inner       BLOB,
+    attempts    INTEGER NOT NULL,
+    owner       TEXT,
+    error       TEXT,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cadence_runs_status ON cadence_runs (status);
+"""
+
+_COLUMNS = (
+    "run_id, cadence, status, position, step, plan, fingerprint, context, attempts, owner, "
+    "error, created_at, updated_at, inner"
+)
+_FINISHED = ("completed", "failed", "cancelled")
+_STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
+
+
+def _start_time(pid: int) -> str:
+    """Return a process's start time (Linux `/proc`), to tell a reused pid apart; else ''."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+_ACTIVE: set[str] = set()  # owner tokens of this process's attempts in progress (any store)
+_SELF: list[object] = [-1, ""]  # this process's pid and start time, read once per process
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SQLiteStore:
+    """Keep durable runs in a SQLite file (WAL), shared by the processes of one machine.
+
+    Every call runs in a worker thread, off the event loop, on one connection per process
+    guarded by a lock. A run belongs to the process that claimed it while that process lives:
+    a run whose owner died (killed, crashed) is taken over by the next caller at once; one
+    whose owner lives is waited for.
+
+    Args:
+        path: The database file (created with its schema if missing).
+        synchronous: `PRAGMA synchronous`. `"FULL"` (default) fsyncs every commit: a
+            committed step survives a power loss. `"NORMAL"` fsyncs at WAL checkpoints only: a
+            committed step survives the process dying, and a power loss may undo the last few.
+            `"OFF"` leaves it to the OS; `"EXTRA"` also fsyncs the directory.
+        busy_timeout: Seconds a write waits for another process's write lock.
+        poll_interval: Seconds between looks at a run another live caller owns.
+        offload: Run every call on a worker thread (the default). `False` (with `synchronous`
+            OFF or NORMAL only) runs a call on the event loop when it cannot wait (no fsync,
+            no other process writing, no other thread in the store) and on a thread otherwise:
+            a commit then costs tens of microseconds instead of a thread round trip.
+        clock: Wall-clock seconds, for timestamps and retention (injectable for tests).
+
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 30.0,
+        poll_interval: float = 0.05,
+        offload: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(
+                f"SQLiteStore: synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}"
+            )
+        if not offload and synchronous not in ("OFF", "NORMAL"):
+            raise ValueError(
+                f"SQLiteStore: offload=False needs synchronous OFF or NORMAL (a {synchronous} "
+                "commit waits for the disk, which must not block the event loop)"
+            )
+        self.offload = offload
+        self.path = Path(path)
+        self.synchronous: Synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self._poll_interval = poll_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._pid = -1
+        self._host = socket.gethostname()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between looks at a run owned by another live caller, while waiting for it."""
+        return self._poll_interval
+
+    def new_owner(self) -> str:
+        """Return a fresh owner token: this host, process and a nonce."""
+        pid = os.getpid()
+        if _SELF[0] != pid:
+            _SELF[:] = [pid, _start_time(pid)]
+        return f"{self._host}:{pid}:{_SELF[1]}:{uuid.uuid4().hex[:12]}"
+
+    def _owner_alive(self, owner: str | None, updated_at: float) -> bool:
+        """Return whether the process named by an owner token still runs."""
+        if owner is None:
+            return False
+        host, pid, started, _ = (*owner.split(":"), "", "", "")[:4]
+        if host != self._host:
+            return True  # another machine: SQLite is for one machine; never steal its runs
+        try:
+            number = int(pid)
+        except ValueError:
+            return False
+        if number == os.getpid():
+            return owner in _ACTIVE  # this process: alive while its attempt is
+        if not _pid_alive(number):
+            return False
+        return not started or _start_time(number) in ("", started)
+
+    def done(self, owner: str) -> None:
+        """Forget an owner token: its attempt has ended, however it ended."""
+        _ACTIVE.discard(owner)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is not None and self._pid == os.getpid():
+            return self._connection
+        connection = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA synchronous={self.synchronous}")
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+                row = connection.execute(
+                    "SELECT value FROM cadence_meta WHERE key = 'schema_version'"
+                ).fetchone()
+                if row is None:
+                    connection.execute(
+                        "INSERT INTO cadence_meta VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),),
+                    )
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise sqlite3.DatabaseError(  # noqa: TRY301 # rolled back just below
+                        f"the database has schema version {row[0]}; this cadence knows up to "
+                        f"{SCHEMA_VERSION} (upgrade cadence-flow)"
+                    )
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+        self._pid = os.getpid()
+        return connection
+
+    async def _call(self, run_id: str, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            if not self.offload and self._connection is not None:
+                done, value = self._try_inline(fn)
+                if done:
+                    return value
+            return await anyio.to_thread.run_sync(self._work, fn, abandon_on_cancel=False)
+        except sqlite3.Error as exc:
+            name = f"run {run_id!r}: " if run_id else ""
+            raise StoreError(
+                run_id, f"{name}{what} failed in SQLite store {str(self.path)!r}: {exc}"
+            ) from exc
+
+    def _work(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            connection = self._connect()
+            if not self.offload:  # inline calls never wait; this thread may
+                connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            try:
+                return fn(connection)
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            finally:
+                if not self.offload:
+                    connection.execute("PRAGMA busy_timeout = 0")
+
+    def _try_inline(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T]:
+        """Run `fn` on this thread if that cannot wait; `(False, ...)` means "use a thread".
+
+        It never waits: not for this store's lock (a thread holds it), not for another
+        process's write lock (`busy_timeout` 0 for the call). Only `synchronous` OFF or NORMAL
+        allow it, so a commit never waits for the disk either.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False, cast("T", None)
+        try:
+            connection = self._connect()  # its busy_timeout is 0 between thread calls
+            try:
+                return True, fn(connection)
+            except sqlite3.OperationalError as exc:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return False, cast("T", None)  # another process writes: wait on a thread
+                raise
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        finally:
+            self._lock.release()
+
+    def _record(self, row: tuple[object, ...]) -> RunRecord:
+        run_id = str(row[0])
+        try:
+            plan = tuple(str(line) for line in json.loads(cast("str", row[5])))
+            status = str(row[2])
+            if status not in _STATUSES:
+                raise ValueError(f"unknown status {status!r}")  # noqa: TRY301 # one message for every bad column
+            error = None if row[10] is None else ErrorInfo.from_json(cast("str", row[10]))
+            context = row[7]
+            return RunRecord(
+                run_id=run_id,
+                cadence=str(row[1]),
+                status=cast("RunStatus", status),
+                position=int(cast("int", row[3])),
+                step=None if row[4] is None else str(row[4]),
+                plan=plan,
+                fingerprint=str(row[6]),
+                context=_as_bytes(context),
+                attempts=int(cast("int", row[8])),
+                owner=None if row[9] is None else str(row[9]),
+                error=error,
+                created_at=_utc(cast("float", row[11])),
+                updated_at=_utc(cast("float", row[12])),
+                inner=_as_bytes(row[13]),
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise RunDecodeError(
+                run_id, f"run {run_id!r}: its row in {str(self.path)!r} is corrupted: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _select(connection: sqlite3.Connection, run_id: str) -> tuple[object, ...] | None:
+        return cast(
+            "tuple[object, ...] | None",
+            connection.execute(
+                f"SELECT {_COLUMNS} FROM cadence_runs WHERE run_id = ?",  # noqa: S608 # constant columns
+                (run_id,),
+            ).fetchone(),
+        )
+
+    # ------------------------------------------------------------------ the runner's calls
+
+    async def claim(self, run_id: str, owner: str, new: NewRun) -> Claim:
+        """Create the run owned by `owner`, or take it over if nobody live holds it."""
+
+        def work(connection: sqlite3.Connection) -> tuple[str, RunRecord]:
+            now = self._clock()
+            connection.execute("BEGIN IMMEDIATE")
+            row = self._select(connection, run_id)
+            if row is None:
+                connection.execute(
+                    f"INSERT INTO cadence_runs ({_COLUMNS}) "  # noqa: S608 # constant columns
+                    "VALUES (?, ?, 'running', 0, ?, ?, ?, ?, 1, ?, NULL, ?, ?, NULL)",
+                    (
+                        run_id,
+                        new.cadence,
+                        new.step,
+                        json.dumps(list(new.plan)),
+                        new.fingerprint,
+                        new.context,
+                        owner,
+                        now,
+                        now,
+                    ),
+                )
+                outcome = "created"
+                _ACTIVE.add(owner)
+            else:
+                status = row[2]
+                if status == "completed":
+                    outcome = "finished"
+                elif status == "cancelled":
+                    outcome = "cancelled"
+                elif status == "running" and self._owner_alive(
+                    cast("str | None", row[9]), cast("float", row[12])
+                ):
+                    outcome = "busy"
+                else:
+                    connection.execute(
+                        "UPDATE cadence_runs SET status = 'running', owner = ?, "
+                        "attempts = attempts + 1, updated_at = ? WHERE run_id = ?",
+                        (owner, now, run_id),
+                    )
+                    outcome = "claimed"
+                    _ACTIVE.add(owner)
+            # Read before the commit: a corrupted row rolls the claim back (and is named).
+            record = self._record(cast("tuple[object, ...]", self._select(connection, run_id)))
+            connection.execute("COMMIT")
+            return outcome, record
+
+        outcome, record = await self._call(run_id, "claiming the run", work)
+        return Claim(cast("Literal['created']", outcome), record)
+
+    def _owned_update(
+        self, run_id: str, owner: str, sql: str, parameters: tuple[object, ...]
+    ) -> Callable[[sqlite3.Connection], None]:
+        def work(connection: sqlite3.Connection) -> None:
+            cursor = connection.execute(sql, parameters)
+            if cursor.rowcount == 1:
+                return
+            row = connection.execute(
+                "SELECT status, owner FROM cadence_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is not None and row[0] == "cancelled":
+                raise RunCancelledError(run_id, f"run {run_id!r} was cancelled")
+            holder = "it no longer exists" if row is None else f"it is {row[0]}, owned by {row[1]}"
+            raise StoreError(run_id, f"run {run_id!r}: this caller lost the run ({holder})")
+
+        return work
+
+    async def checkpoint(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        position: int,
+        step: str | None,
+        context: bytes,
+        inner: bytes | None = None,
+        plan: tuple[str, ...] | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        """Commit the context, position and inner progress (and a migrated plan) at once."""
+        now = self._clock()
+        if plan is None:
+            work = self._owned_update(
+                run_id,
+                owner,
+                "UPDATE cadence_runs SET position = ?, step = ?, context = ?, inner = ?, "
+                "updated_at = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
+                (position, step, context, inner, now, run_id, owner),
+            )
+        else:
+            work = self._owned_update(
+                run_id,
+                owner,
+                "UPDATE cadence_runs SET position = ?, step = ?, context = ?, inner = ?, "
+                "updated_at = ?, plan = ?, fingerprint = ? "
+                "WHERE run_id = ? AND owner = ? AND status = 'running'",
+                (
+                    position,
+                    step,
+                    context,
+                    inner,
+                    now,
+                    json.dumps(list(plan)),
+                    fingerprint,
+                    run_id,
+                    owner,
+                ),
+            )
+        await self._call(run_id, "committing a checkpoint", work)
+
+    async def finish(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        status: RunStatus,
+        context: bytes | None,
+        error: ErrorInfo | None,
+        position: int | None = None,
+    ) -> None:
+        """Mark the run completed or failed (with its final context and position, or its error)."""
+        now = self._clock()
+        text = None if error is None else error.to_json()
+        work = self._owned_update(
+            run_id,
+            owner,
+            "UPDATE cadence_runs SET status = ?, owner = NULL, context = coalesce(?, context), "
+            "inner = CASE WHEN ? IS NULL THEN inner END, position = coalesce(?, position), "
+            "step = CASE WHEN ? IS NULL THEN step END, "
+            "error = ?, updated_at = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
+            (status, context, position, position, position, text, now, run_id, owner),
+        )
+        await self._call(run_id, "finishing the run", work)
+
+    async def release(self, run_id: str, owner: str) -> None:
+        """Hand the run back (status `pending`) so another caller may resume it."""
+        now = self._clock()
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "UPDATE cadence_runs SET status = 'pending', owner = NULL, updated_at = ? "
+                "WHERE run_id = ? AND owner = ? AND status = 'running'",
+                (now, run_id, owner),
+            )
+
+        await self._call(run_id, "releasing the run", work)
+
+    # ------------------------------------------------------------------ inspecting runs
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        """Return the run, or `None` if the store does not hold it."""
+        row = await self._call(run_id, "reading the run", lambda c: self._select(c, run_id))
+        return None if row is None else self._record(row)
+
+    async def list_runs(
+        self, *, status: RunStatus | None = None, cadence: str | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        """Return runs, newest first, optionally of one status or cadence."""
+        where: list[str] = []
+        parameters: list[object] = []
+        if status is not None:
+            where.append("status = ?")
+            parameters.append(status)
+        if cadence is not None:
+            where.append("cadence = ?")
+            parameters.append(cadence)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        sql = (
+            f"SELECT {_COLUMNS} FROM cadence_runs {clause}ORDER BY created_at DESC, run_id LIMIT ?"  # noqa: S608 # constant columns and placeholders
+        )
+
+        def work(connection: sqlite3.Connection) -> list[tuple[object, ...]]:
+            return cast(
+                "list[tuple[object, ...]]", connection.execute(sql, (*parameters, limit)).fetchall()
+            )
+
+        rows = await self._call("", "listing runs", work)
+        return [self._record(row) for row in rows]
+
+    async def cancel(self, run_id: str) -> bool:
+        """Cancel a run that has not finished; return whether one was cancelled.
+
+        A running run stops at its next checkpoint with `RunCancelledError`.
+        """
+
+        def work(connection: sqlite3.Connection) -> bool:
+            cursor = connection.execute(
+                "UPDATE cadence_runs SET status = 'cancelled', updated_at = ? "
+                "WHERE run_id = ? AND status IN ('pending', 'running', 'failed')",
+                (self._clock(), run_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self._call(run_id, "cancelling the run", work)
+
+    async def delete(self, run_id: str) -> bool:
+        """Delete a run that is not running; return whether one was deleted."""
+
+        def work(connection: sqlite3.Connection) -> bool:
+            cursor = connection.execute(
+                "DELETE FROM cadence_runs WHERE run_id = ? AND status != 'running'", (run_id,)
+            )
+            return cursor.rowcount == 1
+
+        return await self._call(run_id, "deleting the run", work)
+
+    async def prune(self, older_than: datetime.timedelta) -> int:
+        """Delete finished runs (completed, failed, cancelled) last written before the age."""
+        cutoff = self._clock() - older_than.total_seconds()
+
+        def work(connection: sqlite3.Connection) -> int:
+            cursor = connection.execute(
+                "DELETE FROM cadence_runs WHERE status IN (?, ?, ?) AND updated_at < ?",
+                (*_FINISHED, cutoff),
+            )
+            return cursor.rowcount
+
+        return await self._call("", "pruning runs", work)
+
+    async def aclose(self) -> None:
+        """Close the store's connection (a later call opens it again)."""
+
+        def work() -> None:
+            with self._lock:
+                if self._connection is not None:
+                    self._connection.close()
+                    self._connection = None
+
+        await anyio.to_thread.run_sync(work)
+
+
+def _as_bytes(value: object) -> bytes | None:
+    """Return a stored context column as bytes (a row written as TEXT too)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(cast("bytes", value))
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)

@@ -1,0 +1,235 @@
+"""What a checkpoint store is: the protocol the durable runner talks to, and its records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, cast
+
+if TYPE_CHECKING:
+    import datetime
+
+__all__ = ["Claim", "ErrorInfo", "NewRun", "Outcome", "RunRecord", "RunStatus", "Store"]
+
+RunStatus: TypeAlias = Literal["pending", "running", "completed", "failed", "cancelled"]
+"""Where a run stands: `pending` (stopped, resumable), `running` (owned by a live caller),
+`completed`, `failed` (resumable: it goes on at the failed step), `cancelled`."""
+
+Outcome: TypeAlias = Literal["created", "claimed", "busy", "finished", "cancelled"]
+"""What `Store.claim` found: a new run, a run to resume, one owned by a live caller, a
+completed run, or a cancelled one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An error a run failed with, as stored: its type, message and cause chain.
+
+    Attributes:
+        type: The exception's qualified type name.
+        message: `str(exception)`.
+        cause: The error it was raised from, if any.
+
+    """
+
+    type: str
+    message: str
+    cause: ErrorInfo | None = None
+
+    @classmethod
+    def of(cls, error: BaseException) -> ErrorInfo:
+        """Return the stored form of `error` and its chain of causes."""
+        chain: list[BaseException] = []
+        current: BaseException | None = error
+        while current is not None and current not in chain and len(chain) < 16:
+            chain.append(current)
+            current = current.__cause__ or current.__context__
+        info: ErrorInfo | None = None
+        for item in reversed(chain):
+            kind = type(item)
+            name = (
+                kind.__qualname__
+                if kind.__module__ == "builtins"
+                else (f"{kind.__module__}.{kind.__qualname__}")
+            )
+            info = ErrorInfo(name, str(item), info)
+        return cast("ErrorInfo", info)  # the chain holds `error` at least
+
+    def to_json(self) -> str:
+        """Return this error as JSON text."""
+        chain: list[dict[str, str]] = []
+        current: ErrorInfo | None = self
+        while current is not None:
+            chain.append({"type": current.type, "message": current.message})
+            current = current.cause
+        return json.dumps(chain)
+
+    @classmethod
+    def from_json(cls, text: str) -> ErrorInfo:
+        """Read an error written by `to_json`."""
+        info: ErrorInfo | None = None
+        for item in reversed(json.loads(text)):
+            info = ErrorInfo(str(item["type"]), str(item["message"]), info)
+        if info is None:
+            raise ValueError("an empty error chain")
+        return info
+
+    def __str__(self) -> str:
+        text = f"{self.type}: {self.message}"
+        return text if self.cause is None else f"{text} (caused by {self.cause})"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One durable run as the store holds it.
+
+    Attributes:
+        run_id: The run's id.
+        cadence: The cadence's name.
+        status: Where the run stands.
+        position: How many top-level steps have completed.
+        step: The next step to run (`None` once all are done).
+        plan: The plan the run was made by, one line per top-level step.
+        fingerprint: The plan's SHA-256.
+        context: The last committed context, as stored JSON (shared fields left out).
+        attempts: How many times the run was started or resumed.
+        owner: Who runs it now (`None` unless `running`).
+        error: What it failed with, if it failed.
+        created_at: When it was first started (UTC).
+        updated_at: When it was last written (UTC).
+        inner: The progress inside the step at `position` (a `child` step's), as stored JSON.
+
+    """
+
+    run_id: str
+    cadence: str
+    status: RunStatus
+    position: int
+    step: str | None
+    plan: tuple[str, ...]
+    fingerprint: str
+    context: bytes | None
+    attempts: int
+    owner: str | None
+    error: ErrorInfo | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    inner: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """What the runner gives `Store.claim` for a run the store may not hold yet.
+
+    Attributes:
+        cadence: The cadence's name.
+        plan: The described plan.
+        fingerprint: The plan's SHA-256.
+        context: The starting context, as stored JSON.
+        step: The first step's name (`None` for a cadence without steps).
+
+    """
+
+    cadence: str
+    plan: tuple[str, ...]
+    fingerprint: str
+    context: bytes
+    step: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What `Store.claim` returns: the outcome and the record as it now stands."""
+
+    outcome: Outcome
+    record: RunRecord
+
+
+class Store(Protocol):
+    """A checkpoint store: where durable runs commit their context and position.
+
+    Each method is a coroutine that does its I/O off the event loop. Ownership is by token:
+    `claim` hands a run to one owner, and `checkpoint`, `finish` and `release` only write
+    while that owner still holds it (else `StoreError`, or `RunCancelledError` after
+    `cancel`).
+    """
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between looks at a run owned by another live caller, while waiting for it."""
+        ...
+
+    def new_owner(self) -> str:
+        """Return a fresh owner token for one run attempt of this process."""
+        ...
+
+    async def claim(self, run_id: str, owner: str, new: NewRun) -> Claim:
+        """Create the run owned by `owner`, or take it over if nobody live holds it."""
+        ...
+
+    def done(self, owner: str) -> None:
+        """Forget an owner token: its attempt has ended, however it ended."""
+        ...
+
+    async def checkpoint(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        position: int,
+        step: str | None,
+        context: bytes,
+        inner: bytes | None = None,
+        plan: tuple[str, ...] | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        """Commit the context, position and inner progress (and a migrated plan) at once.
+
+        `inner` is the progress inside the step at `position` (`None`: none yet).
+        """
+        ...
+
+    async def finish(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        status: RunStatus,
+        context: bytes | None,
+        error: ErrorInfo | None,
+        position: int | None = None,
+    ) -> None:
+        """Mark the run completed or failed (with its final context and position, or its error).
+
+        A `None` context or position keeps the last committed one.
+        """
+        ...
+
+    async def release(self, run_id: str, owner: str) -> None:
+        """Hand the run back (status `pending`) so another caller may resume it."""
+        ...
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        """Return the run, or `None` if the store does not hold it."""
+        ...
+
+    async def list_runs(
+        self, *, status: RunStatus | None = None, cadence: str | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        """Return runs, newest first, optionally of one status or cadence."""
+        ...
+
+    async def cancel(self, run_id: str) -> bool:
+        """Cancel a run that has not finished; return whether one was cancelled."""
+        ...
+
+    async def delete(self, run_id: str) -> bool:
+        """Delete a run that is not running; return whether one was deleted."""
+        ...
+
+    async def prune(self, older_than: datetime.timedelta) -> int:
+        """Delete finished runs (completed, failed, cancelled) last written before the age."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the store's connections."""
+        ...

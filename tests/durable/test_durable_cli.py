@@ -1,0 +1,87 @@
+"""`cadence runs list/show/cancel` over a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+from click.testing import CliRunner
+
+from cadence import Cadence, Context
+from cadence.cli.runs import runs
+from cadence.durable import SQLiteStore
+
+
+@dataclass
+class Ctx(Context):
+    n: int = 0
+
+
+class Boom(Exception):
+    """A beat failed."""
+
+
+async def inc(ctx: Ctx) -> None:
+    ctx.n += 1
+
+
+async def boom(ctx: Ctx) -> None:
+    raise Boom("card declined")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "runs.db"
+
+    async def fill() -> None:
+        store = SQLiteStore(path)
+        await Cadence("ok", Ctx()).then("a", inc).run(run_id="r-ok", store=store)
+        with pytest.raises(Exception, match="card declined"):
+            await (
+                Cadence("bad", Ctx())
+                .then("a", inc)
+                .then("pay", boom)
+                .run(run_id="r-bad", store=store)
+            )
+        await store.aclose()
+
+    anyio.run(fill)
+    return path
+
+
+def test_list_and_show(db: Path) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(runs, ["list", "--db", str(db)])
+    assert listed.exit_code == 0, listed.output
+    assert sorted(listed.output.splitlines()) == [
+        "r-bad\tbad\tfailed\t1/2 pay\t1",
+        "r-ok\tok\tcompleted\t1/1 -\t1",
+    ]
+    failed = runner.invoke(
+        runs, ["list", "--db", str(db), "--status", "failed", "--format", "json"]
+    )
+    assert [r["run_id"] for r in json.loads(failed.output)] == ["r-bad"]
+    shown = runner.invoke(runs, ["show", "r-bad", "--db", str(db)])
+    assert shown.exit_code == 0, shown.output
+    record = json.loads(shown.output)
+    assert (record["status"], record["step"], record["attempts"]) == ("failed", "pay", 1)
+    assert record["error"][0]["type"] == "cadence._errors.BeatError"
+    assert record["error"][-1] == {"type": "test_durable_cli.Boom", "message": "card declined"}
+
+
+def test_cancel_and_errors(db: Path) -> None:
+    runner = CliRunner()
+    cancelled = runner.invoke(runs, ["cancel", "r-bad", "--db", str(db)])
+    assert cancelled.exit_code == 0, cancelled.output
+    again = runner.invoke(runs, ["cancel", "r-bad", "--db", str(db)])
+    assert again.exit_code == 2
+    assert "is not in the store or has finished" in again.output
+    missing = runner.invoke(runs, ["show", "nope", "--db", str(db)])
+    assert missing.exit_code == 2
+    assert "no run 'nope'" in missing.output
+    neither = runner.invoke(runs, ["list"])
+    assert neither.exit_code == 2
+    assert "name one store" in neither.output

@@ -1,0 +1,198 @@
+"""PostgresStore, enqueue and Worker against a real PostgreSQL server started by the test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from cadence import BeatError, Cadence
+from cadence.durable import PlanChangedError, PostgresStore, enqueue
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+
+from pg_worker import QUEUED, Job, make_beat  # noqa: E402 # the worker module beside this file
+
+
+def _bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for version in ("17", "16", "15", "14"):
+        candidate = Path(f"/usr/lib/postgresql/{version}/bin/{name}")
+        if candidate.exists():
+            return str(candidate)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def dsn() -> Iterator[str]:
+    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
+    as_user: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="cadence-pg-"))
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL")
+        as_user = [runuser, "-u", "postgres", "--"]
+        shutil.chown(base, "postgres")
+    data, log = base / "data", base / "log"
+    port = _free_port()
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # psycopg's async API runs on asyncio
+
+
+async def test_a_run_resumes_and_returns_its_result(dsn: str) -> None:
+    store = PostgresStore(dsn)
+    calls: list[str] = []
+    failing = {"c"}
+
+    def beat(name: str) -> Callable[[Job], Awaitable[None]]:
+        inner = make_beat(name)
+
+        async def run(ctx: Job) -> None:
+            calls.append(name)
+            if name in failing:
+                raise RuntimeError(name)
+            await inner(ctx)
+
+        return run
+
+    flow = Cadence("pg", Job())
+    for name in "abcd":
+        flow = flow.then(name, beat(name))
+    with pytest.raises(BeatError):
+        await flow.run(run_id="p1", store=store)
+    record = await store.get("p1")
+    assert record is not None
+    assert (record.status, record.position, record.step) == ("failed", 2, "c")
+    assert record.error is not None
+    assert record.error.cause is not None
+    assert record.error.cause.message == "c"
+    failing.clear()
+    calls.clear()
+    result = await flow.run(run_id="p1", store=store)
+    assert calls == ["c", "d"]
+    assert result == Job(n=15, trail=["a", "b", "c", "d"])
+    calls.clear()
+    assert await flow.run(run_id="p1", store=store) == result
+    assert calls == []
+    renamed = Cadence("pg", Job()).then("a", beat("a")).then("bb", beat("b"))
+    failing.add("bb")
+    first_plan = Cadence("pg", Job()).then("a", beat("a")).then("b", beat("bb"))
+    with pytest.raises(BeatError):
+        await first_plan.run(run_id="p2", store=store)
+    with pytest.raises(PlanChangedError, match="step 2 was 'then b' and is now 'then bb'"):
+        await renamed.run(run_id="p2", store=store)
+    assert [r.run_id for r in await store.list_runs(status="completed")] == ["p1"]
+    assert await store.cancel("p2")
+    assert await store.delete("p2")
+    await store.aclose()
+
+
+async def test_workers_share_the_queue_and_recover_a_killed_workers_runs(
+    dsn: str, tmp_path: Path
+) -> None:
+    store = PostgresStore(dsn)
+    count = 200
+    for i in range(count):
+        assert await enqueue(QUEUED, Job(n=i), run_id=f"q{i}", store=store)
+    assert not await enqueue(QUEUED, Job(), run_id="q0", store=store)
+    log = tmp_path / "log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    worker = Path(__file__).with_name("pg_worker.py")
+    workers = [  # started once, not awaited: the test only polls them
+        subprocess.Popen(  # noqa: ASYNC220 # started once and polled, never awaited
+            [sys.executable, str(worker), dsn, str(log)], env=env, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    doomed, survivors = workers[:2], workers[2:]
+    deadline = time.monotonic() + 120
+    for victim in doomed:
+        while not (log.exists() and f" {victim.pid} " in log.read_text()):
+            assert time.monotonic() < deadline
+            await anyio.sleep(0.01)
+        os.kill(victim.pid, signal.SIGKILL)  # mid-run: it holds runs with live leases
+        victim.communicate(timeout=30)
+    killed_pids = {str(victim.pid) for victim in doomed}
+    try:
+        while True:
+            done = await store.list_runs(status="completed", cadence="queued", limit=1000)
+            if len(done) == count:
+                break
+            assert time.monotonic() < deadline, f"{len(done)} of {count} completed"
+            await anyio.sleep(0.1)
+    finally:
+        for process in survivors:
+            process.send_signal(signal.SIGTERM)
+        errors = [process.communicate(timeout=30)[1] for process in survivors]
+    assert [p.returncode for p in survivors] == [0, 0], errors  # SIGTERM: a graceful stop
+
+    for record in done:
+        i = int(record.run_id[1:])
+        expected = i
+        for _ in range(5):
+            expected = expected * 2 + 1
+        assert record.context is not None
+        assert f'"n":{expected},' in record.context.decode()
+    lines = [line.split() for line in log.read_text().splitlines()]
+    by_run: dict[str, list[tuple[str, str, str]]] = {}
+    for run_id, step, pid, edge in lines:
+        by_run.setdefault(run_id, []).append((step, pid, edge))
+    resumed = 0
+    for run_id, entries in by_run.items():
+        owners = [pid for _, pid, _ in entries]
+        switches = [a for a, b in itertools.pairwise(owners) if a != b]
+        # A run changes worker only when its worker was killed: never two live workers on it.
+        assert all(pid in killed_pids for pid in switches), (run_id, entries)
+        resumed += bool(switches)
+        live = [(s, e) for s, pid, e in entries if pid not in killed_pids]
+        assert [s for s, e in live if e == "end"] == sorted({s for s, _ in live})  # each once
+    assert resumed >= 1  # the killed worker's runs were taken over when their leases ran out
+    await store.aclose()

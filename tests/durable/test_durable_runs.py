@@ -1,0 +1,571 @@
+"""Durable runs on a real SQLite file: resume, results, concurrency, plan changes, inspection."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from cadence import (
+    AtomicList,
+    BeatError,
+    Cadence,
+    CadenceDefinitionError,
+    CadenceHooks,
+    Context,
+    ImmutableContext,
+    Shared,
+)
+from cadence.durable import (
+    DurableError,
+    Migration,
+    PlanChangedError,
+    RunCancelledError,
+    RunDecodeError,
+    SQLiteStore,
+    StoreError,
+    idempotency_key,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+class Client:
+    """A resource: never stored, handed in again on resume."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+
+@dataclass
+class Order(Context):
+    total: int = 0
+    items: list[str] = field(default_factory=list)
+    log: AtomicList[str] = field(default_factory=AtomicList)
+    client: Shared[Client | None] = None
+
+
+@dataclass(frozen=True)
+class Frozen(ImmutableContext):
+    n: int = 0
+
+
+class Boom(Exception):
+    """A beat failed."""
+
+
+class Beats:
+    """Beats that count their calls and record their idempotency keys."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.keyed = True
+        self.keys: list[str] = []
+        self.fail_at: str | None = None
+        self.gate: anyio.Event | None = None
+        self.entered: anyio.Event | None = None
+
+    def _enter(self, name: str) -> None:
+        self.calls.append(name)
+        if self.keyed:
+            self.keys.append(idempotency_key())
+        if self.fail_at == name:
+            raise Boom(f"{name} failed")
+
+    async def add(self, ctx: Order) -> None:
+        self._enter("add")
+        ctx.total += 10
+        ctx.items.append("add")
+
+    async def wait(self, ctx: Order) -> None:
+        self._enter("wait")
+        if self.entered is not None:
+            self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        ctx.total *= 2
+
+    async def left(self, ctx: Order) -> None:
+        self._enter("left")
+        ctx.log.append("left")
+
+    def right(self, ctx: Order) -> None:
+        self._enter("right")
+        ctx.log.append("right")
+
+    async def last(self, ctx: Order) -> None:
+        self._enter("last")
+        ctx.total += 1
+        if ctx.client is not None and self.keyed:
+            ctx.client.calls.append(idempotency_key())
+
+    def flow(self) -> Cadence[Order]:
+        return (
+            Cadence("checkout", Order())
+            .then("add", self.add)
+            .then("wait", self.wait)
+            .sync("par", [self.left, self.right])
+            .then("last", self.last)
+        )
+
+
+EXPECTED = Order(total=21, items=["add"], log=AtomicList(["left", "right"]))
+
+
+@pytest.fixture(params=[True, False], ids=["offload", "inline"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> SQLiteStore:
+    offload = bool(request.param)
+    return SQLiteStore(
+        tmp_path / "runs.db", synchronous="NORMAL", poll_interval=0.005, offload=offload
+    )
+
+
+async def test_an_uninterrupted_run_equals_the_plain_run(store: SQLiteStore) -> None:
+    beats = Beats()
+    beats.keyed = False
+    plain = await beats.flow().run(Order())
+    beats.keyed = True
+    durable = await beats.flow().run(Order(), run_id="r1", store=store)
+    assert durable == plain == EXPECTED
+    record = await store.get("r1")
+    assert record is not None
+    assert (record.status, record.position, record.step, record.attempts) == (
+        "completed",
+        4,
+        None,
+        1,
+    )
+    assert record.plan == ("then add", "then wait", "sync par[left, right]", "then last")
+    assert record.context == b'{"total":21,"items":["add"],"log":["left","right"]}'
+
+
+async def test_a_failed_run_resumes_at_the_failed_step(store: SQLiteStore) -> None:
+    beats = Beats()
+    beats.fail_at = "left"
+    with pytest.raises(BeatError, match="left failed"):
+        await beats.flow().run(Order(), run_id="r2", store=store)
+    record = await store.get("r2")
+    assert record is not None
+    assert (record.status, record.position, record.step) == ("failed", 2, "par")
+    assert record.error is not None
+    assert record.error.type == "cadence._errors.BeatError"
+    assert record.error.cause is not None
+    assert record.error.cause.type.endswith("Boom")
+    assert record.error.cause.message == "left failed"
+
+    beats.fail_at = None
+    beats.calls.clear()
+    result = await beats.flow().run(Order(), run_id="r2", store=store)
+    assert result == EXPECTED
+    assert sorted(beats.calls) == ["last", "left", "right"]  # add and wait are not run again
+    record = await store.get("r2")
+    assert record is not None
+    assert (record.status, record.attempts, record.error) == ("completed", 2, None)
+
+
+async def test_a_cancelled_caller_hands_the_run_back(store: SQLiteStore) -> None:
+    beats = Beats()
+    beats.gate = anyio.Event()
+    beats.entered = anyio.Event()
+    async with anyio.create_task_group() as group:
+        group.start_soon(lambda: beats.flow().run(Order(), run_id="r3", store=store))
+        await beats.entered.wait()
+        group.cancel_scope.cancel()
+    record = await store.get("r3")
+    assert record is not None
+    assert (record.status, record.position, record.step) == ("pending", 1, "wait")
+    assert record.context == b'{"total":10,"items":["add"],"log":[]}'
+
+    beats.gate, beats.entered = None, None
+    beats.calls.clear()
+    assert await beats.flow().run(Order(), run_id="r3", store=store) == EXPECTED
+    assert beats.calls.count("add") == 0
+    assert beats.calls.count("wait") == 1  # the step in flight runs again
+
+
+async def test_a_finished_run_returns_its_result_without_running(store: SQLiteStore) -> None:
+    beats = Beats()
+    client = Client()
+    first = await beats.flow().run(Order(client=client), run_id="r4", store=store)
+    beats.calls.clear()
+    again_client = Client()
+    given = Order(total=999, client=again_client)
+    again = await beats.flow().run(given, run_id="r4", store=store)
+    assert beats.calls == []
+    assert again is given  # a mutable context is updated in place
+    assert dataclasses.replace(again, client=None) == dataclasses.replace(first, client=None)
+    assert again.client is again_client  # the resource is the caller's, never stored
+    assert client.calls == ["r4:last"]
+
+
+async def test_shared_fields_come_from_the_resuming_caller(store: SQLiteStore) -> None:
+    beats = Beats()
+    beats.fail_at = "last"
+    with pytest.raises(BeatError):
+        await beats.flow().run(Order(client=Client()), run_id="r5", store=store)
+    beats.fail_at = None
+    fresh = Client()
+    result = await beats.flow().run(Order(client=fresh), run_id="r5", store=store)
+    assert result.client is fresh
+    assert fresh.calls == ["r5:last"]
+
+
+async def test_two_callers_of_one_run_id_run_it_once(store: SQLiteStore) -> None:
+    beats = Beats()
+    beats.gate = anyio.Event()
+    beats.entered = anyio.Event()
+    results: list[Order] = []
+
+    async def call() -> None:
+        results.append(await beats.flow().run(Order(), run_id="r6", store=store))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(call)
+        await beats.entered.wait()
+        group.start_soon(call)  # finds the run owned by a live caller and waits for it
+        await anyio.sleep(0.05)
+        assert len(results) == 0
+        beats.gate.set()
+    assert results == [EXPECTED, EXPECTED]
+    assert beats.calls == ["add", "wait", "left", "right", "last"]
+
+
+async def test_idempotency_keys_are_deterministic_and_per_step(store: SQLiteStore) -> None:
+    beats = Beats()
+    beats.fail_at = "last"
+    with pytest.raises(BeatError):
+        await beats.flow().run(Order(), run_id="r7", store=store)
+    first = list(beats.keys)
+    assert first == ["r7:add", "r7:wait", "r7:par.left", "r7:par.right", "r7:last"]
+    beats.fail_at = None
+    beats.keys.clear()
+    await beats.flow().run(Order(), run_id="r7", store=store)
+    assert beats.keys == ["r7:last"]  # the same key for the step run again
+
+
+async def test_idempotency_key_outside_a_durable_run_is_an_error() -> None:
+    with pytest.raises(Exception, match="durable run"):
+        idempotency_key()
+
+    async def needs_key(ctx: Order) -> None:
+        ctx.items.append(idempotency_key("x"))
+
+    with pytest.raises(BeatError, match="durable run"):
+        await Cadence("plain", Order()).then("k", needs_key).run()
+
+
+async def test_a_changed_plan_is_refused_naming_the_difference(store: SQLiteStore) -> None:
+    beats = Beats()
+    beats.fail_at = "left"
+    with pytest.raises(BeatError):
+        await beats.flow().run(Order(), run_id="r8", store=store)
+    beats.fail_at = None
+    renamed = (
+        Cadence("checkout", Order())
+        .then("add", beats.add)
+        .then("double", beats.wait)
+        .sync("par", [beats.left, beats.right])
+        .then("last", beats.last)
+    )
+    with pytest.raises(PlanChangedError, match=r"step 2 was 'then wait' and is now 'then double'"):
+        await renamed.run(Order(), run_id="r8", store=store)
+    removed = Cadence("checkout", Order()).then("add", beats.add).then("wait", beats.wait)
+    with pytest.raises(PlanChangedError, match=r"step 3 'sync par\[left, right\]' was removed"):
+        await removed.run(Order(), run_id="r8", store=store)
+    reordered = (
+        Cadence("checkout", Order())
+        .then("wait", beats.wait)
+        .then("add", beats.add)
+        .sync("par", [beats.left, beats.right])
+        .then("last", beats.last)
+    )
+    with pytest.raises(PlanChangedError, match="step 1 was 'then add' and is now 'then wait'"):
+        await reordered.run(Order(), run_id="r8", store=store)
+    record = await store.get("r8")
+    assert record is not None
+    assert (record.status, record.position) == ("pending", 2)  # handed back, untouched
+
+    beats.calls.clear()
+    result = await renamed.run(
+        Order(), run_id="r8", store=store, migration=Migration(renamed={"wait": "double"})
+    )
+    assert result == EXPECTED
+    assert sorted(beats.calls) == ["last", "left", "right"]
+    record = await store.get("r8")
+    assert record is not None
+    assert record.plan[1] == "then double"
+
+
+async def test_store_cancel_stops_the_run_at_its_next_checkpoint(store: SQLiteStore) -> None:
+    beats = Beats()
+
+    async def cancel_me(ctx: Order) -> None:
+        assert await store.cancel("r9")
+        ctx.total = -1
+
+    flow = beats.flow().then("cancel", cancel_me).then("after", beats.add)
+    with pytest.raises(RunCancelledError, match="'r9' was cancelled"):
+        await flow.run(Order(), run_id="r9", store=store)
+    assert "after" not in [k.split(":")[1] for k in beats.keys]
+    with pytest.raises(RunCancelledError):
+        await flow.run(Order(), run_id="r9", store=store)
+    record = await store.get("r9")
+    assert record is not None
+    assert record.status == "cancelled"
+
+
+async def test_inspecting_deleting_and_pruning_runs(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    store = SQLiteStore(tmp_path / "runs.db", clock=lambda: now[0])
+    beats = Beats()
+    await beats.flow().run(Order(), run_id="old", store=store)
+    now[0] += 3600
+    beats.fail_at = "wait"
+    with pytest.raises(BeatError):
+        await beats.flow().run(Order(), run_id="failed", store=store)
+    assert [r.run_id for r in await store.list_runs()] == ["failed", "old"]
+    assert [r.run_id for r in await store.list_runs(status="failed")] == ["failed"]
+    assert await store.list_runs(cadence="other") == []
+    old = await store.get("old")
+    assert old is not None
+    assert old.created_at == datetime.datetime.fromtimestamp(1_000_000.0, tz=datetime.UTC)
+    assert await store.prune(datetime.timedelta(minutes=30)) == 1
+    assert await store.get("old") is None
+    assert await store.delete("failed")
+    assert not await store.delete("failed")
+    assert await store.list_runs() == []
+    await store.aclose()
+
+
+async def test_a_corrupted_row_is_an_error_naming_the_run(store: SQLiteStore) -> None:
+    beats = Beats()
+    beats.fail_at = "wait"
+    with pytest.raises(BeatError):
+        await beats.flow().run(Order(), run_id="bad", store=store)
+    with sqlite3.connect(store.path) as connection:
+        connection.execute("UPDATE cadence_runs SET context = 'not json' WHERE run_id = 'bad'")
+    with pytest.raises(RunDecodeError, match="run 'bad': the stored context does not decode"):
+        await beats.flow().run(Order(), run_id="bad", store=store)
+    record = await store.get("bad")
+    assert record is not None
+    assert record.status == "pending"  # handed back: fix the row, then resume
+    with sqlite3.connect(store.path) as connection:
+        connection.execute("UPDATE cadence_runs SET plan = '{' WHERE run_id = 'bad'")
+    with pytest.raises(RunDecodeError, match=r"run 'bad': its row .* is corrupted"):
+        await store.get("bad")
+    with pytest.raises(RunDecodeError, match=r"run 'bad': its row .* is corrupted"):
+        await beats.flow().run(Order(), run_id="bad", store=store)
+    with sqlite3.connect(store.path) as connection:
+        status = connection.execute("SELECT status FROM cadence_runs").fetchone()
+    assert status == ("pending",)  # the claim was rolled back: no caller is left waiting
+
+
+async def test_misuse_is_refused_clearly(store: SQLiteStore, tmp_path: Path) -> None:
+    beats = Beats()
+    with pytest.raises(CadenceDefinitionError, match="needs a store"):
+        await beats.flow().run(Order(), run_id="x")
+    with pytest.raises(CadenceDefinitionError, match="needs run_id"):
+        await beats.flow().run(Order(), store=store)
+    await beats.flow().run(Order(), run_id="taken", store=store)
+    other = Cadence("other", Order()).then("add", beats.add)
+    with pytest.raises(DurableError, match="belongs to cadence 'checkout', not 'other'"):
+        await other.run(Order(), run_id="taken", store=store)
+    missing = SQLiteStore(tmp_path / "no" / "such" / "dir.db")
+    with pytest.raises(StoreError, match="run 'y': claiming the run failed in SQLite store"):
+        await beats.flow().run(Order(), run_id="y", store=missing)
+
+
+async def test_immutable_contexts_and_handled_errors(store: SQLiteStore) -> None:
+    calls: list[str] = []
+
+    def bump(ctx: Frozen) -> Frozen:
+        calls.append("bump")
+        return ctx.with_field("n", ctx.n + 1)
+
+    def broken(ctx: Frozen) -> None:
+        calls.append("broken")
+        raise Boom
+
+    flow = (
+        Cadence("frozen", Frozen())
+        .then("one", bump)
+        .then("broken", broken)
+        .then("two", bump)
+        .on_error(lambda ctx, err: None, stop=False)
+    )
+    result = await flow.run(run_id="f1", store=store)
+    assert result == Frozen(n=2)
+    assert calls == ["bump", "broken", "bump"]
+    calls.clear()
+    assert await flow.run(run_id="f1", store=store) == Frozen(n=2)
+    assert calls == []
+
+
+def test_run_sync_takes_a_store(store: SQLiteStore) -> None:
+    beats = Beats()
+    assert beats.flow().run_sync(Order(), run_id="s1", store=store) == EXPECTED
+    beats.calls.clear()
+    assert beats.flow().run_sync(Order(), backend="trio", run_id="s1", store=store) == EXPECTED
+    assert beats.calls == []
+
+
+@dataclass
+class Leaf(Context):
+    seen: list[str] = field(default_factory=list)
+
+
+async def test_a_child_commits_after_each_of_its_steps(store: SQLiteStore) -> None:
+    calls: list[str] = []
+    failing = {"deep.b"}
+
+    def leaf_beat(name: str) -> Callable[[Leaf], Awaitable[None]]:
+        async def run(ctx: Leaf) -> None:
+            calls.append(f"{name}@{idempotency_key()}")
+            if name in failing:
+                raise Boom(name)
+            ctx.seen.append(name)
+
+        return run
+
+    def into(parent: Leaf, child: Leaf) -> None:
+        parent.seen.extend(child.seen)
+
+    deep = Cadence("deep", Leaf()).then("a", leaf_beat("deep.a")).then("b", leaf_beat("deep.b"))
+    mid = (
+        Cadence("mid", Leaf())
+        .then("x", leaf_beat("mid.x"))
+        .child("deep", deep, into)
+        .then("y", leaf_beat("mid.y"))
+    )
+    flow = Cadence("top", Leaf()).then("t", leaf_beat("t")).child("mid", mid, into)
+    with pytest.raises(BeatError, match=r"deep\.b"):
+        await flow.run(run_id="c1", store=store)
+    assert calls == ["t@c1:t", "mid.x@c1:mid.x", "deep.a@c1:mid.deep.a", "deep.b@c1:mid.deep.b"]
+    record = await store.get("c1")
+    assert record is not None
+    assert (record.position, record.step) == (1, "mid")
+    assert record.inner == b'[[1,{"seen":["mid.x"]}],[1,{"seen":["deep.a"]}]]'
+
+    failing.clear()
+    calls.clear()
+    result = await flow.run(run_id="c1", store=store)
+    assert calls == ["deep.b@c1:mid.deep.b", "mid.y@c1:mid.y"]  # only what had not completed
+    assert result.seen == ["t", "mid.x", "deep.a", "deep.b", "mid.y"]
+    record = await store.get("c1")
+    assert record is not None
+    assert (record.status, record.position, record.inner) == ("completed", 2, None)
+
+
+def test_inline_commits_need_a_level_that_does_not_wait_for_the_disk(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="offload=False needs synchronous OFF or NORMAL"):
+        SQLiteStore(tmp_path / "x.db", synchronous="FULL", offload=False)
+
+
+async def test_an_inline_store_waits_on_a_thread_while_another_process_writes(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL", offload=False)
+    beats = Beats()
+    flow = beats.flow()
+    await flow.run(Order(), run_id="warm", store=store)  # opens the connection
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+
+    async def release_later() -> None:
+        await anyio.sleep(0.05)
+        other.execute("COMMIT")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(release_later)  # the loop stays free: the run waits on a thread
+        result = await flow.run(Order(), run_id="blocked", store=store)
+    other.close()
+    assert result == EXPECTED
+
+
+class Recorder(CadenceHooks[Order]):
+    """Hooks that record what they see."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def before_cadence(self, cadence_name: str, context: Order) -> None:
+        self.seen.append(f"start {cadence_name} total={context.total}")
+
+    def after_cadence(
+        self, cadence_name: str, context: Order, duration: float, error: BaseException | None = None
+    ) -> None:
+        self.seen.append(f"end {cadence_name} {type(error).__name__ if error else 'ok'}")
+
+    def after_beat(
+        self, beat_name: str, context: Order, duration: float, error: BaseException | None = None
+    ) -> None:
+        self.seen.append(beat_name)
+
+
+async def test_hooks_see_a_resumed_run_as_one_run_from_where_it_went_on(
+    store: SQLiteStore,
+) -> None:
+    beats = Beats()
+    hooks = Recorder()
+    flow = beats.flow().with_hooks(hooks)
+    beats.fail_at = "left"
+    with pytest.raises(BeatError):
+        await flow.run(Order(), run_id="h1", store=store)
+    assert hooks.seen == [
+        "start checkout total=0",
+        "add",
+        "wait",
+        "par.left",
+        "par.right",
+        "end checkout BeatError",
+    ]
+    hooks.seen.clear()
+    beats.fail_at = None
+    await flow.run(Order(), run_id="h1", store=store)
+    # The resumed run starts on the committed context and reports only the steps it runs.
+    assert hooks.seen == [
+        "start checkout total=20",
+        "par.left",
+        "par.right",
+        "last",
+        "end checkout ok",
+    ]
+    hooks.seen.clear()
+    await flow.run(Order(), run_id="h1", store=store)
+    assert hooks.seen == []  # a finished run runs nothing, hooks included
+
+
+async def test_a_store_lost_mid_run_fails_the_run_and_leaves_it_resumable(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    beats = Beats()
+    real = store.checkpoint
+    lost = {"on": True}
+
+    async def flaky_checkpoint(run_id: str, owner: str, **kwargs: Any) -> None:
+        if lost["on"] and kwargs["position"] == 2:
+            raise StoreError(run_id, f"run {run_id!r}: the disk is full")
+        await real(run_id, owner, **kwargs)
+
+    async def broken_release(run_id: str, owner: str) -> None:
+        raise StoreError(run_id, "still unavailable")
+
+    monkeypatch.setattr(store, "checkpoint", flaky_checkpoint)
+    monkeypatch.setattr(store, "release", broken_release)
+    with pytest.raises(StoreError, match="the disk is full"):
+        await beats.flow().run(Order(), run_id="lost", store=store)
+    record = await store.get("lost")
+    assert record is not None
+    assert (record.status, record.position) == ("running", 1)  # the last commit, whole
+    monkeypatch.undo()
+    beats.calls.clear()
+    # Same process: the failed attempt is over, so its run is taken over at once.
+    assert await beats.flow().run(Order(), run_id="lost", store=store) == EXPECTED
+    assert beats.calls == ["wait", "left", "right", "last"]

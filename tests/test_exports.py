@@ -36,7 +36,17 @@ def test_exported_objects_say_they_are_public() -> None:
 
 
 def test_import_loads_no_optional_dependency() -> None:
-    heavy = ["fastapi", "flask", "opentelemetry", "prometheus_client", "click", "libcst", "mypy"]
+    heavy = [
+        "fastapi",
+        "flask",
+        "opentelemetry",
+        "prometheus_client",
+        "click",
+        "libcst",
+        "mypy",
+        "msgspec",
+        "psycopg",
+    ]
     code = (
         "import sys, cadence\n"
         f"loaded = [m for m in {heavy!r} if m in sys.modules]\n"

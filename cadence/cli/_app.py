@@ -18,6 +18,7 @@ _COMMANDS = {
     "new": "cadence.cli.new:new",
     "diagram": "cadence.cli.diagram:diagram",
     "validate": "cadence.cli.validate:validate",
+    "runs": "cadence.cli.runs:runs",
 }
 
 
@@ -38,6 +39,7 @@ def cli(debug: bool) -> None:
       cadence new beat process-payment --retry 3 --timeout 30
       cadence diagram myapp.cadences:checkout_cadence --format mermaid
       cadence validate myapp.cadences
+      cadence runs list --db runs.db
 
     Exit codes: 0 ok, 1 findings (or changes under --check), 2 usage or user error, 70 a bug.
     """

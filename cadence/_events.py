@@ -25,7 +25,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
@@ -372,11 +372,13 @@ class Frame:
         "pending",
         "run",
         "state",
+        "token",
     )
 
     fell_back: bool
     closed: bool
     state: object
+    token: Token[tuple[Run | Frame, ...]] | None
 
     def __init__(self, owner: Observer, run: Run, path: str, context: object) -> None:
         self.owner = owner
@@ -386,6 +388,7 @@ class Frame:
         self.pending: list[Notice] = []
         self.fell_back = self.closed = False
         self.state = None
+        self.token = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +409,7 @@ class Notice:
 
 
 _stack: ContextVar[tuple[Run | Frame, ...]] = ContextVar("cadence_observed", default=())
+_new_frame = object.__new__  # a frame made field by field: no __init__ call on the hot path
 _ids = itertools.count(1)
 _prefix = f"{os.getpid():x}"
 _prefix_pid = os.getpid()
@@ -741,9 +745,16 @@ class Observer(CadenceHooks[Context]):
         stack = _stack.get()
         if stack:
             top = stack[-1]
-            if top.owner is self and type(top) is Run:  # the usual case
-                frame = Frame(self, top, beat_name, context)
-                _stack.set((*stack, frame))
+            if top.owner is self and type(top) is Run:  # the usual case, made inline
+                frame = _new_frame(Frame)
+                frame.owner = self
+                frame.run = top
+                frame.path = beat_name
+                frame.context = context
+                frame.pending = []
+                frame.fell_back = frame.closed = False
+                frame.state = None
+                frame.token = _stack.set((*stack, frame))
                 return self.beat_started(frame) if self._tells_starts else None
         # The nearest run this observer watches: a parent's, for a child cadence without hooks
         # of its own (its beats come named `child_step.beat`).
@@ -771,7 +782,17 @@ class Observer(CadenceHooks[Context]):
             and top.path == beat_name
             and top.context is context
         ):  # the usual case: the beat on top of the stack is this one
-            _stack.set(stack[:-1])
+            token = top.token
+            # Entries only go on top and come off: with this frame on top and the length it
+            # had, the stack is the one it pushed, and resetting is one step with no copy.
+            if token is not None and len(stack) == len(token.old_value) + 1:
+                try:
+                    _stack.reset(token)
+                except (ValueError, RuntimeError):  # another context's token, or a used one
+                    _stack.set(stack[:-1])
+            else:
+                _stack.set(stack[:-1])
+            top.token = None
             top.closed = True
             if error is None:
                 return self.beat_ended(

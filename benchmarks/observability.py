@@ -300,9 +300,8 @@ def main() -> None:
             own_in_run = total - hand
             print(f"  {name:<29} {total * us:8.2f}   cost over nothing {cost * us:6.2f}")
             print(f"    library's own calls, alone   {library * us:8.2f}")
-            print(
-                f"    reporter's own code          {own * us:8.2f}   = {own / cost:5.1%} of the cost"
-            )
+            share = f"{own / cost:5.1%}"
+            print(f"    reporter's own code          {own * us:8.2f}   = {share} of the cost")
             print(f"    same calls from bare hooks   {hand * us:8.2f}")
             print(
                 f"    reporter's own code, in run  {own_in_run * us:8.2f}"

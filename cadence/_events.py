@@ -783,16 +783,15 @@ class Observer(CadenceHooks[Context]):
             and top.context is context
         ):  # the usual case: the beat on top of the stack is this one
             token = top.token
-            # Entries only go on top and come off: with this frame on top and the length it
-            # had, the stack is the one it pushed, and resetting is one step with no copy.
-            if token is not None and len(stack) == len(token.old_value) + 1:
+            # With this frame on top, the stack is the one it pushed (entries go on top and
+            # come off; a removal below a frame voids its token): resetting is one step.
+            if token is None:
+                _stack.set(stack[:-1])
+            else:
                 try:
                     _stack.reset(token)
                 except (ValueError, RuntimeError):  # another context's token, or a used one
                     _stack.set(stack[:-1])
-            else:
-                _stack.set(stack[:-1])
-            top.token = None
             top.closed = True
             if error is None:
                 return self.beat_ended(
@@ -808,6 +807,9 @@ class Observer(CadenceHooks[Context]):
                 and entry.context is context
             ):
                 frame = entry
+                for later in stack[index + 1 :]:
+                    if type(later) is Frame:
+                        later.token = None  # it would restore a stack with this frame in it
                 _stack.set(stack[:index] + stack[index + 1 :])
                 break
         else:

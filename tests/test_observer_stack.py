@@ -44,8 +44,8 @@ def test_a_frame_removed_below_another_does_not_come_back() -> None:
         ctx = Ctx()
         outer.before_cadence("outer", ctx)
         outer.before_beat("x", ctx)  # pushed with its token
-        inner.before_cadence("inner", Ctx())
-        inner_ctx = _stack.get()[-1].context
+        inner_ctx = Ctx()
+        inner.before_cadence("inner", inner_ctx)
         inner.before_beat("y", inner_ctx)  # its token would restore a stack holding "x"
         outer.after_beat("x", ctx, 0.0, None)  # ends out of order: removed from below
         assert kinds(_stack.get()) == [("Run", "outer"), ("Run", "inner"), ("Frame", "y")]

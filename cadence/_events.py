@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
@@ -361,7 +361,11 @@ class Run:
 
 
 class Frame:
-    """One observed beat in progress."""
+    """One observed beat in progress.
+
+    `pending` holds the resilience notices of the beat, in order; it is an empty tuple until
+    the first comes (most beats have none: no list is made for them).
+    """
 
     __slots__ = (
         "closed",
@@ -375,6 +379,7 @@ class Frame:
         "token",
     )
 
+    pending: Sequence[Notice]
     fell_back: bool
     closed: bool
     state: object
@@ -385,7 +390,7 @@ class Frame:
         self.run = run
         self.path = path
         self.context = context
-        self.pending: list[Notice] = []
+        self.pending = ()
         self.fell_back = self.closed = False
         self.state = None
         self.token = None
@@ -486,7 +491,20 @@ def _notify(notice: Notice) -> None:
         if not frame.closed:
             if notice.kind == "fallback":
                 frame.fell_back = True
-            frame.pending.append(notice)
+            add_notice(frame, notice)
+
+
+_notice_lock = threading.Lock()
+
+
+def add_notice(frame: Frame, notice: Notice) -> None:
+    """Add `notice` to the frame's pending notices (from any thread)."""
+    with _notice_lock:  # notices are rare; a beat's threads may notice at once
+        pending = frame.pending
+        if isinstance(pending, list):
+            pending.append(notice)
+        else:
+            frame.pending = [*pending, notice]
 
 
 def record_retry(
@@ -751,7 +769,7 @@ class Observer(CadenceHooks[Context]):
                 frame.run = top
                 frame.path = beat_name
                 frame.context = context
-                frame.pending = []
+                frame.pending = ()
                 frame.fell_back = frame.closed = False
                 frame.state = None
                 frame.token = _stack.set((*stack, frame))
@@ -980,8 +998,8 @@ class EventHooks(Observer):
         """Send `BreakerStateChanged`: at once to a sync listener; with the beat to an async one."""
         if self._is_async:
             if frame is not None:  # delivered with the beat's end, in its task
-                frame.pending.append(
-                    Notice("breaker", at, "", breaker=breaker, old_state=old, new_state=new)
+                add_notice(
+                    frame, Notice("breaker", at, "", breaker=breaker, old_state=old, new_state=new)
                 )
             return
         event = BreakerStateChanged(

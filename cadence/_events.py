@@ -24,8 +24,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
@@ -361,7 +361,11 @@ class Run:
 
 
 class Frame:
-    """One observed beat in progress."""
+    """One observed beat in progress.
+
+    `pending` holds the resilience notices of the beat, in order; it is an empty tuple until
+    the first comes (most beats have none: no list is made for them).
+    """
 
     __slots__ = (
         "closed",
@@ -372,20 +376,24 @@ class Frame:
         "pending",
         "run",
         "state",
+        "token",
     )
 
+    pending: Sequence[Notice]
     fell_back: bool
     closed: bool
     state: object
+    token: Token[tuple[Run | Frame, ...]] | None
 
     def __init__(self, owner: Observer, run: Run, path: str, context: object) -> None:
         self.owner = owner
         self.run = run
         self.path = path
         self.context = context
-        self.pending: list[Notice] = []
+        self.pending = ()
         self.fell_back = self.closed = False
         self.state = None
+        self.token = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +414,7 @@ class Notice:
 
 
 _stack: ContextVar[tuple[Run | Frame, ...]] = ContextVar("cadence_observed", default=())
+_new_frame = object.__new__  # a frame made field by field: no __init__ call on the hot path
 _ids = itertools.count(1)
 _prefix = f"{os.getpid():x}"
 _prefix_pid = os.getpid()
@@ -482,7 +491,20 @@ def _notify(notice: Notice) -> None:
         if not frame.closed:
             if notice.kind == "fallback":
                 frame.fell_back = True
-            frame.pending.append(notice)
+            add_notice(frame, notice)
+
+
+_notice_lock = threading.Lock()
+
+
+def add_notice(frame: Frame, notice: Notice) -> None:
+    """Add `notice` to the frame's pending notices (from any thread)."""
+    with _notice_lock:  # notices are rare; a beat's threads may notice at once
+        pending = frame.pending
+        if isinstance(pending, list):
+            pending.append(notice)
+        else:
+            frame.pending = [*pending, notice]
 
 
 def record_retry(
@@ -741,9 +763,16 @@ class Observer(CadenceHooks[Context]):
         stack = _stack.get()
         if stack:
             top = stack[-1]
-            if top.owner is self and type(top) is Run:  # the usual case
-                frame = Frame(self, top, beat_name, context)
-                _stack.set((*stack, frame))
+            if top.owner is self and type(top) is Run:  # the usual case, made inline
+                frame = _new_frame(Frame)
+                frame.owner = self
+                frame.run = top
+                frame.path = beat_name
+                frame.context = context
+                frame.pending = ()
+                frame.fell_back = frame.closed = False
+                frame.state = None
+                frame.token = _stack.set((*stack, frame))
                 return self.beat_started(frame) if self._tells_starts else None
         # The nearest run this observer watches: a parent's, for a child cadence without hooks
         # of its own (its beats come named `child_step.beat`).
@@ -771,7 +800,16 @@ class Observer(CadenceHooks[Context]):
             and top.path == beat_name
             and top.context is context
         ):  # the usual case: the beat on top of the stack is this one
-            _stack.set(stack[:-1])
+            token = top.token
+            # With this frame on top, the stack is the one it pushed (entries go on top and
+            # come off; a removal below a frame voids its token): resetting is one step.
+            if token is None:
+                _stack.set(stack[:-1])
+            else:
+                try:
+                    _stack.reset(token)
+                except (ValueError, RuntimeError):  # another context's token, or a used one
+                    _stack.set(stack[:-1])
             top.closed = True
             if error is None:
                 return self.beat_ended(
@@ -787,6 +825,9 @@ class Observer(CadenceHooks[Context]):
                 and entry.context is context
             ):
                 frame = entry
+                for later in stack[index + 1 :]:
+                    if type(later) is Frame:
+                        later.token = None  # it would restore a stack with this frame in it
                 _stack.set(stack[:index] + stack[index + 1 :])
                 break
         else:
@@ -957,8 +998,8 @@ class EventHooks(Observer):
         """Send `BreakerStateChanged`: at once to a sync listener; with the beat to an async one."""
         if self._is_async:
             if frame is not None:  # delivered with the beat's end, in its task
-                frame.pending.append(
-                    Notice("breaker", at, "", breaker=breaker, old_state=old, new_state=new)
+                add_notice(
+                    frame, Notice("breaker", at, "", breaker=breaker, old_state=old, new_state=new)
                 )
             return
         event = BreakerStateChanged(

@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias, TypeVar
+from typing import Protocol, TypeAlias, TypeVar, cast
 
 from anyio import CancelScope
 
@@ -233,115 +233,282 @@ def _live(hooks: object, method: str) -> bool:
     return on_class is not _NO_OPS[method]
 
 
-async def _call(hooks: object, method: str, args: tuple[object, ...]) -> None:
-    function = getattr(hooks, method, None)
-    if function is None:
-        return
-    try:
-        result = function(*args)
-        if result is not None and inspect.isawaitable(result):
-            await result
-    except Exception:
-        logger.exception("hook %s.%s raised; the run goes on", type(hooks).__qualname__, method)
-
-
 Entry: TypeAlias = tuple[str, object]
 """A hooks object, with the prefix the beat names it hears of get (`""` for its own cadence)."""
 
+Call: TypeAlias = tuple[object, Callable[..., object], str, bool, str]
+"""One live hook method, resolved once: (hooks, bound method, prefix, is async, method name)."""
 
-async def open_calls(
-    entries: Sequence[Entry], method: str, name: str, rest: tuple[object, ...], told: list[Entry]
-) -> None:
+
+def _call_of(entry: Entry, method: str) -> Call:
+    prefix, hooks = entry
+    function: Callable[..., object] = getattr(hooks, method)
+    return (hooks, function, prefix, inspect.iscoroutinefunction(function), method)
+
+
+def _raised(call: Call, error: Exception) -> None:
+    """Log the failure of `call`; the run goes on."""
+    hooks, method = type(call[0]).__qualname__, call[4]
+    logger.error("hook %s.%s raised; the run goes on", hooks, method, exc_info=error)
+
+
+async def _finish(call: Call, pending: object, name: str, rest: tuple[object, ...]) -> None:
+    """Make `call` (unless `pending` is its result already) and await what it returned."""
+    try:
+        if pending is None:
+            pending = call[1](call[2] + name, *rest)
+            if pending is None or not inspect.isawaitable(pending):
+                return
+        await cast("Awaitable[object]", pending)
+    except Exception as failure:  # noqa: BLE001 # a hook's failure is logged, never the run's
+        _raised(call, failure)
+
+
+def open_calls(
+    calls: Sequence[Call], name: str, context: object, told: list[Call]
+) -> Awaitable[None] | None:
     """Call a `before_*` method on each entry in order, adding to `told` each one started.
 
-    A cancellation stops the loop: the entries whose call started (the one cancelled while it
-    was awaiting included) are in `told`, and each gets its `after_*`.
+    Sync methods are called inline; the first async one (or awaitable result) hands the rest
+    to a coroutine, returned for the caller to await (`None` when all is done). A cancellation
+    stops the calls: those started (the one cancelled while it was awaiting included) are in
+    `told`, and each gets its `after_*`.
     """
-    for entry in entries:
-        prefix, hooks = entry
-        told.append(entry)
-        await _call(hooks, method, (prefix + name, *rest))
+    for call in calls:
+        told.append(call)
+        _, function, prefix, is_async, _ = call
+        if is_async:
+            return _open_rest(calls, _index(calls, call), None, name, (context,), told)
+        try:
+            result = function(prefix + name, context)
+        except Exception as failure:  # noqa: BLE001 # a hook's failure is logged, never the run's
+            _raised(call, failure)
+            continue
+        if result is not None and inspect.isawaitable(result):
+            return _open_rest(calls, _index(calls, call), result, name, (context,), told)
+    return None
 
 
-async def close_calls(
-    entries: Sequence[Entry], method: str, name: str, rest: tuple[object, ...], *, shield: bool
+def _index(calls: Sequence[Call], call: Call) -> int:
+    return next(index for index, each in enumerate(calls) if each is call)
+
+
+async def _open_rest(  # noqa: PLR0917 # the state of open_calls, handed on
+    calls: Sequence[Call],
+    index: int,
+    pending: object,
+    name: str,
+    rest: tuple[object, ...],
+    told: list[Call],
 ) -> None:
+    await _finish(calls[index], pending, name, rest)
+    later = open_calls(calls[index + 1 :], name, rest[0], told)
+    if later is not None:
+        await later
+
+
+def close_calls(
+    calls: Sequence[Call], name: str, rest: tuple[object, ...], *, shield: bool
+) -> Awaitable[None] | None:
     """Call an `after_*` method on each entry; a cancellation never makes one miss its call.
 
-    The calls go in the reverse order of the `before_*` calls, as nested context managers
-    close, so hooks that set context (a tracer's current span) unwind it in order. With
-    `shield`, every call is shielded from cancellation (the run is being cancelled); otherwise
-    a cancellation arriving during one call lets the others run shielded, then propagates.
+    `calls` come in the reverse order of the `before_*` calls, as nested context managers
+    close, so hooks that set context (a tracer's current span) unwind it in order. Sync methods
+    are called inline (no cancellation can reach them); from the first async one on, the rest
+    go to a coroutine, returned for the caller to await. With `shield`, every awaited call is
+    shielded from cancellation (the run is being cancelled); otherwise a cancellation arriving
+    during one call lets the others run shielded, then propagates.
     """
-    if not entries:
-        return
-    entries = entries[::-1]
+    for call in calls:
+        _, function, prefix, is_async, _ = call
+        if is_async:
+            return _close_rest(calls, _index(calls, call), None, name, rest, shield=shield)
+        try:
+            result = function(prefix + name, *rest)
+        except Exception as failure:  # noqa: BLE001 # a hook's failure is logged, never the run's
+            _raised(call, failure)
+            continue
+        if result is not None and inspect.isawaitable(result):
+            return _close_rest(calls, _index(calls, call), result, name, rest, shield=shield)
+    return None
+
+
+def close_ends(  # the after_* arguments, unpacked on the hot path
+    calls: Sequence[Call],
+    name: str,
+    context: object,
+    duration: float,
+    error: BaseException | None,
+    *,
+    shield: bool,
+) -> Awaitable[None] | None:
+    """Call `after_beat` or `after_cadence` on each entry, as `close_calls` does."""
+    for call in calls:
+        _, function, prefix, is_async, _ = call
+        if is_async:
+            rest = (context, duration, error)
+            return _close_rest(calls, _index(calls, call), None, name, rest, shield=shield)
+        try:
+            result = function(prefix + name, context, duration, error)
+        except Exception as failure:  # noqa: BLE001 # a hook's failure is logged, never the run's
+            _raised(call, failure)
+            continue
+        if result is not None and inspect.isawaitable(result):
+            rest = (context, duration, error)
+            return _close_rest(calls, _index(calls, call), result, name, rest, shield=shield)
+    return None
+
+
+async def _close_rest(  # the state of close_calls, handed on
+    calls: Sequence[Call],
+    index: int,
+    pending: object,
+    name: str,
+    rest: tuple[object, ...],
+    *,
+    shield: bool,
+) -> None:
     if shield:
         with CancelScope(shield=True):
-            for prefix, hooks in entries:
-                await _call(hooks, method, (prefix + name, *rest))
+            await _finish(calls[index], pending, name, rest)
+            later = close_calls(calls[index + 1 :], name, rest, shield=True)
+            if later is not None:
+                await later
         return
-    for index, (prefix, hooks) in enumerate(entries):
-        try:
-            await _call(hooks, method, (prefix + name, *rest))
-        except BaseException:
-            with CancelScope(shield=True):
-                for later_prefix, later in entries[index + 1 :]:
-                    await _call(later, method, (later_prefix + name, *rest))
-            raise
+    try:
+        await _finish(calls[index], pending, name, rest)
+    except BaseException:
+        with CancelScope(shield=True):
+            later = close_calls(calls[index + 1 :], name, rest, shield=True)
+            if later is not None:
+                await later
+        raise
+    later = close_calls(calls[index + 1 :], name, rest, shield=False)
+    if later is not None:
+        await later
+
+
+async def _then(
+    pending: Awaitable[None], calls: Sequence[Call], name: str, rest: tuple[object, ...]
+) -> None:
+    await pending
+    later = close_calls(calls, name, rest, shield=False)
+    if later is not None:
+        await later
+
+
+def _owed(calls: tuple[Call, ...], told: int, started: tuple[Call, ...]) -> tuple[Call, ...]:
+    """Return the `calls` owed: those of hooks whose `before` call (if any) was made.
+
+    The `before` calls go in order, so the first `told` of `started` were made.
+    """
+    if told == len(started):
+        return calls
+    missed = started[told:]
+    return tuple(c for c in calls if not any(c[0] is m[0] for m in missed))
 
 
 class Observers:
-    """The hooks observing one run: each with the path prefix its beat names get."""
+    """The hooks observing one run: each with the path prefix its beat names get.
 
-    __slots__ = ("entries", "live")
+    Each live hook method is resolved once, here: its bound method and whether it is async,
+    in call order (`before_*`) or reverse call order (`after_*`, `on_error`).
+    """
+
+    __slots__ = (
+        "_children",
+        "after_beat",
+        "after_cadence",
+        "before_beat",
+        "before_cadence",
+        "entries",
+        "on_error",
+        "watches_beats",
+    )
 
     def __init__(self, entries: Sequence[Entry]) -> None:
         self.entries = tuple(entries)
-        # Which hooks have each method of their own, resolved once rather than on every beat.
-        self.live = {
-            method: tuple(e for e in self.entries if _live(e[1], method)) for method in HOOK_METHODS
-        }
+
+        def calls(method: str, *, reverse: bool = False) -> tuple[Call, ...]:
+            found = tuple(_call_of(e, method) for e in self.entries if _live(e[1], method))
+            return found[::-1] if reverse else found
+
+        self.before_cadence = calls("before_cadence")
+        self.after_cadence = calls("after_cadence", reverse=True)
+        self.before_beat = calls("before_beat")
+        self.after_beat = calls("after_beat", reverse=True)
+        self.on_error = calls("on_error", reverse=True)
+        # Whether any hook hears of beats: if none does, the beats take the unobserved path.
+        self.watches_beats = bool(self.before_beat or self.after_beat or self.on_error)
+        # Each child run's observers, kept by prefix and the child's own hooks (held, so the
+        # id is never reused while kept).
+        self._children: dict[tuple[str, int], tuple[Sequence[object], Observers | None]] = {}
 
     def nested(self, prefix: str, own: Sequence[object]) -> Observers | None:
         """Return the observers of a child run: these, under `prefix`, plus the child's own.
 
         A hooks object attached to both the parent and the child hears of each child beat
-        once, as the child's own (so a `TimingHooks` files it under the child's run).
+        once, as the child's own (so a `TimingHooks` files it under the child's run). The
+        result is kept, per prefix, for the next run of the same child.
         """
+        key = (prefix, id(own))
+        kept = self._children.get(key)
+        if kept is not None and kept[0] is own:
+            return kept[1]
         entries = [
             (outer + prefix, hooks)
             for outer, hooks in self.entries
             if not any(hooks is mine for mine in own)
         ]
         entries.extend(("", hooks) for hooks in own)
-        return Observers(entries) if entries else None
+        nested = Observers(entries) if entries else None
+        if len(self._children) < _KEEP_CHILDREN:
+            self._children[key] = (own, nested)
+        return nested
 
-    def owed(self, method: str, before: str, told: Sequence[Entry]) -> tuple[Entry, ...]:
-        """Return the entries owed a `method` call: those whose `before` call was not cut short.
+    def start_cadence(self, name: str, context: object, told: list[Call]) -> Awaitable[None] | None:
+        """Tell the observers a run starts; return what is left to await, if anything."""
+        return open_calls(self.before_cadence, name, context, told)
 
-        An entry with a `before` method of its own is owed its `after` only if it was told
-        (a cancellation may stop the `before` calls part way).
-        """
-        live = self.live[method]
-        started = self.live[before]
-        if len(told) == len(started):
-            return live
-        missed = [e for e in started if not any(e is t for t in told)]
-        return tuple(e for e in live if not any(e is m for m in missed))
-
-    async def after_beat(
+    def end_cadence(
         self,
-        told: Sequence[Entry],
+        told: list[Call],
+        name: str,
+        context: object,
+        duration: float,
+        error: BaseException | None,
+    ) -> Awaitable[None] | None:
+        """Tell the observers owed it that a run ended; return what is left to await."""
+        owed = _owed(self.after_cadence, len(told), self.before_cadence)
+        cancelled = error is not None and not isinstance(error, Exception)
+        return close_ends(owed, name, context, duration, error, shield=cancelled)
+
+    def end_beat(
+        self,
+        told: Sequence[Call],
         path: str,
         context: object,
         duration: float,
         error: BaseException | None,
-    ) -> None:
-        """Tell the observers owed it that a beat ended, and of its failure if it failed."""
-        cancelled = error is not None and not isinstance(error, Exception)
-        ended = self.owed("after_beat", "before_beat", told)
-        await close_calls(ended, "after_beat", path, (context, duration, error), shield=cancelled)
-        if isinstance(error, Exception):
-            failed = self.owed("on_error", "before_beat", told)
-            await close_calls(failed, "on_error", path, (context, error), shield=False)
+    ) -> Awaitable[None] | None:
+        """Tell the observers owed it that a beat ended, and of its failure if it failed.
+
+        Return what is left to await (`None` when every hook was sync and is done).
+        """
+        ended = self.after_beat
+        if len(told) != len(self.before_beat):
+            ended = _owed(ended, len(told), self.before_beat)
+        if error is None:
+            return close_ends(ended, path, context, duration, None, shield=False) if ended else None
+        if not isinstance(error, Exception):
+            return close_ends(ended, path, context, duration, error, shield=True)
+        pending = close_ends(ended, path, context, duration, error, shield=False)
+        failed = _owed(self.on_error, len(told), self.before_beat)
+        if not failed:
+            return pending
+        if pending is None:
+            return close_calls(failed, path, (context, error), shield=False)
+        return _then(pending, failed, path, (context, error))
+
+
+_KEEP_CHILDREN = 64

@@ -18,7 +18,7 @@ import anyio.to_thread
 
 from cadence._context import Context, context_fields, context_info, is_frozen
 from cadence._errors import BeatError, BeatErrorGroup, CadenceError
-from cadence._hooks import Entry, Observers, close_calls, open_calls
+from cadence._hooks import Call, Observers, open_calls
 from cadence._isolation import DELETED, FingerprintCache, open_branches
 from cadence._merge import merge_branches
 from cadence._steps import Child, Split, Sync, Then
@@ -51,27 +51,29 @@ async def execute(
         observers = own
     else:
         observers = outer.nested("", cadence.hooks) if own is not None else outer
-    if observers is None:
-        return await run_steps(cadence, context, None)
+    if observers is not None and not observers.watches_beats:
+        observers = None  # only run hooks: the beats go the unobserved way
     if own is None:
         return await run_steps(cadence, context, observers)
     cadence.watch_plan()
     name = cadence.name
-    told: list[Entry] = []
+    told: list[Call] = []
     start = perf_counter()
     try:
-        await open_calls(own.live["before_cadence"], "before_cadence", name, (context,), told)
-        start = perf_counter()
+        if own.before_cadence:
+            pending = own.start_cadence(name, context, told)
+            if pending is not None:
+                await pending
+            start = perf_counter()
         context = await run_steps(cadence, context, observers)
     except BaseException as exc:
-        cancelled = not isinstance(exc, Exception)
-        ended = (context, perf_counter() - start, exc)
-        owed = own.owed("after_cadence", "before_cadence", told)
-        await close_calls(owed, "after_cadence", name, ended, shield=cancelled)
+        pending = own.end_cadence(told, name, context, perf_counter() - start, exc)
+        if pending is not None:
+            await pending
         raise
-    finished = (context, perf_counter() - start, None)
-    owed = own.owed("after_cadence", "before_cadence", told)
-    await close_calls(owed, "after_cadence", name, finished, shield=False)
+    pending = own.end_cadence(told, name, context, perf_counter() - start, None)
+    if pending is not None:
+        await pending
     return context
 
 
@@ -172,18 +174,28 @@ async def _invoke(spec: BeatSpec, context: C, path: str, observers: Observers | 
     """Run one beat, telling `observers` (if any) of its start, end and failure."""
     if observers is None:
         return await _call_beat(spec, context)
-    told: list[Entry] = []
+    told: list[Call] = []
     start = perf_counter()
     try:
-        before = observers.live["before_beat"]
-        if before:
-            await open_calls(before, "before_beat", path, (context,), told)
+        if observers.before_beat:
+            pending = open_calls(observers.before_beat, path, context, told)
+            if pending is not None:
+                await pending
             start = perf_counter()
-        context = await _call_beat(spec, context)
+        if spec.is_async:  # as _call_beat, inline: one coroutine less per observed beat
+            result = await spec.fn(context)
+            if result is not None:
+                context = _next_context(context, result, spec.name)
+        else:
+            context = await _call_beat(spec, context)
     except BaseException as exc:
-        await observers.after_beat(told, path, context, perf_counter() - start, exc)
+        pending = observers.end_beat(told, path, context, perf_counter() - start, exc)
+        if pending is not None:
+            await pending
         raise
-    await observers.after_beat(told, path, context, perf_counter() - start, None)
+    pending = observers.end_beat(told, path, context, perf_counter() - start, None)
+    if pending is not None:
+        await pending
     return context
 
 

@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
@@ -15,11 +16,21 @@ import msgspec.json
 from cadence._beat import BeatSpec
 from cadence._context import Context
 from cadence._errors import CadenceDefinitionError, CadenceError
+from cadence._events import (
+    CheckpointFailed,
+    LeaseLost,
+    RunClaimed,
+    RunResumed,
+    durable_run,
+    emit_durable,
+    end_durable_run,
+)
 from cadence._run import execute, run_step
 from cadence._steps import Child, Split, Sync
 from cadence.durable._codec import codec_for
 from cadence.durable._errors import (
     DurableError,
+    LeaseLostError,
     PlanChangedError,
     RunCancelledError,
     RunDecodeError,
@@ -125,11 +136,19 @@ class _Progress:
     `i - 1`, with its own context and position. A commit at one level drops the deeper ones.
     """
 
-    __slots__ = ("frames", "owner", "resume", "run_id", "store")
+    __slots__ = ("cadence", "frames", "owner", "resume", "run_id", "store")
 
     def __init__(  # noqa: PLR0917 # one run's progress, made in one place
-        self, store: Store, run_id: str, owner: str, position: int, step: str | None, context: bytes
-    ) -> None:
+        self,
+        cadence: Cadence[Any],
+        store: Store,
+        run_id: str,
+        owner: str,
+        position: int,
+        step: str | None,
+        context: bytes,
+    ) -> None:  # Any: the run's own context type
+        self.cadence = cadence
         self.store = store
         self.run_id = run_id
         self.owner = owner
@@ -159,14 +178,43 @@ class _Progress:
             inner = msgspec.json.encode([_Frame(p, msgspec.Raw(c)) for p, _, c in self.frames[1:]])
         else:
             top_step = step
-        await self.store.checkpoint(
-            self.run_id,
-            self.owner,
-            position=top_position,
-            step=top_step,
-            context=top_context,
-            inner=inner,
-        )
+        try:
+            await self.store.checkpoint(
+                self.run_id,
+                self.owner,
+                position=top_position,
+                step=top_step,
+                context=top_context,
+                inner=inner,
+            )
+        except StoreError as exc:
+            await store_failed(self.cadence, self.run_id, self.owner, top_position, top_step, exc)
+            raise
+
+
+async def store_failed(  # noqa: PLR0917 # one event's fields
+    cadence: Cadence[Any],
+    run_id: str,
+    owner: str,
+    position: int,
+    step: str | None,
+    error: StoreError,
+) -> None:  # Any: any cadence
+    """Tell the cadence's observers that a write lost the run or failed."""
+    if not cadence.hooks:
+        return
+    kind = LeaseLost if isinstance(error, LeaseLostError) else CheckpointFailed
+    event = kind(
+        cadence=cadence.name,
+        run_id=run_id,
+        at=time.time(),
+        owner=owner,
+        position=position,
+        step=step,
+        error=error,
+    )
+    with anyio.CancelScope(shield=True):
+        await emit_durable(cadence, event)
 
 
 class _Frame(msgspec.Struct, array_like=True):
@@ -298,6 +346,8 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
             record.step,
             record.attempts,
         )
+    if cadence.hooks and claim.outcome in ("created", "claimed"):
+        await _tell_claim(cadence, claim, token)
     if claim.outcome == "finished":
         if record.context is None:
             raise RunDecodeError(run_id, f"run {run_id!r} completed but has no stored context")
@@ -310,23 +360,67 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
                 store, record, token, context, codec, plan, migration, len(steps)
             )
         step = steps[position].name if position < len(steps) else None
-        progress = _Progress(store, run_id, token, position, step, codec.encode(context, run_id))
+        progress = _Progress(
+            cadence, store, run_id, token, position, step, codec.encode(context, run_id)
+        )
         if claim.outcome == "claimed" and position == record.position:
             progress.load_inner(record.inner)
-        result = await execute(cadence, context, None, _Walk[C](progress, 0, position, ""))
+        observed = durable_run(cadence, run_id)
+        try:
+            result = await execute(cadence, context, None, _Walk[C](progress, 0, position, ""))
+        finally:
+            end_durable_run(observed)
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             await _stop(store, run_id, token, exc)
         raise
-    await store.finish(
-        run_id,
-        token,
-        status="completed",
-        context=codec.encode(result, run_id),
-        error=None,
-        position=len(steps),
-    )
+    try:
+        await store.finish(
+            run_id,
+            token,
+            status="completed",
+            context=codec.encode(result, run_id),
+            error=None,
+            position=len(steps),
+        )
+    except StoreError as exc:
+        await store_failed(cadence, run_id, token, len(steps), None, exc)
+        raise
     return result
+
+
+async def _tell_claim(cadence: Cadence[Any], claim: Claim, owner: str) -> None:
+    """Send `RunClaimed` (and `RunResumed` for a later attempt) to the cadence's observers."""
+    record = claim.record  # Any: any cadence
+    name, run_id, position, step = cadence.name, record.run_id, record.position, record.step
+    attempt = record.attempts
+    await emit_durable(
+        cadence,
+        RunClaimed(
+            cadence=name,
+            run_id=run_id,
+            at=time.time(),
+            owner=owner,
+            position=position,
+            step=step,
+            attempt=attempt,
+            new=attempt <= 1,
+        ),
+    )
+    if attempt > 1:
+        await emit_durable(
+            cadence,
+            RunResumed(
+                cadence=name,
+                run_id=run_id,
+                at=time.time(),
+                owner=owner,
+                position=position,
+                step=step,
+                attempt=attempt,
+                in_child=bool(record.inner),
+            ),
+        )
 
 
 async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once

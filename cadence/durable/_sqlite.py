@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar, cast
 
 import anyio.to_thread
 
-from cadence.durable._errors import RunCancelledError, RunDecodeError, StoreError
+from cadence.durable._errors import (
+    LeaseLostError,
+    RunCancelledError,
+    RunDecodeError,
+    StoreError,
+)
 from cadence.durable._store import Claim, ErrorInfo, NewRun, RunRecord, RunStatus
 
 if TYPE_CHECKING:
@@ -376,7 +381,7 @@ class SQLiteStore:
             if row is not None and row[0] == "cancelled":
                 raise RunCancelledError(run_id, f"run {run_id!r} was cancelled")
             holder = "it no longer exists" if row is None else f"it is {row[0]}, owned by {row[1]}"
-            raise StoreError(run_id, f"run {run_id!r}: this caller lost the run ({holder})")
+            raise LeaseLostError(run_id, f"run {run_id!r}: this caller lost the run ({holder})")
 
         return work
 

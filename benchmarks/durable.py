@@ -8,7 +8,9 @@ durable at `synchronous=NORMAL` and `FULL`, and without a store. The per-step fi
 run's time divided by its commits (ten: nine checkpoints and the finish; the claim is counted
 too, so it is slightly pessimistic). The floor is a bare `UPDATE ... ; COMMIT` of the same bytes
 in the same database file (WAL, same `synchronous`), from plain sqlite3 in one thread: what
-any durable step must pay at least. Durable calls run on the store's writer thread. The script prints; it checks nothing. About 10-20 s.
+any durable step must pay at least. Durable calls run on the store's writer thread. At FULL
+the two alternate run by run (fsync times here swing with other jobs' I/O). The script
+prints; it checks nothing. About 10-20 s.
 """
 
 from __future__ import annotations

@@ -16,20 +16,29 @@ prints; it checks nothing. About 10-20 s.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import signal
+import socket
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import anyio.to_thread
 
 from cadence import Cadence, Context
 from cadence.durable import SQLiteStore, Synchronous
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 STEPS = 10
 
@@ -223,6 +232,194 @@ async def bare_postgres(commits: int, dsn: str) -> float:
         return (time.perf_counter() - start) / commits
 
 
+# --------------------------------------------------------------------------- throughput
+# ruff: noqa: S603, ASYNC220 # the benchmark runs its own server, pgbench and workers
+
+
+def start_postgres(base: Path) -> tuple[str, Callable[[], None]]:
+    """Start a PostgreSQL server (Debian's, as the `postgres` user) on 127.0.0.1 in `base`.
+
+    Default durability: `fsync` and `synchronous_commit` on, as in production.
+    """
+    found = [Path(f"/usr/lib/postgresql/{v}/bin") for v in ("17", "16", "15")]
+    bin_dir = next((d for d in found if (d / "pg_ctl").exists()), None)
+    if bin_dir is None:
+        raise SystemExit("PostgreSQL is not installed (/usr/lib/postgresql/*/bin/pg_ctl)")
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(base, "postgres")
+    data = base / "data"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    subprocess.run(
+        [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    subprocess.run(
+        [
+            *as_user,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(base / "log"),
+            "-w",
+            "start",
+        ],  # two lines of arguments
+        check=True,
+        capture_output=True,
+    )
+
+    def stop() -> None:
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            check=False,
+            capture_output=True,
+        )
+
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
+
+
+def pgbench(dsn: str, clients: int, seconds: int, folder: Path) -> float:
+    """Return pgbench's TPS for a one-row INSERT (each its own commit) with `clients`."""
+    import psycopg  # noqa: PLC0415 # optional
+
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("CREATE TABLE IF NOT EXISTS bench_insert (id bigserial, v int)")
+    script = folder / "insert.sql"
+    script.write_text("INSERT INTO bench_insert (v) VALUES (1);\n")
+    found = [Path(f"/usr/lib/postgresql/{v}/bin/pgbench") for v in ("17", "16", "15")]
+    binary = next((str(b) for b in found if b.exists()), "pgbench")
+    done = subprocess.run(
+        [
+            binary,
+            "-n",
+            "-f",
+            str(script),
+            "-c",
+            str(clients),
+            "-j",
+            str(min(clients, 2)),
+            "-T",
+            str(seconds),
+            dsn,
+        ],  # two lines of arguments
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    line = next(t for t in done.stdout.splitlines() if t.startswith("tps"))
+    return float(line.split("=")[1].split()[0])
+
+
+def _busy() -> tuple[int, int]:
+    """Return the machine's busy and total CPU ticks so far (`/proc/stat`)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+async def worker_main(dsn: str, concurrency: int) -> None:
+    """A worker process: open the store, say `ready`, wait for `go`, work until SIGTERM."""
+    from cadence.durable import PostgresStore, Worker  # noqa: PLC0415 # optional: psycopg
+
+    store = PostgresStore(dsn, max_size=concurrency + 2)
+    await store.list_runs(limit=1)  # the pool is open and the schema made
+    print("ready", flush=True)  # to the benchmark, which says go to every worker at once
+    await anyio.to_thread.run_sync(sys.stdin.readline)
+    await Worker(store, [flow()], concurrency=concurrency, idle=0.01).run()
+    await store.aclose()
+
+
+async def throughput(
+    dsn: str, workers: int, runs: int, concurrency: int
+) -> tuple[float, float, float]:
+    """Run `runs` queued ten-step runs on `workers` processes; runs/s, commits/run, CPU busy."""
+    import psycopg  # noqa: PLC0415 # optional
+
+    from cadence.durable import PostgresStore, enqueue  # noqa: PLC0415 # optional
+
+    store = PostgresStore(dsn)
+    c = flow()
+    tag = uuid.uuid4().hex[:8]
+    for i in range(runs):
+        await enqueue(c, Ctx(), run_id=f"{tag}-{i}", store=store)
+    await store.aclose()
+    env = dict(os.environ)
+    root = str(Path(__file__).parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    args = [sys.executable, __file__, "--worker", dsn, "--concurrency", str(concurrency)]
+    procs = [
+        subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    count = (
+        f"SELECT count(*) FROM cadence_runs WHERE status = 'completed' AND run_id LIKE '{tag}-%'"  # noqa: S608 # our own tag
+    )
+    commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        before = connection.execute(commits).fetchone()
+        busy0, total0 = _busy()
+        start = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        polls = 0
+        while True:
+            polls += 1
+            row = connection.execute(count).fetchone()
+            if row is not None and row[0] >= runs:
+                break
+            await anyio.sleep(0.02)
+        elapsed = time.perf_counter() - start
+        busy1, total1 = _busy()
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.communicate(timeout=30)
+    await anyio.sleep(1.5)  # the workers' backends have reported their commits
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        after = connection.execute(commits).fetchone()
+    assert before is not None
+    assert after is not None
+    per_run = (after[0] - before[0] - 2 * polls - 3) / runs  # less this loop's own reads
+    return runs / elapsed, per_run, (busy1 - busy0) / max(1, total1 - total0)
+
+
+async def throughput_main(runs: int, concurrency: int) -> None:
+    """Start a server, measure pgbench's ceiling and 1, 2, 4 workers, print the table."""
+    base = Path(tempfile.mkdtemp(prefix="cadence-bench-pg-"))
+    dsn, stop = start_postgres(base)
+    try:
+        print(f"PostgreSQL on 127.0.0.1 (fsync on, synchronous_commit on), {os.cpu_count()} cores")
+        print(f"{'clients or workers':<34} {'1':>9} {'2':>9} {'4':>9}")
+        ceilings = [pgbench(dsn, n, 5, base) for n in (1, 2, 4)]
+        print(f"{'pgbench one-row INSERT, TPS':<34}" + "".join(f"{t:>10.0f}" for t in ceilings))
+        results = [await throughput(dsn, n, runs, concurrency) for n in (1, 2, 4)]
+        line = "".join(f"{r:>10.1f}" for r, _, _ in results)
+        print(f"{'ten-step runs/s':<34}{line}")
+        print(f"{'commits per run':<34}" + "".join(f"{c:>10.1f}" for _, c, _ in results))
+        print(f"{'machine CPU busy':<34}" + "".join(f"{b:>10.0%}" for _, _, b in results))
+        ceiling, per_run, four = max(ceilings), results[2][1], results[2][0]
+        print(
+            f"\n4 workers: {four:.1f} runs/s; the ceiling / commits per run is "
+            f"{ceiling:.0f} / {per_run:.1f} = {ceiling / per_run:.1f} runs/s "
+            f"({four / (ceiling / per_run):.0%} of it; target >= 50%)"
+        )
+    finally:
+        stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 async def main(runs: int, rounds: int, dsn: str | None = None, with_dbos: bool = True) -> None:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
@@ -283,5 +480,17 @@ if __name__ == "__main__":
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     parser.add_argument("--postgres", metavar="DSN", help="also measure PostgresStore (asyncio)")
     parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS comparison")
+    parser.add_argument(
+        "--throughput", action="store_true", help="runs/s of 1, 2, 4 workers next to pgbench"
+    )
+    parser.add_argument("--concurrency", type=int, default=8, help="runs at once per worker")
+    parser.add_argument("--worker", metavar="DSN", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    anyio.run(main, args.runs, args.rounds, args.postgres, not args.no_dbos, backend=args.backend)
+    if args.worker:
+        anyio.run(worker_main, args.worker, args.concurrency)
+    elif args.throughput:
+        anyio.run(throughput_main, args.runs * 4, args.concurrency)
+    else:
+        anyio.run(
+            main, args.runs, args.rounds, args.postgres, not args.no_dbos, backend=args.backend
+        )

@@ -270,7 +270,7 @@ def start_postgres(base: Path) -> tuple[str, Callable[[], None]]:
             str(base / "log"),
             "-w",
             "start",
-        ],  # two lines of arguments
+        ],
         check=True,
         capture_output=True,
     )
@@ -308,7 +308,7 @@ def pgbench(dsn: str, clients: int, seconds: int, folder: Path) -> float:
             "-T",
             str(seconds),
             dsn,
-        ],  # two lines of arguments
+        ],
         check=True,
         capture_output=True,
         text=True,

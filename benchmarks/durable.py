@@ -317,6 +317,12 @@ def pgbench(dsn: str, clients: int, seconds: int, folder: Path) -> float:
     return float(line.split("=")[1].split()[0])
 
 
+def _cpu_ticks(pid: int) -> int:
+    """Return a process's user and system CPU ticks so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def _busy() -> tuple[int, int]:
     """Return the machine's busy and total CPU ticks so far (`/proc/stat`)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
@@ -338,8 +344,12 @@ async def worker_main(dsn: str, concurrency: int) -> None:
 
 async def throughput(
     dsn: str, workers: int, runs: int, concurrency: int
-) -> tuple[float, float, float]:
-    """Run `runs` queued ten-step runs on `workers` processes; runs/s, commits/run, CPU busy."""
+) -> tuple[float, float, float, float]:
+    """Run `runs` queued ten-step runs on `workers` processes.
+
+    Return runs per second, commits per run, the machine's CPU busy share, and the workers'
+    CPU seconds per run.
+    """
     import psycopg  # noqa: PLC0415 # optional
 
     from cadence.durable import PostgresStore, enqueue  # noqa: PLC0415 # optional
@@ -382,6 +392,8 @@ async def throughput(
             await anyio.sleep(0.02)
         elapsed = time.perf_counter() - start
         busy1, total1 = _busy()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = sum(_cpu_ticks(proc.pid) for proc in procs) / ticks  # the workers' own CPU seconds
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
     for proc in procs:
@@ -392,7 +404,7 @@ async def throughput(
     assert before is not None
     assert after is not None
     per_run = (after[0] - before[0] - 2 * polls - 3) / runs  # less this loop's own reads
-    return runs / elapsed, per_run, (busy1 - busy0) / max(1, total1 - total0)
+    return runs / elapsed, per_run, (busy1 - busy0) / max(1, total1 - total0), cpu / runs
 
 
 async def throughput_main(runs: int, concurrency: int) -> None:
@@ -405,10 +417,12 @@ async def throughput_main(runs: int, concurrency: int) -> None:
         ceilings = [pgbench(dsn, n, 5, base) for n in (1, 2, 4)]
         print(f"{'pgbench one-row INSERT, TPS':<34}" + "".join(f"{t:>10.0f}" for t in ceilings))
         results = [await throughput(dsn, n, runs, concurrency) for n in (1, 2, 4)]
-        line = "".join(f"{r:>10.1f}" for r, _, _ in results)
+        line = "".join(f"{r[0]:>10.1f}" for r in results)
         print(f"{'ten-step runs/s':<34}{line}")
-        print(f"{'commits per run':<34}" + "".join(f"{c:>10.1f}" for _, c, _ in results))
-        print(f"{'machine CPU busy':<34}" + "".join(f"{b:>10.0%}" for _, _, b in results))
+        print(f"{'commits per run':<34}" + "".join(f"{r[1]:>10.1f}" for r in results))
+        print(f"{'machine CPU busy':<34}" + "".join(f"{r[2]:>10.0%}" for r in results))
+        line = "".join(f"{r[3] * 1e3:>10.1f}" for r in results)
+        print(f"{'worker CPU ms per run':<34}{line}")
         ceiling, per_run, four = max(ceilings), results[2][1], results[2][0]
         print(
             f"\n4 workers: {four:.1f} runs/s; the ceiling / commits per run is "

@@ -245,7 +245,7 @@ def zygote(db: str, folder: str, seed: int, trials: int) -> None:
         log = os.path.join(folder, f"{run_id}.log")  # noqa: PTH118 # as above
         out = os.path.join(folder, f"{run_id}.json")  # noqa: PTH118 # as above
         anchor = rng.choice(ANCHORS)
-        delay = rng.uniform(0.0, 0.002)
+        delay = 0.0 if rng.random() < 0.4 else rng.uniform(0.0, 0.002)  # at once, or soon
         pid, read = _fork(db, log, run_id, out, anchor)
         ready, _, _ = select.select([read], [], [], 30.0)
         if ready and os.read(read, 1):
@@ -277,6 +277,7 @@ def zygote(db: str, folder: str, seed: int, trials: int) -> None:
                 "before": before,
                 "stored": None if row is None else [row[0], row[1]],
                 "inner": None if not inner else [frame[0] for frame in inner],
+                "branches": sorted(inner[-1][1]) if inner and inner[-1][0] == -1 else [],
                 "after": _read(log),
                 "resumed": resumed,
                 "result": result,

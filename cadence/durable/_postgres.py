@@ -576,6 +576,7 @@ class Worker:
                         self.store,
                         None,
                         owner=owner,
+                        claimed=record,
                     )
                     group.cancel_scope.cancel()
             except Exception:

@@ -398,10 +398,12 @@ async def run_durable(
     migration: Migration | None,
     *,
     owner: str | None = None,
+    claimed: RunRecord | None = None,
 ) -> C:
     """Run `cadence` durably as `run_id` in `store`: start it, resume it, or return its result.
 
-    `owner` is the token of a claim already made (a worker's); by default a new one is made.
+    `owner` is the token of a claim already made (a worker's), and `claimed` the record that
+    claim returned (then the run is not claimed again); by default a new claim is made.
     """
     name = cadence.name
     if not isinstance(run_id, str) or not run_id:
@@ -419,12 +421,15 @@ async def run_durable(
     new = NewRun(
         name, plan, fingerprint, codec.encode(context, run_id), steps[0].name if steps else None
     )
-    while True:
-        token = store.new_owner() if owner is None else owner
-        claim = await store.claim(run_id, token, new)
-        if claim.outcome != "busy":
-            break
-        await anyio.sleep(store.poll_interval)
+    if owner is not None and claimed is not None:  # a worker's claim: go on with it
+        token, claim = owner, Claim("claimed", claimed)
+    else:
+        while True:
+            token = store.new_owner() if owner is None else owner
+            claim = await store.claim(run_id, token, new)
+            if claim.outcome != "busy":
+                break
+            await anyio.sleep(store.poll_interval)
     try:
         return await _attempt(cadence, context, store, claim, token, new, migration)
     finally:
@@ -455,7 +460,7 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
             f"run {run_id!r} belongs to cadence {record.cadence!r}, not {name!r}; "
             "give each cadence's runs their own ids",
         )
-    if claim.outcome == "claimed":
+    if claim.outcome == "claimed" and record.attempts > 1:
         logger.info(
             "resuming run %r of cadence %r at step %d (%s), attempt %d",
             run_id,

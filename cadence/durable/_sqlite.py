@@ -366,7 +366,23 @@ class SQLiteStore:
             connection.execute("COMMIT")
             return outcome, record
 
-        outcome, record = await self._call(run_id, "claiming the run", work)
+        def relaxed(connection: sqlite3.Connection) -> tuple[str, RunRecord]:
+            # A claim needs no fsync: a power loss ends every owner anyway, and the next
+            # commit's fsync of the WAL makes the claim durable with it. It saves one fsync
+            # per run at FULL.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            try:
+                return work(connection)
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            finally:
+                connection.execute(f"PRAGMA synchronous={self.synchronous}")
+
+        fsyncs = self.synchronous in ("FULL", "EXTRA")
+        call = relaxed if fsyncs else work
+        outcome, record = await self._call(run_id, "claiming the run", call)
         return Claim(cast("Literal['created']", outcome), record)
 
     def _owned_update(

@@ -13,7 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from cadence import Cadence, Context
-from cadence.durable import SQLiteStore, StoreError
+from cadence.durable import DurableError, SQLiteStore, StoreError
 
 pytestmark = pytest.mark.anyio
 
@@ -118,3 +118,30 @@ async def test_a_failing_call_is_a_store_error_and_the_thread_goes_on(tmp_path: 
     assert await store.list_runs() == []  # the first store's thread still serves
     await store.aclose()
     await store_ro.aclose()
+
+
+async def test_a_claim_skips_the_fsync_and_commits_stay_full(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "w5.db")  # FULL, the default
+    levels: list[int] = []
+    work = store._work  # pyright: ignore[reportPrivateUsage] # every call goes through it
+
+    def spy(fn: Callable[[sqlite3.Connection], object]) -> object:
+        def watched(connection: sqlite3.Connection) -> object:
+            try:
+                return fn(connection)
+            finally:
+                levels.append(int(connection.execute("PRAGMA synchronous").fetchone()[0]))
+
+        return work(watched)
+
+    store._work = spy  # type: ignore[method-assign,assignment] # pyright: ignore[reportPrivateUsage] # a spy
+    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump)
+    assert (await flow.run(Count(), run_id="full", store=store)).n == 2
+    # after the claim (NORMAL inside it), every call finds FULL (2) again
+    assert levels == [2, 2, 2]
+    with sqlite3.connect(tmp_path / "w5.db") as connection:
+        connection.execute("UPDATE cadence_runs SET plan = 'not json'")
+    with pytest.raises(DurableError, match="corrupted"):
+        await flow.run(Count(), run_id="full", store=store)  # the claim fails and rolls back
+    assert levels[-1] == 2
+    await store.aclose()

@@ -423,6 +423,12 @@ async def throughput_main(runs: int, concurrency: int) -> None:
         print(f"{'machine CPU busy':<34}" + "".join(f"{r[2]:>10.0%}" for r in results))
         line = "".join(f"{r[3] * 1e3:>10.1f}" for r in results)
         print(f"{'worker CPU ms per run':<34}{line}")
+        step = min([await durable_postgres(50, dsn) for _ in range(3)])
+        floor = min([await bare_postgres(500, dsn) for _ in range(3)])
+        print(
+            f"\none run at a time: {step * 1e6:.0f} us per durable step, "
+            f"{floor * 1e6:.0f} us per bare UPDATE-and-COMMIT: {step / floor:.2f}x (target <= 1.5x)"
+        )
         ceiling, per_run, four = max(ceilings), results[2][1], results[2][0]
         print(
             f"\n4 workers: {four:.1f} runs/s; the ceiling / commits per run is "

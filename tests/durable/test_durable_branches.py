@@ -10,7 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from cadence import AtomicList, BeatError, Cadence, Context, Shared
+from cadence import AtomicList, BeatError, Cadence, Context, ImmutableContext, Shared
 from cadence.durable import SQLiteStore, idempotency_key
 
 pytestmark = pytest.mark.anyio
@@ -151,4 +151,37 @@ async def test_the_step_after_a_sync_drops_its_branch_frame(tmp_path: Path) -> N
     assert done[-1] == ["a", "b", "c"]
     assert store.inner[4] is None
     assert len(store.inner) == 5
+    await store.aclose()
+
+
+@dataclass(frozen=True)
+class Pair(ImmutableContext):
+    x: int = 0
+    y: int = 0
+
+
+async def test_an_immutable_contexts_finished_branch_is_restored(tmp_path: Path) -> None:
+    store = Recorder(tmp_path / "runs.db")
+    calls: list[str] = []
+    failing = ["y"]
+
+    async def x(ctx: Pair) -> Pair:
+        calls.append("x")
+        return ctx.with_field("x", 7)
+
+    async def y(ctx: Pair) -> Pair:
+        calls.append("y")
+        while failing and not any(store.inner):
+            await anyio.lowlevel.checkpoint()  # until x's commit is in
+        if failing:
+            failing.clear()
+            raise ConnectionError("y failed")
+        return ctx.with_field("y", 9)
+
+    flow = Cadence("pair", Pair()).sync("both", [x, y])
+    with pytest.raises(BeatError, match="y failed"):
+        await flow.run(run_id="p", store=store)
+    calls.clear()
+    assert await flow.run(run_id="p", store=store) == Pair(x=7, y=9)
+    assert calls == ["y"]  # x finished before: restored, not run
     await store.aclose()

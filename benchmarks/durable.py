@@ -151,12 +151,13 @@ def dbos_per_step(runs: int, folder: Path, synchronous: str) -> float | str:
     try:
         import sqlalchemy as sa  # noqa: PLC0415 # DBOS's own dependency, for its engine
         from dbos import DBOS, SetWorkflowID  # noqa: PLC0415 # optional, for the comparison
+        from sqlalchemy import event  # noqa: PLC0415 # as above
     except ImportError as exc:
         return f"not installed ({exc}); pip install dbos"
     path = folder / f"dbos-{synchronous}.db"
     engine = sa.create_engine(f"sqlite:///{path}")
 
-    @sa.event.listens_for(engine, "connect")
+    @event.listens_for(engine, "connect")
     def _pragmas(connection: sqlite3.Connection, _record: object) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={synchronous}")
@@ -371,9 +372,7 @@ async def throughput(
     for proc in procs:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
-    count = (
-        f"SELECT count(*) FROM cadence_runs WHERE status = 'completed' AND run_id LIKE '{tag}-%'"  # noqa: S608 # our own tag
-    )
+    count = "SELECT count(*) FROM cadence_runs WHERE status = 'completed' AND run_id LIKE %s"
     commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"
     with psycopg.connect(dsn, autocommit=True) as connection:
         before = connection.execute(commits).fetchone()
@@ -386,7 +385,7 @@ async def throughput(
         polls = 0
         while True:
             polls += 1
-            row = connection.execute(count).fetchone()
+            row = connection.execute(count, (f"{tag}-%",)).fetchone()
             if row is not None and row[0] >= runs:
                 break
             await anyio.sleep(0.02)

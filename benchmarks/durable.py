@@ -7,26 +7,38 @@ writes a realistic small row) run `--runs` times with a new run id each, in one 
 durable at `synchronous=NORMAL` and `FULL`, and without a store. The per-step figure is the
 run's time divided by its commits (ten: nine checkpoints and the finish; the claim is counted
 too, so it is slightly pessimistic). The floor is a bare `UPDATE ... ; COMMIT` of the same bytes
-on the same kind of database (WAL, same `synchronous`), from plain sqlite3 in one thread: what
-any durable step must pay at least. The script prints; it checks nothing. About 10-20 s.
+in the same database file (WAL, same `synchronous`), from plain sqlite3 in one thread: what
+any durable step must pay at least. Durable calls run on the store's writer thread. At FULL
+the two alternate run by run (fsync times here swing with other jobs' I/O). The script
+prints; it checks nothing. About 10-20 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import signal
+import socket
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import anyio
+import anyio.to_thread
 
 from cadence import Cadence, Context
 from cadence.durable import SQLiteStore, Synchronous
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 STEPS = 10
 
@@ -71,20 +83,119 @@ async def durable(runs: int, folder: Path, synchronous: str, *, offload: bool = 
 
 
 def bare(commits: int, folder: Path, synchronous: str) -> float:
-    connection = sqlite3.connect(folder / f"bare-{synchronous}.db", isolation_level=None)
+    """Commit the same bytes with plain sqlite3, in the durable runs' own file (same WAL state).
+
+    A fresh file's WAL grows with each commit, and an fsync that grows a file costs several
+    times one that does not on this disk: the floor is measured on the file the durable runs
+    use, between their rounds, so both pay the same file's costs.
+    """
+    connection = sqlite3.connect(folder / f"d-{synchronous}.db", isolation_level=None)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(f"PRAGMA synchronous={synchronous}")
     connection.execute(
-        "CREATE TABLE IF NOT EXISTS t (id TEXT PRIMARY KEY, position INT, context BLOB)"
+        "CREATE TABLE IF NOT EXISTS bare (id TEXT PRIMARY KEY, position INT, context BLOB)"
     )
-    connection.execute("INSERT OR REPLACE INTO t VALUES ('r', 0, x'')")
+    connection.execute("INSERT OR REPLACE INTO bare VALUES ('r', 0, x'')")
     blob = b'{"x":1,"note":"' + b"n" * 200 + b'"}'
     start = time.perf_counter()
     for i in range(commits):
-        connection.execute("UPDATE t SET position = ?, context = ? WHERE id = 'r'", (i, blob))
+        connection.execute("UPDATE bare SET position = ?, context = ? WHERE id = 'r'", (i, blob))
     elapsed = time.perf_counter() - start
     connection.close()
     return elapsed / commits
+
+
+async def full_pairs(pairs: int, folder: Path) -> tuple[float, float, float]:
+    """Alternate one durable FULL run and ten bare fsync'd commits on the same file.
+
+    fsync here swings from 0.3 to 8 ms with the other jobs' I/O, so separate rounds compare
+    different disks; alternating run by run compares the same moment. Return the median per
+    durable step, the median per bare commit, and the median of the pairs' ratios.
+    """
+    store = SQLiteStore(folder / "pairs.db", synchronous="FULL")
+    c = flow()
+    tag = uuid.uuid4().hex
+    await c.run(run_id=f"warm-{tag}", store=store)
+    connection = sqlite3.connect(folder / "pairs.db", isolation_level=None)
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS bare (id TEXT PRIMARY KEY, position INT, context BLOB)"
+    )
+    connection.execute("INSERT OR REPLACE INTO bare VALUES ('r', 0, x'')")
+    blob = b'{"x":1,"note":"' + b"n" * 200 + b'"}'
+    steps: list[float] = []
+    commits: list[float] = []
+    for i in range(pairs):
+        start = time.perf_counter()
+        await c.run(run_id=f"{tag}-{i}", store=store)
+        steps.append((time.perf_counter() - start) / STEPS)
+        start = time.perf_counter()
+        for j in range(STEPS):
+            connection.execute(
+                "UPDATE bare SET position = ?, context = ? WHERE id = 'r'", (j, blob)
+            )
+        commits.append((time.perf_counter() - start) / STEPS)
+    connection.close()
+    await store.aclose()
+    ratios = [a / b for a, b in zip(steps, commits, strict=True)]
+    return statistics.median(steps), statistics.median(commits), statistics.median(ratios)
+
+
+def dbos_per_step(runs: int, folder: Path, synchronous: str) -> float | str:
+    """Run DBOS's ten-step workflow on SQLite (WAL, `synchronous`); seconds per step.
+
+    DBOS (`pip install dbos`) is imported here only. Its steps checkpoint their outputs to its
+    system database, a SQLite file set to the same journal mode and durability as cadence's.
+    Returns why not, as text, when DBOS cannot be imported or run.
+    """
+    try:
+        import sqlalchemy as sa  # noqa: PLC0415 # DBOS's own dependency, for its engine
+        from dbos import DBOS, SetWorkflowID  # noqa: PLC0415 # optional, for the comparison
+        from sqlalchemy import event  # noqa: PLC0415 # as above
+    except ImportError as exc:
+        return f"not installed ({exc}); pip install dbos"
+    path = folder / f"dbos-{synchronous}.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(connection: sqlite3.Connection, _record: object) -> None:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={synchronous}")
+
+    DBOS(
+        config={
+            "name": "bench",
+            "system_database_url": f"sqlite:///{path}",
+            "system_database_engine": engine,
+            "log_level": "WARNING",
+        }
+    )
+
+    @DBOS.step()
+    def step(x: int) -> int:
+        return x + 1
+
+    @DBOS.workflow()
+    def workflow(x: int) -> int:
+        for _ in range(STEPS):
+            x = step(x)
+        return x
+
+    try:
+        DBOS.launch()
+        tag = uuid.uuid4().hex
+        with SetWorkflowID(f"warm-{tag}"):
+            workflow(0)
+        start = time.perf_counter()
+        for i in range(runs):
+            with SetWorkflowID(f"{tag}-{i}"):
+                workflow(0)
+        return (time.perf_counter() - start) / (runs * STEPS)
+    except Exception as exc:  # noqa: BLE001 # reported in the table instead
+        return f"failed: {type(exc).__name__}: {exc}"
+    finally:
+        DBOS.destroy(destroy_registry=True)
+        engine.dispose()
 
 
 async def durable_postgres(runs: int, dsn: str) -> float:
@@ -122,7 +233,213 @@ async def bare_postgres(commits: int, dsn: str) -> float:
         return (time.perf_counter() - start) / commits
 
 
-async def main(runs: int, rounds: int, dsn: str | None = None) -> None:
+# --------------------------------------------------------------------------- throughput
+# ruff: noqa: S603, ASYNC220 # the benchmark runs its own server, pgbench and workers
+
+
+def start_postgres(base: Path) -> tuple[str, Callable[[], None]]:
+    """Start a PostgreSQL server (Debian's, as the `postgres` user) on 127.0.0.1 in `base`.
+
+    Default durability: `fsync` and `synchronous_commit` on, as in production.
+    """
+    found = [Path(f"/usr/lib/postgresql/{v}/bin") for v in ("17", "16", "15")]
+    bin_dir = next((d for d in found if (d / "pg_ctl").exists()), None)
+    if bin_dir is None:
+        raise SystemExit("PostgreSQL is not installed (/usr/lib/postgresql/*/bin/pg_ctl)")
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(base, "postgres")
+    data = base / "data"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    subprocess.run(
+        [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    subprocess.run(
+        [
+            *as_user,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(base / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+    def stop() -> None:
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            check=False,
+            capture_output=True,
+        )
+
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
+
+
+def pgbench(dsn: str, clients: int, seconds: int, folder: Path) -> float:
+    """Return pgbench's TPS for a one-row INSERT (each its own commit) with `clients`."""
+    import psycopg  # noqa: PLC0415 # optional
+
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("CREATE TABLE IF NOT EXISTS bench_insert (id bigserial, v int)")
+    script = folder / "insert.sql"
+    script.write_text("INSERT INTO bench_insert (v) VALUES (1);\n")
+    found = [Path(f"/usr/lib/postgresql/{v}/bin/pgbench") for v in ("17", "16", "15")]
+    binary = next((str(b) for b in found if b.exists()), "pgbench")
+    done = subprocess.run(
+        [
+            binary,
+            "-n",
+            "-f",
+            str(script),
+            "-c",
+            str(clients),
+            "-j",
+            str(min(clients, 2)),
+            "-T",
+            str(seconds),
+            dsn,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    line = next(t for t in done.stdout.splitlines() if t.startswith("tps"))
+    return float(line.split("=")[1].split()[0])
+
+
+def _cpu_ticks(pid: int) -> int:
+    """Return a process's user and system CPU ticks so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _busy() -> tuple[int, int]:
+    """Return the machine's busy and total CPU ticks so far (`/proc/stat`)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+async def worker_main(dsn: str, concurrency: int) -> None:
+    """A worker process: open the store, say `ready`, wait for `go`, work until SIGTERM."""
+    from cadence.durable import PostgresStore, Worker  # noqa: PLC0415 # optional: psycopg
+
+    store = PostgresStore(dsn, max_size=concurrency + 2)
+    await store.list_runs(limit=1)  # the pool is open and the schema made
+    print("ready", flush=True)  # to the benchmark, which says go to every worker at once
+    await anyio.to_thread.run_sync(sys.stdin.readline)
+    await Worker(store, [flow()], concurrency=concurrency, idle=0.01).run()
+    await store.aclose()
+
+
+async def throughput(
+    dsn: str, workers: int, runs: int, concurrency: int
+) -> tuple[float, float, float, float]:
+    """Run `runs` queued ten-step runs on `workers` processes.
+
+    Return runs per second, commits per run, the machine's CPU busy share, and the workers'
+    CPU seconds per run.
+    """
+    import psycopg  # noqa: PLC0415 # optional
+
+    from cadence.durable import PostgresStore, enqueue  # noqa: PLC0415 # optional
+
+    store = PostgresStore(dsn)
+    c = flow()
+    tag = uuid.uuid4().hex[:8]
+    for i in range(runs):
+        await enqueue(c, Ctx(), run_id=f"{tag}-{i}", store=store)
+    await store.aclose()
+    env = dict(os.environ)
+    root = str(Path(__file__).parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    args = [sys.executable, __file__, "--worker", dsn, "--concurrency", str(concurrency)]
+    procs = [
+        subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    count = "SELECT count(*) FROM cadence_runs WHERE status = 'completed' AND run_id LIKE %s"
+    commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        before = connection.execute(commits).fetchone()
+        busy0, total0 = _busy()
+        start = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        polls = 0
+        while True:
+            polls += 1
+            row = connection.execute(count, (f"{tag}-%",)).fetchone()
+            if row is not None and row[0] >= runs:
+                break
+            await anyio.sleep(0.02)
+        elapsed = time.perf_counter() - start
+        busy1, total1 = _busy()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = sum(_cpu_ticks(proc.pid) for proc in procs) / ticks  # the workers' own CPU seconds
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.communicate(timeout=30)
+    await anyio.sleep(1.5)  # the workers' backends have reported their commits
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        after = connection.execute(commits).fetchone()
+    assert before is not None
+    assert after is not None
+    per_run = (after[0] - before[0] - 2 * polls - 3) / runs  # less this loop's own reads
+    return runs / elapsed, per_run, (busy1 - busy0) / max(1, total1 - total0), cpu / runs
+
+
+async def throughput_main(runs: int, concurrency: int) -> None:
+    """Start a server, measure pgbench's ceiling and 1, 2, 4 workers, print the table."""
+    base = Path(tempfile.mkdtemp(prefix="cadence-bench-pg-"))
+    dsn, stop = start_postgres(base)
+    try:
+        print(f"PostgreSQL on 127.0.0.1 (fsync on, synchronous_commit on), {os.cpu_count()} cores")
+        print(f"{'clients or workers':<34} {'1':>9} {'2':>9} {'4':>9}")
+        ceilings = [pgbench(dsn, n, 5, base) for n in (1, 2, 4)]
+        print(f"{'pgbench one-row INSERT, TPS':<34}" + "".join(f"{t:>10.0f}" for t in ceilings))
+        results = [await throughput(dsn, n, runs, concurrency) for n in (1, 2, 4)]
+        line = "".join(f"{r[0]:>10.1f}" for r in results)
+        print(f"{'ten-step runs/s':<34}{line}")
+        print(f"{'commits per run':<34}" + "".join(f"{r[1]:>10.1f}" for r in results))
+        print(f"{'machine CPU busy':<34}" + "".join(f"{r[2]:>10.0%}" for r in results))
+        line = "".join(f"{r[3] * 1e3:>10.1f}" for r in results)
+        print(f"{'worker CPU ms per run':<34}{line}")
+        step = min([await durable_postgres(50, dsn) for _ in range(3)])
+        floor = min([await bare_postgres(500, dsn) for _ in range(3)])
+        print(
+            f"\none run at a time: {step * 1e6:.0f} us per durable step, "
+            f"{floor * 1e6:.0f} us per bare UPDATE-and-COMMIT: {step / floor:.2f}x (target <= 1.5x)"
+        )
+        ceiling, per_run, four = max(ceilings), results[2][1], results[2][0]
+        print(
+            f"\n4 workers: {four:.1f} runs/s; the ceiling / commits per run is "
+            f"{ceiling:.0f} / {per_run:.1f} = {ceiling / per_run:.1f} runs/s "
+            f"({four / (ceiling / per_run):.0%} of it; target >= 50%)"
+        )
+    finally:
+        stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def main(runs: int, rounds: int, dsn: str | None = None, with_dbos: bool = True) -> None:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         rows: dict[str, list[float]] = {}
@@ -151,8 +468,25 @@ async def main(runs: int, rounds: int, dsn: str | None = None) -> None:
         print(f"\nNORMAL: {over:.1f} us per durable step above the plain step (target <= 50 us)")
         inline = best["durable step, NORMAL, offload=False"] - best["plain step (no store)"]
         print(f"NORMAL, offload=False: {inline:.1f} us per durable step above the plain step")
-        ratio = best["durable step, FULL"] / best["bare SQLite commit, FULL"]
-        print(f"FULL: {ratio:.2f}x a bare fsync'd commit of the same bytes (target <= 1.2x)")
+        step, commit, ratio = await full_pairs(max(10, runs // 2), folder)
+        print(
+            f"FULL, alternating run by run: {step * 1e6:.0f} us per durable step, "
+            f"{commit * 1e6:.0f} us per bare fsync'd commit of the same bytes: "
+            f"{step / commit:.2f}x the medians, median of the pairs' ratios {ratio:.2f}x "
+            "(target <= 1.2x; 11 commits per 10-step run make 1.1x the floor)"
+        )
+        if with_dbos:
+            print("\nside by side, SQLite in WAL mode, per durable step (ten-step runs):")
+            print(f"{'durability':<12} {'cadence us':>11} {'DBOS us':>10} {'DBOS / cadence':>15}")
+            for sync, n in (("NORMAL", max(10, runs // 2)), ("FULL", max(5, runs // 10))):
+                theirs = await anyio.to_thread.run_sync(dbos_per_step, n, folder, sync)
+                ours = step if sync == "FULL" else best[f"durable step, {sync}"] / 1e6
+                if isinstance(theirs, str):
+                    print(f"{sync:<12} {ours * 1e6:>11.1f}  DBOS {theirs}")
+                    continue
+                print(
+                    f"{sync:<12} {ours * 1e6:>11.1f} {theirs * 1e6:>10.1f} {theirs / ours:>14.1f}x"
+                )
         if dsn is not None:
             pg = best["durable step, PostgreSQL"] / best["bare UPDATE-and-COMMIT, PostgreSQL"]
             print(f"PostgreSQL: {pg:.2f}x a bare UPDATE-and-COMMIT round trip (target <= 1.5x)")
@@ -164,5 +498,18 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     parser.add_argument("--postgres", metavar="DSN", help="also measure PostgresStore (asyncio)")
+    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS comparison")
+    parser.add_argument(
+        "--throughput", action="store_true", help="runs/s of 1, 2, 4 workers next to pgbench"
+    )
+    parser.add_argument("--concurrency", type=int, default=8, help="runs at once per worker")
+    parser.add_argument("--worker", metavar="DSN", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    anyio.run(main, args.runs, args.rounds, args.postgres, backend=args.backend)
+    if args.worker:
+        anyio.run(worker_main, args.worker, args.concurrency)
+    elif args.throughput:
+        anyio.run(throughput_main, args.runs * 4, args.concurrency)
+    else:
+        anyio.run(
+            main, args.runs, args.rounds, args.postgres, not args.no_dbos, backend=args.backend
+        )

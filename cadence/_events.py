@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, cast
 
 from cadence._beat import is_async_callable
 from cadence._context import Context
@@ -49,14 +49,19 @@ __all__ = [
     "BeatTimedOut",
     "BreakerStateChanged",
     "CadenceEvent",
+    "CheckpointFailed",
+    "DurableEvent",
     "Event",
     "EventHooks",
     "EventListener",
+    "LeaseLost",
     "MergeConflict",
     "Outcome",
     "RunCancelled",
+    "RunClaimed",
     "RunCompleted",
     "RunFailed",
+    "RunResumed",
     "RunStarted",
 ]
 
@@ -309,6 +314,84 @@ class MergeConflict(Event):
     beats: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DurableEvent(Event):
+    """What every event of a durable run carries (`cadence.durable`).
+
+    Its `run_id` is the durable run's own id (`run(ctx, run_id=...)`), which is also the id the
+    run's other events carry: a resumed run is one run to its listeners, in every process.
+
+    Attributes:
+        owner: The owner token of the attempt (host, process and a nonce).
+        position: How many top-level steps had completed (committed) at the time.
+        step: The next step to run (`None` once all are done).
+
+    """
+
+    owner: str
+    position: int
+    step: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunClaimed(DurableEvent):
+    """A caller (a `run(..., store=...)` or a worker) took a durable run to run it.
+
+    Attributes:
+        attempt: The run's attempt (1 for a new run, or a queued one run for the first time;
+            one more for each resume).
+        new: Whether this is the run's first attempt (else `RunResumed` follows).
+
+    """
+
+    attempt: int
+    new: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResumed(DurableEvent):
+    """A durable run that had stopped (crashed, failed, handed back) goes on where it stopped.
+
+    Sent after `RunClaimed`, before the run's `RunStarted`; `position` steps are skipped.
+
+    Attributes:
+        attempt: The run's attempt (2 or more).
+        in_child: Whether it goes on inside a `child` step (from that child's own commit).
+
+    """
+
+    attempt: int
+    in_child: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseLost(DurableEvent):
+    """A caller lost a durable run it ran: its lease ran out and another owner may hold it.
+
+    The run stops here (it is not failed: the new owner goes on with it).
+
+    Attributes:
+        error: The store's error, when a write found the run lost (`None` for a heartbeat).
+
+    """
+
+    error: Exception | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointFailed(DurableEvent):
+    """Committing a durable run's progress failed (the store unreachable, a full disk).
+
+    The run stops with the error (a `StoreError`); the stored run is its last whole commit.
+
+    Attributes:
+        error: What the store raised.
+
+    """
+
+    error: Exception
+
+
 CadenceEvent: TypeAlias = (
     RunStarted
     | RunCompleted
@@ -323,6 +406,10 @@ CadenceEvent: TypeAlias = (
     | BeatTimedOut
     | BreakerStateChanged
     | MergeConflict
+    | RunClaimed
+    | RunResumed
+    | LeaseLost
+    | CheckpointFailed
 )
 """Any event a listener receives (match on its class)."""
 
@@ -420,8 +507,20 @@ _prefix = f"{os.getpid():x}"
 _prefix_pid = os.getpid()
 
 
+# A durable run's id, for the first observed run that starts under it (see `durable_run`).
+_durable_id: ContextVar[str | None] = ContextVar("cadence_durable_run_id", default=None)
+
+
 def new_run_id() -> str:
-    """Return a run id unique in this process (and across forked workers): `pid-counter`."""
+    """Return a run id unique in this process (and across forked workers): `pid-counter`.
+
+    Under `durable_run(run_id)`, the first run observed gets the durable run's id instead,
+    so a resumed run has one id in every process.
+    """
+    durable = _durable_id.get()
+    if durable is not None:
+        _durable_id.set(None)  # the run's children get their own ids
+        return durable
     global _prefix, _prefix_pid  # re-read after a fork, once
     pid = os.getpid()
     if pid != _prefix_pid:
@@ -712,6 +811,10 @@ class Observer(CadenceHooks[Context]):
 
     def merge_conflict(self, run: Run, error: MergeConflictError) -> Awaitable[None] | None:
         """Handle a merge conflict that ended a run."""
+        return None
+
+    def durable_event(self, event: DurableEvent) -> Awaitable[None] | None:
+        """Handle an event of a durable run (a claim, a resume, a lost lease, a failed commit)."""
         return None
 
     # ---- the hooks protocol
@@ -1026,6 +1129,41 @@ class EventHooks(Observer):
             beats=error.beats,
         )
         return self._send([event])
+
+    def durable_event(self, event: DurableEvent) -> Awaitable[None] | None:
+        """Send the durable run's event as it is."""
+        return self._send([cast("CadenceEvent", event)])  # each DurableEvent kind is one
+
+
+# ----------------------------------------------------------------- durable runs
+
+
+def durable_run(cadence: Cadence[Any], run_id: str) -> Token[str | None] | None:
+    """Give the next observed run of `cadence` the durable run's id; return a reset token.
+
+    Nothing is set (`None`) when no observer watches the cadence.
+    """
+    if not any(isinstance(h, Observer) for h in cadence.hooks):
+        return None
+    return _durable_id.set(run_id)
+
+
+def end_durable_run(token: Token[str | None] | None) -> None:
+    """Undo `durable_run`."""
+    if token is not None:
+        _durable_id.reset(token)
+
+
+async def emit_durable(cadence: Cadence[Any], event: DurableEvent) -> None:
+    """Tell the observers of `cadence` (its listeners, its reporters) of a durable event."""
+    for hooks in cadence.hooks:
+        if isinstance(hooks, Observer):
+            try:
+                pending = hooks.durable_event(event)
+                if pending is not None:
+                    await pending
+            except Exception:
+                logger.exception("observer %r raised on %s", hooks, event)
 
 
 def notice_event(notice: Notice, cadence: str, run_id: str, path: str) -> CadenceEvent:

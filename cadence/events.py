@@ -26,14 +26,19 @@ from cadence._events import BeatStarted as BeatStarted
 from cadence._events import BeatTimedOut as BeatTimedOut
 from cadence._events import BreakerStateChanged as BreakerStateChanged
 from cadence._events import CadenceEvent as CadenceEvent
+from cadence._events import CheckpointFailed as CheckpointFailed
+from cadence._events import DurableEvent as DurableEvent
 from cadence._events import Event as Event
 from cadence._events import EventHooks as EventHooks
 from cadence._events import EventListener as EventListener
+from cadence._events import LeaseLost as LeaseLost
 from cadence._events import MergeConflict as MergeConflict
 from cadence._events import Outcome as Outcome
 from cadence._events import RunCancelled as RunCancelled
+from cadence._events import RunClaimed as RunClaimed
 from cadence._events import RunCompleted as RunCompleted
 from cadence._events import RunFailed as RunFailed
+from cadence._events import RunResumed as RunResumed
 from cadence._events import RunStarted as RunStarted
 
 __all__ = [
@@ -47,13 +52,18 @@ __all__ = [
     "BeatTimedOut",
     "BreakerStateChanged",
     "CadenceEvent",
+    "CheckpointFailed",
+    "DurableEvent",
     "Event",
     "EventHooks",
     "EventListener",
+    "LeaseLost",
     "MergeConflict",
     "Outcome",
     "RunCancelled",
+    "RunClaimed",
     "RunCompleted",
     "RunFailed",
+    "RunResumed",
     "RunStarted",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cadence.durable._errors import DurableError as DurableError
+from cadence.durable._errors import LeaseLostError as LeaseLostError
 from cadence.durable._errors import PlanChangedError as PlanChangedError
 from cadence.durable._errors import RunCancelledError as RunCancelledError
 from cadence.durable._errors import RunDecodeError as RunDecodeError
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DurableError",
     "ErrorInfo",
+    "LeaseLostError",
     "Migration",
     "PlanChangedError",
     "PostgresStore",

@@ -7,6 +7,7 @@ CadenceError
     ├── RunCancelledError       the run was cancelled through the store
     ├── RunDecodeError          a stored row could not be decoded (the run is named)
     └── StoreError              the store failed (unreachable, disk full, ownership lost)
+        └── LeaseLostError      this caller no longer owns the run (another may run it)
 ```
 """
 
@@ -14,7 +15,14 @@ from __future__ import annotations
 
 from cadence._errors import CadenceError
 
-__all__ = ["DurableError", "PlanChangedError", "RunCancelledError", "RunDecodeError", "StoreError"]
+__all__ = [
+    "DurableError",
+    "LeaseLostError",
+    "PlanChangedError",
+    "RunCancelledError",
+    "RunDecodeError",
+    "StoreError",
+]
 
 
 class DurableError(CadenceError):
@@ -47,3 +55,7 @@ class RunDecodeError(DurableError):
 
 class StoreError(DurableError):
     """The store failed: unreachable, full, corrupted, or the run's ownership was lost."""
+
+
+class LeaseLostError(StoreError):
+    """The caller lost the run it ran (its lease ran out, or another owner took it over)."""

@@ -14,14 +14,21 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
 from cadence._errors import CadenceDefinitionError
+from cadence._events import LeaseLost, emit_durable
 from cadence.durable._codec import codec_for
-from cadence.durable._errors import RunCancelledError, RunDecodeError, StoreError
+from cadence.durable._errors import (
+    LeaseLostError,
+    RunCancelledError,
+    RunDecodeError,
+    StoreError,
+)
 from cadence.durable._plan import describe_plan, plan_fingerprint
 from cadence.durable._store import Claim, ErrorInfo, NewRun, RunRecord, RunStatus
 
@@ -282,7 +289,7 @@ class PostgresStore:
         holder = (
             "it no longer exists" if not found else f"it is {found[0][0]}, owned by {found[0][1]}"
         )
-        raise StoreError(run_id, f"run {run_id!r}: this caller lost the run ({holder})")
+        raise LeaseLostError(run_id, f"run {run_id!r}: this caller lost the run ({holder})")
 
     async def checkpoint(
         self,
@@ -547,6 +554,17 @@ class Worker:
                             await anyio.sleep(self.store.lease / 3)
                             if not await self.store.heartbeat(record.run_id, owner):
                                 logger.warning("run %r: the lease was lost", record.run_id)
+                                await emit_durable(
+                                    cadence,
+                                    LeaseLost(
+                                        cadence=cadence.name,
+                                        run_id=record.run_id,
+                                        at=time.time(),
+                                        owner=owner,
+                                        position=record.position,
+                                        step=record.step,
+                                    ),
+                                )
                                 group.cancel_scope.cancel()
                                 return
 
@@ -558,6 +576,7 @@ class Worker:
                         self.store,
                         None,
                         owner=owner,
+                        claimed=record,
                     )
                     group.cancel_scope.cancel()
             except Exception:

@@ -5,21 +5,36 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+import time
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
+import anyio.to_thread
 import msgspec
 import msgspec.json
 
 from cadence._beat import BeatSpec
-from cadence._context import Context
+from cadence._context import Context, context_fields
 from cadence._errors import CadenceDefinitionError, CadenceError
+from cadence._events import (
+    CheckpointFailed,
+    LeaseLost,
+    RunClaimed,
+    RunResumed,
+    durable_run,
+    emit_durable,
+    end_durable_run,
+)
+from cadence._isolation import DELETED, FingerprintCache
+from cadence._isolation import _state_of as state_of  # pyright: ignore[reportPrivateUsage] # a branch view's state
 from cadence._run import execute, run_step
 from cadence._steps import Child, Split, Sync
 from cadence.durable._codec import codec_for
 from cadence.durable._errors import (
     DurableError,
+    LeaseLostError,
     PlanChangedError,
     RunCancelledError,
     RunDecodeError,
@@ -125,11 +140,19 @@ class _Progress:
     `i - 1`, with its own context and position. A commit at one level drops the deeper ones.
     """
 
-    __slots__ = ("frames", "owner", "resume", "run_id", "store")
+    __slots__ = ("cadence", "frames", "owner", "resume", "run_id", "store")
 
     def __init__(  # noqa: PLR0917 # one run's progress, made in one place
-        self, store: Store, run_id: str, owner: str, position: int, step: str | None, context: bytes
-    ) -> None:
+        self,
+        cadence: Cadence[Any],
+        store: Store,
+        run_id: str,
+        owner: str,
+        position: int,
+        step: str | None,
+        context: bytes,
+    ) -> None:  # Any: the run's own context type
+        self.cadence = cadence
         self.store = store
         self.run_id = run_id
         self.owner = owner
@@ -159,14 +182,43 @@ class _Progress:
             inner = msgspec.json.encode([_Frame(p, msgspec.Raw(c)) for p, _, c in self.frames[1:]])
         else:
             top_step = step
-        await self.store.checkpoint(
-            self.run_id,
-            self.owner,
-            position=top_position,
-            step=top_step,
-            context=top_context,
-            inner=inner,
-        )
+        try:
+            await self.store.checkpoint(
+                self.run_id,
+                self.owner,
+                position=top_position,
+                step=top_step,
+                context=top_context,
+                inner=inner,
+            )
+        except StoreError as exc:
+            await store_failed(self.cadence, self.run_id, self.owner, top_position, top_step, exc)
+            raise
+
+
+async def store_failed(  # noqa: PLR0917 # one event's fields
+    cadence: Cadence[Any],
+    run_id: str,
+    owner: str,
+    position: int,
+    step: str | None,
+    error: StoreError,
+) -> None:  # Any: any cadence
+    """Tell the cadence's observers that a write lost the run or failed."""
+    if not cadence.hooks:
+        return
+    kind = LeaseLost if isinstance(error, LeaseLostError) else CheckpointFailed
+    event = kind(
+        cadence=cadence.name,
+        run_id=run_id,
+        at=time.time(),
+        owner=owner,
+        position=position,
+        step=step,
+        error=error,
+    )
+    with anyio.CancelScope(shield=True):
+        await emit_durable(cadence, event)
 
 
 class _Frame(msgspec.Struct, array_like=True):
@@ -211,6 +263,15 @@ class _Walk(Generic[C]):
                             progress.resume.clear()  # stored frames belong to the first step
                         inner = _Walk[Any](progress, level + 1, 0, f"{path}.")
                         context = await run_step(cadence, step, context, observers, inner)
+                    elif type(step) is Sync:
+                        done: dict[str, bytes] = {}
+                        if index != position:
+                            progress.resume.clear()
+                        elif progress.resume and progress.resume[0][0] == _SYNC:
+                            done = _branches_done(run_id, progress.resume.pop(0)[1])
+                        branches = _Branches(progress, level, codec, context, done)
+                        keyed = branches.wrap(cast("Sync", _keyed(step, path)))
+                        context = await run_step(cadence, keyed, context, observers)
                     else:
                         context = await run_step(cadence, _keyed(step, path), context, observers)
                 finally:
@@ -224,6 +285,111 @@ class _Walk(Generic[C]):
         return context
 
 
+_SYNC = -1  # the position of a stored frame that holds a `sync` step's finished branches
+
+
+def _branches_done(run_id: str, stored: bytes) -> dict[str, bytes]:
+    """Read a stored `sync` frame: each finished branch's context, by beat name."""
+    try:
+        frames = msgspec.json.decode(stored, type=dict[str, msgspec.Raw])
+    except msgspec.DecodeError as exc:
+        raise RunDecodeError(
+            run_id, f"run {run_id!r}: its stored parallel branches do not decode: {exc}"
+        ) from exc
+    return {name: bytes(raw) for name, raw in frames.items()}
+
+
+def _snapshot(context: C) -> C:
+    """Return a shallow copy of `context` made without `__init__` (as the codec's copies)."""
+    copy = object.__new__(type(context))
+    for name, value in context_fields(context).items():
+        object.__setattr__(copy, name, value)
+    return copy
+
+
+class _Branches(Generic[C]):
+    """A `sync` step's per-branch commits: each finished branch's changes, committed at once.
+
+    A branch that finishes commits the step's context with that branch's changes applied, as a
+    frame beside the level's last commit (all finished branches so far, by beat name). On
+    resume, a finished branch is not run: its beat is replaced by one that returns the stored
+    context, whose changes the step merges as if the branch had just run.
+    """
+
+    __slots__ = ("_codec", "_context", "_done", "_level", "_lock", "_progress")
+
+    def __init__(  # one step's pieces, passed once
+        self,
+        progress: _Progress,
+        level: int,
+        codec: ContextCodec[C],
+        context: C,
+        done: dict[str, bytes],
+    ) -> None:
+        self._progress = progress
+        self._level = level
+        self._codec = codec
+        self._context = context
+        self._done = done
+        self._lock = anyio.Lock()
+
+    def wrap(self, step: Sync) -> Sync:
+        """Return `step` with finished branches restored and the others committing."""
+        beats = tuple(
+            self._restored(b) if b.name in self._done else self._committing(b) for b in step.beats
+        )
+        return dataclasses.replace(step, beats=beats)
+
+    def _restored(self, spec: BeatSpec) -> BeatSpec:
+        stored, codec, run_id = self._done[spec.name], self._codec, self._progress.run_id
+
+        async def restored(_view: Any) -> Any:  # Any: the step's context type
+            return codec.decode(stored, _snapshot(self._context), run_id)
+
+        return BeatSpec(spec.name, restored, is_async=True, in_thread=False)
+
+    def _committing(self, spec: BeatSpec) -> BeatSpec:
+        fn, is_async, in_thread = spec.fn, spec.is_async, spec.in_thread
+
+        async def committing(view: Any) -> Any:  # Any: the step's context and the beat's result
+            if is_async:
+                result = await fn(view)
+            elif in_thread:
+                result = await anyio.to_thread.run_sync(fn, view)
+            else:
+                result = fn(view)
+                if result is not None and inspect.isawaitable(result):
+                    result = await result
+            await self._commit(spec.name, view, result if isinstance(result, Context) else view)
+            return result
+
+        return BeatSpec(spec.name, committing, is_async=True, in_thread=False)
+
+    async def _commit(self, name: str, view: object, final: object) -> None:
+        state = state_of(view)
+        if state is None:  # pragma: no cover - a sync step's beats always run on views
+            return
+        changes = state.changes(final, FingerprintCache())
+        if any(value is DELETED for value in changes.values()):
+            return  # a deleted field has no stored form: this branch commits with the step
+        snapshot = _snapshot(self._context)
+        for field_name, value in changes.items():
+            object.__setattr__(snapshot, field_name, value)
+        encoded = self._codec.encode(snapshot, self._progress.run_id)
+        # One commit at a time, each holding every branch so far. Taken without a checkpoint
+        # when free, so the commit is handed to the store before anything else runs.
+        try:
+            self._lock.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._lock.acquire()
+        try:
+            self._done[name] = encoded
+            frame = msgspec.json.encode({k: msgspec.Raw(v) for k, v in self._done.items()})
+            await self._progress.commit(self._level + 1, _SYNC, None, frame)
+        finally:
+            self._lock.release()
+
+
 async def run_durable(
     cadence: Cadence[C],
     context: C,
@@ -232,10 +398,12 @@ async def run_durable(
     migration: Migration | None,
     *,
     owner: str | None = None,
+    claimed: RunRecord | None = None,
 ) -> C:
     """Run `cadence` durably as `run_id` in `store`: start it, resume it, or return its result.
 
-    `owner` is the token of a claim already made (a worker's); by default a new one is made.
+    `owner` is the token of a claim already made (a worker's), and `claimed` the record that
+    claim returned (then the run is not claimed again); by default a new claim is made.
     """
     name = cadence.name
     if not isinstance(run_id, str) or not run_id:
@@ -253,12 +421,15 @@ async def run_durable(
     new = NewRun(
         name, plan, fingerprint, codec.encode(context, run_id), steps[0].name if steps else None
     )
-    while True:
-        token = store.new_owner() if owner is None else owner
-        claim = await store.claim(run_id, token, new)
-        if claim.outcome != "busy":
-            break
-        await anyio.sleep(store.poll_interval)
+    if owner is not None and claimed is not None:  # a worker's claim: go on with it
+        token, claim = owner, Claim("claimed", claimed)
+    else:
+        while True:
+            token = store.new_owner() if owner is None else owner
+            claim = await store.claim(run_id, token, new)
+            if claim.outcome != "busy":
+                break
+            await anyio.sleep(store.poll_interval)
     try:
         return await _attempt(cadence, context, store, claim, token, new, migration)
     finally:
@@ -289,7 +460,7 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
             f"run {run_id!r} belongs to cadence {record.cadence!r}, not {name!r}; "
             "give each cadence's runs their own ids",
         )
-    if claim.outcome == "claimed":
+    if claim.outcome == "claimed" and record.attempts > 1:
         logger.info(
             "resuming run %r of cadence %r at step %d (%s), attempt %d",
             run_id,
@@ -298,6 +469,8 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
             record.step,
             record.attempts,
         )
+    if cadence.hooks and claim.outcome in ("created", "claimed"):
+        await _tell_claim(cadence, claim, token)
     if claim.outcome == "finished":
         if record.context is None:
             raise RunDecodeError(run_id, f"run {run_id!r} completed but has no stored context")
@@ -310,23 +483,67 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
                 store, record, token, context, codec, plan, migration, len(steps)
             )
         step = steps[position].name if position < len(steps) else None
-        progress = _Progress(store, run_id, token, position, step, codec.encode(context, run_id))
+        progress = _Progress(
+            cadence, store, run_id, token, position, step, codec.encode(context, run_id)
+        )
         if claim.outcome == "claimed" and position == record.position:
             progress.load_inner(record.inner)
-        result = await execute(cadence, context, None, _Walk[C](progress, 0, position, ""))
+        observed = durable_run(cadence, run_id)
+        try:
+            result = await execute(cadence, context, None, _Walk[C](progress, 0, position, ""))
+        finally:
+            end_durable_run(observed)
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             await _stop(store, run_id, token, exc)
         raise
-    await store.finish(
-        run_id,
-        token,
-        status="completed",
-        context=codec.encode(result, run_id),
-        error=None,
-        position=len(steps),
-    )
+    try:
+        await store.finish(
+            run_id,
+            token,
+            status="completed",
+            context=codec.encode(result, run_id),
+            error=None,
+            position=len(steps),
+        )
+    except StoreError as exc:
+        await store_failed(cadence, run_id, token, len(steps), None, exc)
+        raise
     return result
+
+
+async def _tell_claim(cadence: Cadence[Any], claim: Claim, owner: str) -> None:
+    """Send `RunClaimed` (and `RunResumed` for a later attempt) to the cadence's observers."""
+    record = claim.record  # Any: any cadence
+    name, run_id, position, step = cadence.name, record.run_id, record.position, record.step
+    attempt = record.attempts
+    await emit_durable(
+        cadence,
+        RunClaimed(
+            cadence=name,
+            run_id=run_id,
+            at=time.time(),
+            owner=owner,
+            position=position,
+            step=step,
+            attempt=attempt,
+            new=attempt <= 1,
+        ),
+    )
+    if attempt > 1:
+        await emit_durable(
+            cadence,
+            RunResumed(
+                cadence=name,
+                run_id=run_id,
+                at=time.time(),
+                owner=owner,
+                position=position,
+                step=step,
+                attempt=attempt,
+                in_child=bool(record.inner),
+            ),
+        )
 
 
 async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
@@ -18,7 +19,7 @@ import anyio
 import pytest
 
 from cadence import BeatError, Cadence
-from cadence.durable import PlanChangedError, PostgresStore, enqueue
+from cadence.durable import PlanChangedError, PostgresStore, Worker, enqueue
 
 pytestmark = pytest.mark.anyio
 
@@ -195,4 +196,50 @@ async def test_workers_share_the_queue_and_recover_a_killed_workers_runs(
         live = [(s, e) for s, pid, e in entries if pid not in killed_pids]
         assert [s for s, e in live if e == "end"] == sorted({s for s, _ in live})  # each once
     assert resumed >= 1  # the killed worker's runs were taken over when their leases ran out
+    await store.aclose()
+
+
+async def test_a_worker_whose_lease_is_taken_tells_lease_lost(dsn: str) -> None:
+    import psycopg  # noqa: PLC0415 # the test's own connection
+
+    from cadence.events import CadenceEvent, LeaseLost, RunClaimed  # noqa: PLC0415 # as above
+
+    store = PostgresStore(dsn, lease=0.3)
+    events: list[CadenceEvent] = []
+
+    async def steal(ctx: Job) -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+            await connection.execute(
+                "UPDATE cadence_runs SET owner = 'thief' WHERE run_id = 'lost-1'"
+            )
+        await anyio.sleep_forever()  # cancelled when the heartbeat finds the lease gone
+
+    told = anyio.Event()
+
+    def listener(event: CadenceEvent) -> None:
+        events.append(event)
+        if isinstance(event, LeaseLost):
+            told.set()
+
+    flow = Cadence("stealing", Job()).then("steal", steal).with_listener(listener)
+    assert await enqueue(flow, Job(n=3), run_id="lost-1", store=store)
+    worker = Worker(store, [flow], concurrency=1, idle=0.01)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(worker.run, handle_signals=False))
+            await told.wait()
+            worker.stop()
+    claimed = events[0]
+    assert isinstance(claimed, RunClaimed)
+    assert (claimed.run_id, claimed.attempt, claimed.new) == ("lost-1", 1, True)
+    lost = next(e for e in events if isinstance(e, LeaseLost))
+    assert (lost.run_id, lost.cadence, lost.owner, lost.error) == (
+        "lost-1",
+        "stealing",
+        claimed.owner,
+        None,
+    )
+    record = await store.get("lost-1")
+    assert record is not None
+    assert (record.status, record.owner) == ("running", "thief")  # the thief's, untouched
     await store.aclose()

@@ -1,0 +1,187 @@
+"""Per-branch checkpoints: each finished branch of a `sync` step is committed at once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from cadence import AtomicList, BeatError, Cadence, Context, ImmutableContext, Shared
+from cadence.durable import SQLiteStore, idempotency_key
+
+pytestmark = pytest.mark.anyio
+
+
+class Client:
+    """A resource, never stored."""
+
+
+@dataclass
+class Order(Context):
+    total: int = 0
+    left: str = ""
+    right: list[str] = field(default_factory=list[str])
+    keys: AtomicList[str] = field(default_factory=AtomicList[str])
+    client: Shared[Client | None] = None
+
+
+class Recorder(SQLiteStore):
+    """A store that remembers the inner progress of every checkpoint."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, synchronous="NORMAL")
+        self.inner: list[bytes | None] = []
+
+    async def checkpoint(  # the store's own signature
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        position: int,
+        step: str | None,
+        context: bytes,
+        inner: bytes | None = None,
+        plan: tuple[str, ...] | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        self.inner.append(inner)
+        await super().checkpoint(
+            run_id,
+            owner,
+            position=position,
+            step=step,
+            context=context,
+            inner=inner,
+            plan=plan,
+            fingerprint=fingerprint,
+        )
+
+
+class Beats:
+    """A `sync` step's beats that count their calls; `c` fails once, after a and b committed."""
+
+    def __init__(self, store: Recorder) -> None:
+        self.store = store
+        self.calls: list[str] = []
+        self.fail = True
+
+    async def a(self, ctx: Order) -> None:
+        self.calls.append("a")
+        ctx.left = "from a"
+        ctx.keys.append(idempotency_key())
+
+    def b(self, ctx: Order) -> None:  # a sync beat, in a worker thread
+        self.calls.append("b")
+        ctx.right.append("from b")
+
+    async def c(self, ctx: Order) -> None:
+        self.calls.append("c")
+        while self.fail and len([i for i in self.store.inner if i]) < 2:
+            await anyio.lowlevel.checkpoint()  # until a's and b's commits are in
+        if self.fail:
+            self.fail = False
+            raise ConnectionError("c lost its connection")
+        ctx.total += 5
+
+    def flow(self) -> Cadence[Order]:
+        async def first(ctx: Order) -> None:
+            ctx.total = 1
+
+        async def last(ctx: Order) -> None:
+            ctx.total *= 10
+
+        return (
+            Cadence("branches", context_type=Order)
+            .then("first", first)
+            .sync("par", [self.a, self.b, self.c])
+            .then("last", last)
+        )
+
+
+async def test_a_resumed_sync_step_runs_only_the_unfinished_branches(tmp_path: Path) -> None:
+    store = Recorder(tmp_path / "runs.db")
+    beats = Beats(store)
+    client = Client()
+    with pytest.raises(BeatError, match="c lost its connection"):
+        await beats.flow().run(Order(client=client), run_id="order-1", store=store)
+    assert sorted(beats.calls) == ["a", "b", "c"]
+    record = await store.get("order-1")
+    assert record is not None
+    assert (record.status, record.position, record.step) == ("failed", 1, "par")
+    assert record.inner is not None
+    frames = json.loads(record.inner)
+    assert [frame[0] for frame in frames] == [-1]  # one frame: the sync step's branches
+    assert sorted(frames[0][1]) == ["a", "b"]  # the finished branches, by beat name
+    assert frames[0][1]["a"]["left"] == "from a"
+    assert frames[0][1]["b"]["right"] == ["from b"]
+
+    beats.calls.clear()
+    resumed = await beats.flow().run(Order(client=client), run_id="order-1", store=store)
+    assert beats.calls == ["c"]  # a and b finished before: not run again
+    assert resumed.client is client  # shared fields come from the resuming caller
+    assert (resumed.total, resumed.left, resumed.right) == (60, "from a", ["from b"])
+    assert list(resumed.keys) == ["order-1:par.a"]
+
+    # exactly what an uninterrupted run ends with
+    plain = Beats(store)
+    plain.fail = False
+    reference = await plain.flow().run(Order(client=client), run_id="order-2", store=store)
+    assert (reference.total, reference.left, reference.right) == (60, "from a", ["from b"])
+    assert list(reference.keys) == ["order-2:par.a"]
+    record = await store.get("order-1")
+    assert record is not None
+    assert (record.status, record.position, record.inner) == ("completed", 3, None)
+    await store.aclose()
+
+
+async def test_the_step_after_a_sync_drops_its_branch_frame(tmp_path: Path) -> None:
+    store = Recorder(tmp_path / "runs.db")
+    beats = Beats(store)
+    beats.fail = False
+    await beats.flow().run(Order(), run_id="order-3", store=store)
+    # first's commit, then one per branch as it finishes (each holding all so far), then
+    # par's own commit, which drops the frame
+    assert store.inner[0] is None
+    done = [sorted(json.loads(i)[0][1]) for i in store.inner[1:4] if i is not None]
+    assert [len(d) for d in done] == [1, 2, 3]
+    assert done[-1] == ["a", "b", "c"]
+    assert store.inner[4] is None
+    assert len(store.inner) == 5
+    await store.aclose()
+
+
+@dataclass(frozen=True)
+class Pair(ImmutableContext):
+    x: int = 0
+    y: int = 0
+
+
+async def test_an_immutable_contexts_finished_branch_is_restored(tmp_path: Path) -> None:
+    store = Recorder(tmp_path / "runs.db")
+    calls: list[str] = []
+    failing = ["y"]
+
+    async def x(ctx: Pair) -> Pair:
+        calls.append("x")
+        return ctx.with_field("x", 7)
+
+    async def y(ctx: Pair) -> Pair:
+        calls.append("y")
+        while failing and not any(store.inner):
+            await anyio.lowlevel.checkpoint()  # until x's commit is in
+        if failing:
+            failing.clear()
+            raise ConnectionError("y failed")
+        return ctx.with_field("y", 9)
+
+    flow = Cadence("pair", Pair()).sync("both", [x, y])
+    with pytest.raises(BeatError, match="y failed"):
+        await flow.run(run_id="p", store=store)
+    calls.clear()
+    assert await flow.run(run_id="p", store=store) == Pair(x=7, y=9)
+    assert calls == ["y"]  # x finished before: restored, not run
+    await store.aclose()

@@ -1,0 +1,200 @@
+"""Durability events: claims, resumes, lost leases and failed commits reach listeners."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cadence import BeatError, Cadence, Context
+from cadence.durable import LeaseLostError, SQLiteStore, StoreError
+from cadence.events import (
+    BeatCompleted,
+    BeatStarted,
+    CadenceEvent,
+    CheckpointFailed,
+    LeaseLost,
+    RunClaimed,
+    RunCompleted,
+    RunFailed,
+    RunResumed,
+    RunStarted,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class Tally(Context):
+    done: list[str] = field(default_factory=list[str])
+
+
+class Boom(Exception):
+    """A beat failed."""
+
+
+def flow(
+    events: list[CadenceEvent], fail_at: list[str], hook: list[Callable[[], None]]
+) -> Cadence[Tally]:
+    """Three steps; `fail_at` names a step to fail once; `hook` runs a callable in step b."""
+
+    def step(name: str) -> Callable[[Tally], Awaitable[None]]:
+        async def beat(ctx: Tally) -> None:
+            if name in fail_at:
+                fail_at.remove(name)
+                raise Boom(name)
+            if name == "b" and hook:
+                hook.pop()()
+            ctx.done.append(name)
+
+        beat.__name__ = name
+        return beat
+
+    return (
+        Cadence("tally", context_type=Tally)
+        .then("a", step("a"))
+        .then("b", step("b"))
+        .then("c", step("c"))
+        .with_listener(events.append)
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    return SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL")
+
+
+async def test_a_new_run_is_claimed_and_carries_the_durable_id(store: SQLiteStore) -> None:
+    events: list[CadenceEvent] = []
+    await flow(events, [], []).run(Tally(), run_id="order-1", store=store)
+    claimed = events[0]
+    assert isinstance(claimed, RunClaimed)
+    assert (claimed.run_id, claimed.cadence, claimed.attempt, claimed.new) == (
+        "order-1",
+        "tally",
+        1,
+        True,
+    )
+    assert (claimed.position, claimed.step) == (0, "a")
+    assert claimed.owner.split(":")[0]  # host:pid:start:nonce
+    assert isinstance(events[1], RunStarted)
+    assert isinstance(events[-1], RunCompleted)
+    # every event of the run carries the durable run's id
+    assert {e.run_id for e in events} == {"order-1"}
+    assert not any(isinstance(e, RunResumed) for e in events)
+    await store.aclose()
+
+
+async def test_a_resumed_run_is_one_run_to_its_listeners(store: SQLiteStore) -> None:
+    events: list[CadenceEvent] = []
+    fail_at = ["b"]
+    cadence = flow(events, fail_at, [])
+    with pytest.raises(BeatError):
+        await cadence.run(Tally(), run_id="order-2", store=store)
+    assert isinstance(events[-1], RunFailed)
+    first = len(events)
+    result = await cadence.run(Tally(), run_id="order-2", store=store)
+    assert result.done == ["a", "b", "c"]
+    again = events[first:]
+    kinds = [type(e) for e in again[:3]]
+    assert kinds == [RunClaimed, RunResumed, RunStarted]
+    claimed, resumed = again[0], again[1]
+    assert isinstance(claimed, RunClaimed)
+    assert (claimed.attempt, claimed.new) == (2, False)
+    assert isinstance(resumed, RunResumed)
+    assert (resumed.attempt, resumed.position, resumed.step, resumed.in_child) == (2, 1, "b", False)
+    assert resumed.owner == claimed.owner
+    # the completed step is not reported again; both attempts carry one id
+    assert [e.beat for e in again if isinstance(e, BeatStarted)] == ["b", "c"]
+    assert [e.beat for e in again if isinstance(e, BeatCompleted)] == ["b", "c"]
+    assert {e.run_id for e in events} == {"order-2"}
+    # a finished run is returned without a claim or a run
+    done = len(events)
+    assert (await cadence.run(Tally(), run_id="order-2", store=store)).done == ["a", "b", "c"]
+    assert events[done:] == []
+    await store.aclose()
+
+
+async def test_a_run_taken_over_mid_run_tells_lease_lost(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    events: list[CadenceEvent] = []
+
+    def steal() -> None:
+        connection = sqlite3.connect(tmp_path / "runs.db")
+        connection.execute("UPDATE cadence_runs SET owner = 'elsewhere:1:1:x'")
+        connection.commit()
+        connection.close()
+
+    with pytest.raises(LeaseLostError, match="lost the run"):
+        await flow(events, [], [steal]).run(Tally(), run_id="order-3", store=store)
+    lost = [e for e in events if isinstance(e, LeaseLost)]
+    assert len(lost) == 1
+    assert (lost[0].run_id, lost[0].position, lost[0].step) == ("order-3", 2, "c")
+    assert isinstance(lost[0].error, LeaseLostError)
+    assert not any(isinstance(e, CheckpointFailed) for e in events)
+    record = await store.get("order-3")
+    assert record is not None
+    assert (record.position, record.owner) == (1, "elsewhere:1:1:x")  # nothing overwritten
+    await store.aclose()
+
+
+class FailingStore(SQLiteStore):
+    """A store whose commits fail from the `fail_from`-th on (a full disk, say)."""
+
+    fail_from = 2
+    commits = 0
+
+    async def checkpoint(
+        self, run_id: str, owner: str, **kwargs: object
+    ) -> None:  # forwards the keywords
+        self.commits += 1
+        if self.commits >= self.fail_from:
+            raise StoreError(run_id, f"run {run_id!r}: database or disk is full")
+        await super().checkpoint(run_id, owner, **kwargs)  # type: ignore[arg-type] # pyright: ignore[reportArgumentType] # as given
+
+
+async def test_a_failed_commit_tells_checkpoint_failed(tmp_path: Path) -> None:
+    events: list[CadenceEvent] = []
+    store = FailingStore(tmp_path / "runs.db", synchronous="NORMAL")
+    with pytest.raises(StoreError, match="disk is full"):
+        await flow(events, [], []).run(Tally(), run_id="order-4", store=store)
+    failed = [e for e in events if isinstance(e, CheckpointFailed)]
+    assert len(failed) == 1
+    assert (failed[0].run_id, failed[0].position, failed[0].step) == ("order-4", 2, "c")
+    assert "disk is full" in str(failed[0].error)
+    assert not any(isinstance(e, LeaseLost) for e in events)
+    # the run stays resumable from its last whole commit, and resuming it is told
+    store.fail_from = 10**6
+    events.clear()
+    result = await flow(events, [], []).run(Tally(), run_id="order-4", store=store)
+    assert result.done == ["a", "b", "c"]
+    resumed = next(e for e in events if isinstance(e, RunResumed))
+    assert (resumed.position, resumed.step) == (1, "b")
+    await store.aclose()
+
+
+async def test_an_async_listener_and_a_plain_run_are_unchanged(store: SQLiteStore) -> None:
+    seen: list[CadenceEvent] = []
+
+    async def listener(event: CadenceEvent) -> None:
+        seen.append(event)
+
+    cadence = Cadence("plain", context_type=Tally).then("a", lambda ctx: None)
+    cadence = cadence.with_listener(listener)
+    await cadence.run(Tally(), run_id="order-5", store=store)
+    assert [type(e) for e in seen] == [
+        RunClaimed,
+        RunStarted,
+        BeatStarted,
+        BeatCompleted,
+        RunCompleted,
+    ]
+    seen.clear()
+    await cadence.run(Tally())  # no store: no durable events, a fresh run id
+    assert [type(e) for e in seen] == [RunStarted, BeatStarted, BeatCompleted, RunCompleted]
+    assert seen[0].run_id != "order-5"
+    await store.aclose()

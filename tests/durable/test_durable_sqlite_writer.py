@@ -1,0 +1,147 @@
+"""SQLiteStore's writer thread: off the event loop, one thread per store, calls in order."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from cadence import Cadence, Context
+from cadence.durable import DurableError, SQLiteStore, StoreError
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class Count(Context):
+    n: int = 0
+
+
+async def bump(ctx: Count) -> None:
+    ctx.n += 1
+
+
+def _writers(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"cadence-sqlite {name}"]
+
+
+async def test_every_call_runs_on_the_stores_own_thread(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "w1.db", synchronous="NORMAL")
+    threads: list[str] = []
+    work = store._work  # pyright: ignore[reportPrivateUsage] # every call goes through it
+
+    def spy(fn: Callable[[sqlite3.Connection], object]) -> object:
+        threads.append(threading.current_thread().name)
+        return work(fn)
+
+    store._work = spy  # type: ignore[method-assign,assignment] # pyright: ignore[reportPrivateUsage] # a spy
+    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump).then("c", bump)
+
+    async def one(run_id: str) -> None:
+        assert (await flow.run(Count(), run_id=run_id, store=store)).n == 3
+
+    async with anyio.create_task_group() as group:
+        for i in range(4):  # four runs at once share the one thread, in order
+            group.start_soon(one, f"run-{i}")
+    for i in range(4):
+        record = await store.get(f"run-{i}")
+        assert record is not None
+        assert (record.status, record.position) == ("completed", 3)
+    # claim, 2 checkpoints, finish per run, then the four gets: all on the writer thread
+    assert threads == ["cadence-sqlite w1.db"] * (4 * 4 + 4)
+    assert threading.current_thread().name not in threads
+    assert len(_writers("w1.db")) == 1
+    await store.aclose()
+
+
+async def test_aclose_ends_the_thread_and_a_later_call_starts_one(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "w2.db", synchronous="NORMAL")
+    flow = Cadence("count", context_type=Count).then("a", bump)
+    assert (await flow.run(Count(), run_id="one", store=store)).n == 1
+    await store.aclose()
+    for _ in range(1000):  # the thread ends once it has taken the stop
+        if not _writers("w2.db"):
+            break
+        await anyio.sleep(0.001)
+    assert _writers("w2.db") == []
+    assert (await flow.run(Count(), run_id="two", store=store)).n == 1  # reopened
+    assert len(_writers("w2.db")) == 1
+    await store.aclose()
+
+
+async def test_a_call_whose_caller_is_cancelled_still_lands_before_the_next(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "w3.db", synchronous="NORMAL")
+    started, gate = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def slow(_: None) -> None:
+        started.set()
+        gate.wait(30)
+        seen.append("slow")
+
+    writer = store._writer  # pyright: ignore[reportPrivateUsage] # the writer itself
+
+    async def call_then_cancel() -> None:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as group:
+
+                async def cancel_when_started() -> None:
+                    while not started.is_set():  # a thread's event
+                        await anyio.lowlevel.checkpoint()
+                    scope.cancel()
+                    gate.set()
+
+                group.start_soon(cancel_when_started)
+                await writer.run(slow, None)
+        assert scope.cancelled_caught or seen == ["slow"]  # asyncio stops waiting; trio waits
+
+    await call_then_cancel()
+    await writer.run(lambda _: seen.append("after"), None)
+    assert seen == ["slow", "after"]  # the cancelled call completed, and first
+    await store.aclose()
+
+
+async def test_a_failing_call_is_a_store_error_and_the_thread_goes_on(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "w4.db", synchronous="NORMAL")
+    await store.list_runs()
+    store_ro = SQLiteStore(tmp_path / "missing" / "w4.db")
+    with pytest.raises(StoreError, match=r"w4\.db"):
+        await store_ro.list_runs()
+    assert await store.list_runs() == []  # the first store's thread still serves
+    await store.aclose()
+    await store_ro.aclose()
+
+
+async def test_a_claim_skips_the_fsync_and_commits_stay_full(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "w5.db")  # FULL, the default
+    levels: list[int] = []
+    work = store._work  # pyright: ignore[reportPrivateUsage] # every call goes through it
+
+    def spy(fn: Callable[[sqlite3.Connection], object]) -> object:
+        def watched(connection: sqlite3.Connection) -> object:
+            try:
+                return fn(connection)
+            finally:
+                levels.append(int(connection.execute("PRAGMA synchronous").fetchone()[0]))
+
+        return work(watched)
+
+    store._work = spy  # type: ignore[method-assign,assignment] # pyright: ignore[reportPrivateUsage] # a spy
+    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump)
+    assert (await flow.run(Count(), run_id="full", store=store)).n == 2
+    # after the claim (NORMAL inside it), every call finds FULL (2) again
+    assert levels == [2, 2, 2]
+    with sqlite3.connect(tmp_path / "w5.db") as connection:
+        connection.execute("UPDATE cadence_runs SET plan = 'not json'")
+    with pytest.raises(DurableError, match="corrupted"):
+        await flow.run(Count(), run_id="full", store=store)  # the claim fails and rolls back
+    assert levels[-1] == 2
+    await store.aclose()

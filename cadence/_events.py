@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, cast
 
 from cadence._beat import is_async_callable
 from cadence._context import Context
-from cadence._errors import BeatError, BeatTimeoutError, CircuitOpenError, MergeConflictError
+from cadence._errors import (
+    BeatError,
+    BeatTimeoutError,
+    CircuitOpenError,
+    MergeConflictError,
+    root_cause,
+)
 from cadence._hooks import CadenceHooks
 
 if TYPE_CHECKING:
@@ -555,10 +561,7 @@ def run_outcome(error: BaseException | None) -> Outcome:
         return "success"
     if not isinstance(error, Exception):
         return "cancelled"
-    cause: BaseException = error
-    while type(cause) is BeatError and cause.__cause__ is not None:
-        cause = cause.__cause__
-    outcome = beat_outcome(cause)
+    outcome = beat_outcome(root_cause(error))
     return "failure" if outcome == "cancelled" else outcome
 
 

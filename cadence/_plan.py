@@ -1,9 +1,10 @@
 """The plan walk: a cadence's steps as a tree of plain records, without running anything.
 
-Diagrams (`cadence.diagram`), reporters (which create their metric series from it and watch its
-circuit breakers) and `cadence validate` read a cadence through this one walk, so they agree on
-what a plan holds and on how each beat is named: by the path the runner reports it under
-(`step`, `step.beat`, and `child_step.` before a child's own paths).
+Diagrams (`cadence.diagram`) and reporters (which create their metric series from it and watch
+its circuit breakers) read a cadence through this one walk, so they agree on what a plan holds
+and on how each beat is named: by the path the runner reports it under (`step`, `step.beat`,
+and `child_step.` before a child's own paths). `cadence.validate` reads the steps themselves,
+since its rules need the beats' functions and the merge strategies.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from cadence._beat import BeatSpec, beat_info
 from cadence._events import Decoration, decorations
 from cadence._steps import Split, Sync, Then
-from cadence.resilience._breaker import CircuitBreaker
+from cadence.resilience._breaker import BREAKER_ATTRIBUTE, CircuitBreaker
 
 if TYPE_CHECKING:
     from cadence._cadence import Cadence
 
 __all__ = ["BeatNode", "PlanNode", "StepNode", "walk"]
-
-_BREAKER_ATTRIBUTE = "__cadence_circuit_breaker__"  # set by cadence.resilience._breaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +158,9 @@ def _resilience(fn: object) -> tuple[tuple[Decoration, ...], tuple[CircuitBreake
         own = decorations(current)
         below = decorations(inner) if inner is not None else ()
         found.extend(own[: len(own) - len(below)])
-        breaker: object = getattr(current, _BREAKER_ATTRIBUTE, None)
+        breaker: object = getattr(current, BREAKER_ATTRIBUTE, None)
         if isinstance(breaker, CircuitBreaker) and breaker is not getattr(
-            inner, _BREAKER_ATTRIBUTE, None
+            inner, BREAKER_ATTRIBUTE, None
         ):
             breakers.append(breaker)
             found.append(Decoration("circuit_breaker", f"breaker {breaker.name}"))

@@ -16,7 +16,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from cadence._context import Context, context_fields, context_info, is_frozen
+from cadence._context import Context, context_info, is_frozen
 from cadence._errors import BeatError, BeatErrorGroup, CadenceError
 from cadence._hooks import Call, Observers, open_calls
 from cadence._isolation import DELETED, FingerprintCache, open_branches
@@ -79,27 +79,24 @@ async def execute(
 
 async def _run_steps(cadence: Cadence[C], context: C, observers: Observers | None) -> C:
     for step in cadence.steps:
+        if type(step) is not Then:
+            context = await run_step(cadence, step, context, observers)
+            continue
+        # A `then` beat inline: with no observers an async beat is one call and one await.
         try:
-            if type(step) is Then:
-                spec = step.beat
-                if observers is None and spec.is_async:
-                    result = await spec.fn(context)
-                    if result is not None:
-                        context = _next_context(context, result, spec.name)
-                elif observers is None and not spec.in_thread:  # a sync beat cheap enough
-                    result = spec.fn(context)
-                    if result is not None:
-                        if inspect.isawaitable(result):
-                            result = await result
-                        context = _next_context(context, result, spec.name)
-                else:
-                    context = await _invoke(spec, context, step.name, observers)
-            elif type(step) is Sync:
-                context = await _run_sync(cadence.name, step, context, observers)
-            elif type(step) is Split:
-                context = await _run_split(cadence.name, step, context, observers)
+            spec = step.beat
+            if observers is None and spec.is_async:
+                result = await spec.fn(context)
+                if result is not None:
+                    context = _next_context(context, result, spec.name)
+            elif observers is None and not spec.in_thread:  # a sync beat cheap enough
+                result = spec.fn(context)
+                if result is not None:
+                    if inspect.isawaitable(result):
+                        result = await result
+                    context = _next_context(context, result, spec.name)
             else:
-                context = await _run_child(cadence.name, cast("Child", step), context, observers)
+                context = await _invoke(spec, context, step.name, observers)
         except Exception as exc:  # noqa: BLE001 # every failure goes to _fail; cancellation is a BaseException and passes
             context = await _fail(cadence, step, context, exc)
     return context
@@ -150,6 +147,8 @@ def _next_context(context: C, result: object, beat_name: str) -> C:
     """Return the context after a beat that returned `result` (a new context replaces it)."""
     if not isinstance(result, Context):
         return context  # a beat's other return values (e.g. a fallback's default) are not state
+    if isinstance(result, type(context)):
+        return result  # the usual case: the same class (or, from a view, its copy)
     expected = context_info(type(context)).cls  # a parallel branch's view is a subclass
     if not isinstance(result, expected):
         raise CadenceError(
@@ -159,7 +158,7 @@ def _next_context(context: C, result: object, beat_name: str) -> C:
     return cast("C", result)
 
 
-async def _call_beat(spec: BeatSpec, context: C) -> C:
+async def _call_beat(spec: BeatSpec, context: C, path: str) -> C:
     fn = spec.fn
     if spec.is_async:
         result = await fn(context)
@@ -167,13 +166,13 @@ async def _call_beat(spec: BeatSpec, context: C) -> C:
         result = await anyio.to_thread.run_sync(fn, context) if spec.in_thread else fn(context)
         if result is not None and inspect.isawaitable(result):
             result = await result
-    return context if result is None else _next_context(context, result, spec.name)
+    return context if result is None else _next_context(context, result, path)
 
 
 async def _invoke(spec: BeatSpec, context: C, path: str, observers: Observers | None) -> C:
     """Run one beat, telling `observers` (if any) of its start, end and failure."""
     if observers is None:
-        return await _call_beat(spec, context)
+        return await _call_beat(spec, context, path)
     told: list[Call] = []
     start = perf_counter()
     try:
@@ -185,9 +184,9 @@ async def _invoke(spec: BeatSpec, context: C, path: str, observers: Observers | 
         if spec.is_async:  # as _call_beat, inline: one coroutine less per observed beat
             result = await spec.fn(context)
             if result is not None:
-                context = _next_context(context, result, spec.name)
+                context = _next_context(context, result, path)
         else:
-            context = await _call_beat(spec, context)
+            context = await _call_beat(spec, context, path)
     except BaseException as exc:
         pending = observers.end_beat(told, path, context, perf_counter() - start, exc)
         if pending is not None:
@@ -222,14 +221,9 @@ async def _run_sync(cadence_name: str, step: Sync, context: C, observers: Observ
     errors: list[tuple[int, BeatError]] = []
 
     async def run_one(index: int, spec: BeatSpec, isolated: C) -> None:
-        path = f"{step.name}.{spec.name}"
+        path = states[index][1].path
         try:
-            if observers is None and spec.is_async:
-                result = await spec.fn(isolated)
-                if result is not None:
-                    results[index] = _next_context(isolated, result, path)
-            else:
-                results[index] = await _invoke(spec, isolated, path, observers)
+            results[index] = await _invoke(spec, isolated, path, observers)
         except Exception as exc:  # noqa: BLE001 # each failure is kept, in declaration order
             errors.append((index, BeatError(path, cadence_name, cause=exc)))
             group.cancel_scope.cancel()
@@ -263,9 +257,9 @@ async def _run_sync(cadence_name: str, step: Sync, context: C, observers: Observ
         (spec.name, state.changes(result, cache))
         for spec, (_, state), result in zip(step.beats, states, results, strict=True)
     ]
-    info = context_info(type(context))
-    original = context_fields(context)
-    changes = merge_branches(info.fields, original, branches, step.merge, cadence_name, step.name)
+    first = states[0][1]  # every branch shares the original's fields and class facts
+    fields = first.info.fields
+    changes = merge_branches(fields, first.origin, branches, step.merge, cadence_name, step.name)
     return _apply(context, changes)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
 
 from cadence._plan import BeatNode, PlanNode, StepNode, walk
 
@@ -28,15 +28,15 @@ __all__ = ["Direction", "to_dot", "to_mermaid"]
 Direction: TypeAlias = Literal["TD", "LR", "BT", "RL"]
 """Which way the flow runs: top-down, left-right, bottom-up or right-left."""
 
-_DIRECTIONS = ("TD", "LR", "BT", "RL")
+_DIRECTIONS: tuple[str, ...] = get_args(Direction)
 
-Shape: TypeAlias = Literal["start", "end", "beat", "fork", "join", "decision", "empty"]
+_Shape: TypeAlias = Literal["start", "end", "beat", "fork", "join", "decision", "empty"]
 
 
 @dataclass
 class _Node:
     id: str
-    shape: Shape
+    shape: _Shape
     lines: list[str]
 
 
@@ -57,7 +57,7 @@ class _Graph:
     )
     count: int = 0
 
-    def node(self, into: _Cluster, shape: Shape, lines: list[str]) -> str:
+    def node(self, into: _Cluster, shape: _Shape, lines: list[str]) -> str:
         node = _Node(f"n{self.count}", shape, lines)
         self.count += 1
         into.items.append(node)
@@ -70,7 +70,7 @@ class _Graph:
         return cluster
 
 
-Exits: TypeAlias = list[tuple[str, str | None]]
+_Exits: TypeAlias = list[tuple[str, str | None]]
 """The nodes the flow leaves a step by, each with the label of its outgoing edge."""
 
 
@@ -83,13 +83,13 @@ def _build(plan: PlanNode, details: bool) -> _Graph:
     return graph
 
 
-def _connect(graph: _Graph, exits: Exits, target: str) -> None:
+def _connect(graph: _Graph, exits: _Exits, target: str) -> None:
     graph.edges.extend((source, target, label) for source, label in exits)
 
 
 def _steps(
-    graph: _Graph, into: _Cluster, steps: tuple[StepNode, ...], exits: Exits, details: bool
-) -> Exits:
+    graph: _Graph, into: _Cluster, steps: tuple[StepNode, ...], exits: _Exits, details: bool
+) -> _Exits:
     for step in steps:
         if step.kind == "then":
             node = graph.node(into, "beat", _beat_lines(step.beats[0], details))
@@ -133,8 +133,8 @@ def _branch(  # noqa: PLR0917 # one branch of one split, all of it
     label: str,
     beats: tuple[BeatNode, ...],
     details: bool,
-) -> Exits:
-    exits: Exits = [(decision, label)]
+) -> _Exits:
+    exits: _Exits = [(decision, label)]
     for beat in beats:
         node = graph.node(into, "beat", _beat_lines(beat, details))
         _connect(graph, exits, node)
@@ -181,7 +181,7 @@ def _check(direction: object) -> str:
 _MERMAID_PLAIN = re.compile(r"[A-Za-z0-9 _.,:/()-]*")
 _MERMAID_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.,:/()")
 
-_MERMAID_SHAPES: dict[Shape, tuple[str, str]] = {
+_MERMAID_SHAPES: dict[_Shape, tuple[str, str]] = {
     "start": ('(["', '"])'),
     "end": ('(["', '"])'),
     "beat": ('["', '"]'),
@@ -272,7 +272,7 @@ def _nodes(cluster: _Cluster) -> list[_Node]:
 
 # ----------------------------------------------------------------------------- DOT
 
-_DOT_SHAPES: dict[Shape, str] = {
+_DOT_SHAPES: dict[_Shape, str] = {
     "start": 'shape=oval, style="filled", fillcolor="#eeeeee"',
     "end": 'shape=oval, style="filled", fillcolor="#eeeeee"',
     "beat": 'shape=box, style="rounded"',

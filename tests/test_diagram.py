@@ -255,6 +255,26 @@ def test_output_is_deterministic() -> None:
     )
 
 
+def test_output_does_not_depend_on_the_hash_seed_or_the_process() -> None:
+    draw = (
+        "import sys; sys.path.insert(0, 'tests'); import test_diagram as t; "
+        "print(t.to_mermaid(t.every_kind())); print(t.to_dot(t.every_kind()))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", draw],
+            cwd=root,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "random")
+    }
+    assert outputs == {f"{to_mermaid(every_kind())}\n{to_dot(every_kind())}\n"}
+
+
 def edges_of(dot: str) -> list[tuple[str, str, str | None]]:
     found = re.findall(r'^\s*(n\d+) -> (n\d+)(?: \[label="([^"]*)"\])?;$', dot, re.MULTILINE)
     return [(a, b, c or None) for a, b, c in found]

@@ -7,10 +7,14 @@ import sys
 import traceback
 import types
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cadence.cli._common import UserError
 
-__all__ = ["import_user_module", "load_attribute", "user_paths"]
+if TYPE_CHECKING:
+    from cadence import Cadence
+
+__all__ = ["import_user_module", "load_attribute", "load_cadence", "relative", "user_paths"]
 
 
 def user_paths() -> None:
@@ -25,17 +29,18 @@ def describe(error: BaseException) -> str:
     """Return `Type: message (file:line)` for an exception raised by the user's code."""
     where = ""
     if isinstance(error, SyntaxError) and error.filename:
-        where = f" ({_relative(error.filename)}:{error.lineno})"
+        where = f" ({relative(error.filename)}:{error.lineno})"
     else:
         frames = traceback.extract_tb(error.__traceback__)
         user = [f for f in frames if not f.filename.startswith("<frozen")]
         if user:
-            where = f" ({_relative(user[-1].filename)}:{user[-1].lineno})"
+            where = f" ({relative(user[-1].filename)}:{user[-1].lineno})"
     message = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}{': ' + message if message else ''}{where}"
 
 
-def _relative(file: str) -> str:
+def relative(file: str) -> str:
+    """Return `file` relative to the current directory when it lies below it (POSIX form)."""
     path = Path(file)
     try:
         return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
@@ -83,3 +88,14 @@ def load_attribute(target: str) -> object:
         except AttributeError:
             raise UserError(f"module {module_name!r} has no attribute {attribute!r}") from None
     return value
+
+
+def load_cadence(target: str) -> Cadence[Any]:  # Any: a cadence over any context type
+    """Return the `Cadence` named by `module:attribute`, or raise a `UserError` saying why not."""
+    from cadence import Cadence  # noqa: PLC0415 # loaded only when a command runs
+
+    value = load_attribute(target)
+    if not isinstance(value, Cadence):
+        raise UserError(f"{target} is a {type(value).__qualname__}, not a Cadence")
+    # pyright reads Cadence[Unknown] after the isinstance, mypy Cadence[Any]
+    return value  # pyright: ignore[reportUnknownVariableType]

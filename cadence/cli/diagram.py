@@ -5,15 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast, get_args
 
 import click
 from rich_click import RichCommand
 
 from cadence.cli._common import UserError, note
-
-if TYPE_CHECKING:
-    from cadence.diagram import Direction
+from cadence.diagram import Direction  # loaded with cadence itself: no cost to --help
 
 __all__ = ["diagram"]
 
@@ -38,7 +36,7 @@ _DOT_TIMEOUT = 60.0
 )
 @click.option(
     "--direction",
-    type=click.Choice(["TD", "LR", "BT", "RL"]),
+    type=click.Choice(get_args(Direction)),
     default="TD",
     show_default=True,
     help="Top-down or left-right layout.",
@@ -65,8 +63,7 @@ def diagram(
       cadence diagram myapp.cadences:checkout_cadence --format dot -o checkout.dot
       cadence diagram myapp.cadences:checkout_cadence -o checkout.svg
     """
-    from cadence import Cadence  # noqa: PLC0415 # imports stay lazy so --help is fast
-    from cadence.cli._load import load_attribute, user_paths  # noqa: PLC0415
+    from cadence.cli._load import load_cadence, user_paths  # noqa: PLC0415 # lazy, for --help
 
     rendered = _RENDERED.get(output.suffix.lower()) if output is not None else None
     if rendered is not None and output_format == "mermaid":
@@ -81,14 +78,11 @@ def diagram(
             "graphviz (apt install graphviz, brew install graphviz), or write --format dot"
         )
     user_paths()
-    value = load_attribute(target)
-    if not isinstance(value, Cadence):
-        raise UserError(f"{target} is a {type(value).__qualname__}, not a Cadence")
+    value = load_cadence(target)
     from cadence.diagram import to_dot, to_mermaid  # noqa: PLC0415 # lazy
 
     draw = to_dot if rendered is not None or output_format == "dot" else to_mermaid
-    # pyright reads Cadence[Unknown] after the isinstance, mypy Cadence[Any]
-    text = draw(value, direction=cast("Direction", direction), details=not no_details)  # pyright: ignore[reportUnknownArgumentType]
+    text = draw(value, direction=cast("Direction", direction), details=not no_details)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
         return

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import types
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 from rich_click import RichCommand
 
-from cadence.cli._common import EXIT_FINDINGS, UserError, note
+from cadence.cli._common import EXIT_FINDINGS, note
+from cadence.cli._load import relative
 
 if TYPE_CHECKING:
     from cadence._validate import Finding, ValidationReport
@@ -46,17 +46,13 @@ def validate(modules: tuple[str, ...], output_format: str) -> None:
     """
     from cadence import Cadence  # noqa: PLC0415 # imports stay lazy so --help is fast
     from cadence._validate import validate as run_validate  # noqa: PLC0415
-    from cadence.cli._load import import_user_module, load_attribute, user_paths  # noqa: PLC0415
+    from cadence.cli._load import import_user_module, load_cadence, user_paths  # noqa: PLC0415
 
     user_paths()
     targets: list[Cadence[Any] | types.ModuleType | str] = []
     for name in modules:
         if ":" in name:
-            value = load_attribute(name)
-            if not isinstance(value, Cadence):
-                raise UserError(f"{name} is a {type(value).__qualname__}, not a Cadence")
-            # pyright reads Cadence[Unknown] here, mypy Cadence[Any]
-            targets.append(value)  # pyright: ignore[reportUnknownArgumentType]
+            targets.append(load_cadence(name))
         else:
             # A failure to import is a user error; a definition error, a finding (validate
             # imports the name again to find the line, since a failed module is not kept).
@@ -79,17 +75,8 @@ def validate(modules: tuple[str, ...], output_format: str) -> None:
         raise click.exceptions.Exit(EXIT_FINDINGS)
 
 
-def _relative(file: str | None) -> str | None:
-    if file is None:
-        return None
-    try:
-        return Path(file).resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return file
-
-
 def _relative_report(report: ValidationReport) -> dict[str, object]:
-    findings = [{**f.as_dict(), "file": _relative(f.file)} for f in report.findings]
+    findings = [{**f.as_dict(), "file": f.file and relative(f.file)} for f in report.findings]
     return {**report.as_dict(), "findings": findings}
 
 
@@ -103,7 +90,7 @@ def _escape_property(text: str) -> str:
 
 def _annotation(finding: Finding) -> str:
     properties: list[str] = []
-    file = _relative(finding.file)
+    file = finding.file and relative(finding.file)
     if file is not None:
         properties.append(f"file={_escape_property(file)}")
         if finding.line is not None:
@@ -125,7 +112,7 @@ def _print_table(report: ValidationReport) -> None:
     table.add_column("Step")
     table.add_column("Message", overflow="fold")
     for finding in report.findings:
-        file = _relative(finding.file)
+        file = finding.file and relative(finding.file)
         where = f"{file}:{finding.line}" if file and finding.line else (file or "")
         table.add_row(
             where, finding.rule, finding.cadence or "", finding.step or "", finding.message

@@ -9,7 +9,6 @@ from cadence.codegen._errors import CodegenError
 
 __all__ = ["class_name", "snake_name"]
 
-_WORDS = re.compile(r"[A-Za-z][A-Za-z0-9]*|[0-9]+")
 _ACCEPTED = re.compile(r"^[A-Za-z][A-Za-z0-9_\- ]*$")
 
 

@@ -21,7 +21,10 @@ from cadence.durable._plan import Migration as Migration
 from cadence.durable._runner import idempotency_key as idempotency_key
 from cadence.durable._sqlite import SQLiteStore as SQLiteStore
 from cadence.durable._sqlite import Synchronous as Synchronous
+from cadence.durable._store import Claim as Claim
+from cadence.durable._store import ClaimOutcome as ClaimOutcome
 from cadence.durable._store import ErrorInfo as ErrorInfo
+from cadence.durable._store import NewRun as NewRun
 from cadence.durable._store import RunRecord as RunRecord
 from cadence.durable._store import RunStatus as RunStatus
 from cadence.durable._store import Store as Store
@@ -32,10 +35,13 @@ if TYPE_CHECKING:
     from cadence.durable._postgres import enqueue as enqueue
 
 __all__ = [
+    "Claim",
+    "ClaimOutcome",
     "DurableError",
     "ErrorInfo",
     "LeaseLostError",
     "Migration",
+    "NewRun",
     "PlanChangedError",
     "PostgresStore",
     "RunCancelledError",

@@ -59,3 +59,14 @@ class StoreError(DurableError):
 
 class LeaseLostError(StoreError):
     """The caller lost the run it ran (its lease ran out, or another owner took it over)."""
+
+
+def lost_run_error(run_id: str, found: tuple[object, object] | None) -> DurableError:
+    """Return the error for an update the caller no longer owns, given the run's status and owner.
+
+    `found` is the run's `(status, owner)` row, or `None` when the run no longer exists.
+    """
+    if found is not None and found[0] == "cancelled":
+        return RunCancelledError(run_id, f"run {run_id!r} was cancelled")
+    holder = "it no longer exists" if found is None else f"it is {found[0]}, owned by {found[1]}"
+    return LeaseLostError(run_id, f"run {run_id!r}: this caller lost the run ({holder})")

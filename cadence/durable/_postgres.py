@@ -24,10 +24,9 @@ from cadence._errors import CadenceDefinitionError
 from cadence._events import LeaseLost, emit_durable
 from cadence.durable._codec import codec_for
 from cadence.durable._errors import (
-    LeaseLostError,
-    RunCancelledError,
     RunDecodeError,
     StoreError,
+    lost_run_error,
 )
 from cadence.durable._plan import describe_plan, plan_fingerprint
 from cadence.durable._store import Claim, ErrorInfo, NewRun, RunRecord, RunStatus
@@ -284,12 +283,7 @@ class PostgresStore:
         found = await self._fetch(
             run_id, what, "SELECT status, owner FROM cadence_runs WHERE run_id = %s", (run_id,)
         )
-        if found and found[0][0] == "cancelled":
-            raise RunCancelledError(run_id, f"run {run_id!r} was cancelled")
-        holder = (
-            "it no longer exists" if not found else f"it is {found[0][0]}, owned by {found[0][1]}"
-        )
-        raise LeaseLostError(run_id, f"run {run_id!r}: this caller lost the run ({holder})")
+        raise lost_run_error(run_id, (found[0][0], found[0][1]) if found else None)
 
     async def checkpoint(
         self,

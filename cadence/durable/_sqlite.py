@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, cast
 
 from cadence.durable._errors import (
-    LeaseLostError,
-    RunCancelledError,
     RunDecodeError,
     StoreError,
+    lost_run_error,
 )
 from cadence.durable._store import Claim, ErrorInfo, NewRun, RunRecord, RunStatus
 
@@ -160,7 +159,7 @@ class SQLiteStore:
             _SELF[:] = [pid, _start_time(pid)]
         return f"{self._host}:{pid}:{_SELF[1]}:{uuid.uuid4().hex[:12]}"
 
-    def _owner_alive(self, owner: str | None, updated_at: float) -> bool:
+    def _owner_alive(self, owner: str | None) -> bool:
         """Return whether the process named by an owner token still runs."""
         if owner is None:
             return False
@@ -349,9 +348,7 @@ class SQLiteStore:
                     outcome = "finished"
                 elif status == "cancelled":
                     outcome = "cancelled"
-                elif status == "running" and self._owner_alive(
-                    cast("str | None", row[9]), cast("float", row[12])
-                ):
+                elif status == "running" and self._owner_alive(cast("str | None", row[9])):
                     outcome = "busy"
                 else:
                     connection.execute(
@@ -395,10 +392,7 @@ class SQLiteStore:
             row = connection.execute(
                 "SELECT status, owner FROM cadence_runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-            if row is not None and row[0] == "cancelled":
-                raise RunCancelledError(run_id, f"run {run_id!r} was cancelled")
-            holder = "it no longer exists" if row is None else f"it is {row[0]}, owned by {row[1]}"
-            raise LeaseLostError(run_id, f"run {run_id!r}: this caller lost the run ({holder})")
+            raise lost_run_error(run_id, None if row is None else (row[0], row[1]))
 
         return work
 

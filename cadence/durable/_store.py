@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, cast
 if TYPE_CHECKING:
     import datetime
 
-__all__ = ["Claim", "ErrorInfo", "NewRun", "Outcome", "RunRecord", "RunStatus", "Store"]
+__all__ = ["Claim", "ClaimOutcome", "ErrorInfo", "NewRun", "RunRecord", "RunStatus", "Store"]
 
 RunStatus: TypeAlias = Literal["pending", "running", "completed", "failed", "cancelled"]
 """Where a run stands: `pending` (stopped, resumable), `running` (owned by a live caller),
 `completed`, `failed` (resumable: it goes on at the failed step), `cancelled`."""
 
-Outcome: TypeAlias = Literal["created", "claimed", "busy", "finished", "cancelled"]
+ClaimOutcome: TypeAlias = Literal["created", "claimed", "busy", "finished", "cancelled"]
 """What `Store.claim` found: a new run, a run to resume, one owned by a live caller, a
 completed run, or a cancelled one."""
 
@@ -140,7 +140,7 @@ class NewRun:
 class Claim:
     """What `Store.claim` returns: the outcome and the record as it now stands."""
 
-    outcome: Outcome
+    outcome: ClaimOutcome
     record: RunRecord
 
 

@@ -20,6 +20,7 @@ otherwise 500; the body lists each failed beat under `errors`. A context factory
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import traceback
@@ -32,7 +33,6 @@ from cadence._errors import (
     BeatError,
     BeatErrorGroup,
     BeatTimeoutError,
-    CadenceError,
     CircuitOpenError,
     MergeConflictError,
 )
@@ -95,6 +95,10 @@ class Problem:
         for key, value in self.extensions.items():
             out.setdefault(key, value)
         return out
+
+    def to_json(self) -> str:
+        """Return the body as compact JSON (values with no JSON form written as text)."""
+        return json.dumps(self.body(), ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 ErrorMapper: TypeAlias = Callable[[BaseException], Problem]
@@ -361,8 +365,3 @@ def problem_schema() -> dict[str, object]:
         "required": ["type", "title", "status"],
         "additionalProperties": True,
     }
-
-
-def is_cadence_error(error: BaseException) -> bool:
-    """Return whether `error` is one the run raised (and so always answered as a problem)."""
-    return isinstance(error, CadenceError)

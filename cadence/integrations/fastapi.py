@@ -31,7 +31,6 @@ import contextvars
 import dataclasses
 import functools
 import inspect
-import json
 import logging
 import types
 import typing
@@ -114,9 +113,8 @@ def _server_error(error: Exception, settings: _RouteSettings, request: Request) 
 
 
 def _problem_response(problem: Problem) -> Response:
-    body = json.dumps(problem.body(), ensure_ascii=False, separators=(",", ":"), default=str)
     return Response(
-        body.encode("utf-8"),
+        problem.to_json().encode("utf-8"),
         status_code=problem.status,
         headers=dict(problem.headers),
         media_type=PROBLEM_MEDIA_TYPE,

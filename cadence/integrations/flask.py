@@ -30,7 +30,6 @@ import asyncio
 import atexit
 import contextvars
 import inspect
-import json
 import os
 import threading
 from collections.abc import Callable, Coroutine, Sequence
@@ -120,9 +119,11 @@ def _server_error(error: Exception, cadence_name: str, rule: str, debug: bool) -
 
 
 def _problem_response(problem: Problem) -> Response:
-    body = json.dumps(problem.body(), ensure_ascii=False, separators=(",", ":"), default=str)
     return current_app.response_class(
-        body, status=problem.status, headers=dict(problem.headers), mimetype=PROBLEM_MEDIA_TYPE
+        problem.to_json(),
+        status=problem.status,
+        headers=dict(problem.headers),
+        mimetype=PROBLEM_MEDIA_TYPE,
     )
 
 

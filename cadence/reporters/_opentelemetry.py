@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
+from cadence._errors import root_cause
 from cadence._events import Frame, Notice, Observer, Outcome, Run
 from cadence.reporters._base import ReportFunction, missing
 
@@ -72,14 +73,6 @@ def _error_type(error: BaseException) -> str:
     kind = type(error)
     module = kind.__module__
     return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
-
-
-def _root_cause(error: BaseException) -> BaseException:
-    from cadence._errors import BeatError  # noqa: PLC0415 # loaded already; keeps imports flat
-
-    while type(error) is BeatError and error.__cause__ is not None:
-        error = error.__cause__
-    return error
 
 
 def _version() -> str:
@@ -167,7 +160,7 @@ class OpenTelemetryReporter(Observer):
         if isinstance(run.state, _Open):
             self._close(run.state, error, outcome)
         if isinstance(error, Exception):
-            recorded["error.type"] = _error_type(_root_cause(error))
+            recorded["error.type"] = _error_type(root_cause(error))
         self._run_duration.record(duration, recorded)
 
     # ---- beats
@@ -234,7 +227,7 @@ class OpenTelemetryReporter(Observer):
         span = opened.span
         span.set_attribute("cadence.outcome", outcome)
         if isinstance(error, Exception):
-            cause = _root_cause(error)
+            cause = root_cause(error)
             span.record_exception(error)
             span.set_attribute("error.type", _error_type(cause))
             span.set_status(Status(StatusCode.ERROR, f"{type(cause).__name__}: {cause}"))

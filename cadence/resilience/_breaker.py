@@ -45,7 +45,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 logger = logging.getLogger("cadence")
 
-_BREAKER_ATTRIBUTE = "__cadence_circuit_breaker__"
+BREAKER_ATTRIBUTE = "__cadence_circuit_breaker__"
+"""The attribute a breaker-wrapped function carries its breaker on (diagrams read it)."""
 
 
 class CircuitState(enum.Enum):
@@ -189,7 +190,6 @@ class CircuitBreaker:
             exclude,
             clock,
         )
-        self._clock = clock
         self._lock = threading.Lock()
         self._listeners: list[StateListener] = []
         self._state = CLOSED
@@ -308,7 +308,7 @@ class CircuitBreaker:
                 succeeded(ticket)
                 return result
 
-            setattr(async_wrapper, _BREAKER_ATTRIBUTE, self)
+            setattr(async_wrapper, BREAKER_ATTRIBUTE, self)
             return cast("F", async_wrapper)
 
         @functools.wraps(fn)
@@ -322,7 +322,7 @@ class CircuitBreaker:
             succeeded(ticket)
             return result
 
-        setattr(sync_wrapper, _BREAKER_ATTRIBUTE, self)
+        setattr(sync_wrapper, BREAKER_ATTRIBUTE, self)
         return cast("F", sync_wrapper)
 
     def _acquire(self) -> int:
@@ -395,7 +395,7 @@ class CircuitBreaker:
         return self._state
 
     def _now(self) -> float:
-        return (self._clock or get_clock()).monotonic()
+        return (self._settings.clock or get_clock()).monotonic()
 
     def _count_failure(self, probe: bool) -> None:  # internal
         if self._state is HALF_OPEN:
@@ -483,7 +483,7 @@ def get_circuit_breaker(name_or_function: str | Callable[..., Any]) -> CircuitBr
         if breaker is None:
             raise LookupError(f"no circuit breaker is named {name_or_function!r}")
         return breaker
-    breaker = getattr(name_or_function, _BREAKER_ATTRIBUTE, None)
+    breaker = getattr(name_or_function, BREAKER_ATTRIBUTE, None)
     if not isinstance(breaker, CircuitBreaker):
         raise LookupError(f"{name_or_function!r} is not guarded by a circuit breaker")
     return breaker

@@ -135,9 +135,18 @@ async def test_a_claim_skips_the_fsync_and_commits_stay_full(tmp_path: Path) -> 
         return work(watched)
 
     store._work = spy  # type: ignore[method-assign,assignment] # pyright: ignore[reportPrivateUsage] # a spy
+    inside: list[int] = []
+    select = store._select  # pyright: ignore[reportPrivateUsage] # the claim reads the run through it
+
+    def select_spy(connection: sqlite3.Connection, run_id: str) -> tuple[object, ...] | None:
+        inside.append(int(connection.execute("PRAGMA synchronous").fetchone()[0]))
+        return select(connection, run_id)
+
+    store._select = select_spy  # type: ignore[method-assign] # pyright: ignore[reportPrivateUsage] # a spy
     flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump)
     assert (await flow.run(Count(), run_id="full", store=store)).n == 2
-    # after the claim (NORMAL inside it), every call finds FULL (2) again
+    assert inside[0] == 1  # inside the claim: NORMAL (1), no fsync of its own
+    # after the claim, every call finds FULL (2) again
     assert levels == [2, 2, 2]
     with sqlite3.connect(tmp_path / "w5.db") as connection:
         connection.execute("UPDATE cadence_runs SET plan = 'not json'")

@@ -274,19 +274,24 @@ def open_calls(
     stops the calls: those started (the one cancelled while it was awaiting included) are in
     `told`, and each gets its `after_*`.
     """
-    for index, call in enumerate(calls):
+    for call in calls:
         told.append(call)
         _, function, prefix, is_async, _ = call
         if is_async:
-            return _open_rest(calls, index, None, name, (context,), told)
+            return _open_rest(calls, _index(calls, call), None, name, (context,), told)
         try:
             result = function(prefix + name, context)
         except Exception as failure:  # noqa: BLE001 # a hook's failure is logged, never the run's
             _raised(call, failure)
             continue
         if result is not None and inspect.isawaitable(result):
-            return _open_rest(calls, index, result, name, (context,), told)
+            return _open_rest(calls, _index(calls, call), result, name, (context,), told)
     return None
+
+
+def _index(calls: Sequence[Call], call: Call) -> int:
+    # Found again only when a hook goes async (rare): an enumerate on every call costs more.
+    return next(index for index, each in enumerate(calls) if each is call)
 
 
 async def _open_rest(  # noqa: PLR0917 # the state of open_calls, handed on
@@ -315,17 +320,43 @@ def close_calls(
     shielded from cancellation (the run is being cancelled); otherwise a cancellation arriving
     during one call lets the others run shielded, then propagates.
     """
-    for index, call in enumerate(calls):
+    for call in calls:
         _, function, prefix, is_async, _ = call
         if is_async:
-            return _close_rest(calls, index, None, name, rest, shield=shield)
+            return _close_rest(calls, _index(calls, call), None, name, rest, shield=shield)
         try:
             result = function(prefix + name, *rest)
         except Exception as failure:  # noqa: BLE001 # a hook's failure is logged, never the run's
             _raised(call, failure)
             continue
         if result is not None and inspect.isawaitable(result):
-            return _close_rest(calls, index, result, name, rest, shield=shield)
+            return _close_rest(calls, _index(calls, call), result, name, rest, shield=shield)
+    return None
+
+
+def close_ends(  # close_calls for the after_* arguments, unpacked: cheaper on the hot path
+    calls: Sequence[Call],
+    name: str,
+    context: object,
+    duration: float,
+    error: BaseException | None,
+    *,
+    shield: bool,
+) -> Awaitable[None] | None:
+    """Call `after_beat` or `after_cadence` on each entry, as `close_calls` does."""
+    for call in calls:
+        _, function, prefix, is_async, _ = call
+        if is_async:
+            rest = (context, duration, error)
+            return _close_rest(calls, _index(calls, call), None, name, rest, shield=shield)
+        try:
+            result = function(prefix + name, context, duration, error)
+        except Exception as failure:  # noqa: BLE001 # a hook's failure is logged, never the run's
+            _raised(call, failure)
+            continue
+        if result is not None and inspect.isawaitable(result):
+            rest = (context, duration, error)
+            return _close_rest(calls, _index(calls, call), result, name, rest, shield=shield)
     return None
 
 
@@ -451,7 +482,7 @@ class Observers:
         """Tell the observers owed it that a run ended; return what is left to await."""
         owed = _owed(self.after_cadence, len(told), self.before_cadence)
         cancelled = error is not None and not isinstance(error, Exception)
-        return close_calls(owed, name, (context, duration, error), shield=cancelled)
+        return close_ends(owed, name, context, duration, error, shield=cancelled)
 
     def end_beat(
         self,
@@ -465,12 +496,14 @@ class Observers:
 
         Return what is left to await (`None` when every hook was sync and is done).
         """
-        ended = _owed(self.after_beat, len(told), self.before_beat)
+        ended = self.after_beat
+        if len(told) != len(self.before_beat):
+            ended = _owed(ended, len(told), self.before_beat)
         if error is None:
-            return close_calls(ended, path, (context, duration, None), shield=False)
+            return close_ends(ended, path, context, duration, None, shield=False) if ended else None
         if not isinstance(error, Exception):
-            return close_calls(ended, path, (context, duration, error), shield=True)
-        pending = close_calls(ended, path, (context, duration, error), shield=False)
+            return close_ends(ended, path, context, duration, error, shield=True)
+        pending = close_ends(ended, path, context, duration, error, shield=False)
         failed = _owed(self.on_error, len(told), self.before_beat)
         if not failed:
             return pending

@@ -66,13 +66,20 @@ class NoOpHooks:
         return None
 
 
-class HandPrometheus(NoOpHooks):
+class HandPrometheus:
     """The library's calls for a beat, made from the thinnest hooks: no reporter code at all.
 
-    The same hook methods as the reporter (so the runner's share is the same), the same calls
-    on the same pre-labelled children, one per beat path: measured in the run, this is what the
-    library costs where the reporter calls it, with the caches the rest of the beat leaves.
+    The same hook methods as the reporter (so the runner's share is the same: the reporter is
+    not told of sequential beats' starts, so neither is this), the same calls on the same
+    pre-labelled children, one per beat path: measured in the run, this is what the library
+    costs where the reporter calls it, with the caches the rest of the beat leaves.
     """
+
+    def before_cadence(self, name, context):
+        return None
+
+    def after_cadence(self, name, context, duration, error=None):
+        return None
 
     def __init__(self) -> None:
         registry = CollectorRegistry()

@@ -38,7 +38,7 @@ from cadence._errors import (
     MergeConflictError,
     root_cause,
 )
-from cadence._hooks import CadenceHooks
+from cadence._hooks import PARALLEL_STARTS_ONLY, CadenceHooks
 
 if TYPE_CHECKING:
     from cadence._cadence import Cadence
@@ -427,14 +427,20 @@ EventListener: TypeAlias = Callable[[CadenceEvent], Awaitable[None] | None]
 
 
 class Run:
-    """One observed run, as an observer sees it."""
+    """One observed run, as an observer sees it.
+
+    `beat` is the run's beat in progress in the run's own context (see `Observer.before_beat`);
+    `spare` the frame it held last, made again for the next beat.
+    """
 
     __slots__ = (
+        "beat",
         "cadence",
         "context",
         "owner",
         "parent_id",
         "run_id",
+        "spare",
         "start",
         "started_at",
         "state",
@@ -451,6 +457,8 @@ class Run:
         self.started_at = time.time()
         self.start = time.perf_counter()
         self.state: object = None  # the observer's own (a span, say)
+        self.beat: Frame | None = None
+        self.spare: Frame | None = None
 
 
 class Frame:
@@ -506,7 +514,8 @@ class Notice:
     new_state: CircuitState | None = None
 
 
-_stack: ContextVar[tuple[Run | Frame, ...]] = ContextVar("cadence_observed", default=())
+# The observed runs of this context, innermost last, with the parallel beats pushed above them.
+observed: ContextVar[tuple[Run | Frame, ...]] = ContextVar("cadence_observed", default=())
 _new_frame = object.__new__  # a frame made field by field: no __init__ call on the hot path
 _ids = itertools.count(1)
 _prefix = f"{os.getpid():x}"
@@ -536,7 +545,7 @@ def new_run_id() -> str:
 
 def current_run() -> Run | None:
     """Return the innermost observed run in this context, if any (any observer's record)."""
-    for entry in reversed(_stack.get()):
+    for entry in reversed(observed.get()):
         if isinstance(entry, Run):
             return entry
     return None
@@ -574,29 +583,94 @@ def _merge_conflict(error: BaseException) -> MergeConflictError | None:
     return None
 
 
+async def tell_handled_conflict(error: BaseException) -> None:
+    """Tell the observers of the run in progress of a merge conflict its error handler took.
+
+    A conflict that ends the run is told at the run's end (`Observer.after_cadence`); one that
+    `on_error(..., stop=False)` handles does not end it, so the runner tells it here.
+    """
+    conflict = _merge_conflict(error)
+    if conflict is None:
+        return
+    stack = observed.get()
+    owners: list[Observer] = []
+    for entry in reversed(stack):  # the run's own records: one per observer, on top
+        if type(entry) is not Run or entry.owner in owners:
+            break
+        owners.append(entry.owner)
+        try:
+            pending = entry.owner.merge_conflict(entry, conflict)
+            if pending is not None:
+                await pending
+        except Exception:
+            logger.exception("observer %r raised on %s", entry.owner, conflict)
+
+
 # ----------------------------------------------------------------- the resilience layer's calls
 
+_notice_lock = threading.Lock()
 
-def _open_frames() -> list[Frame]:
-    """Return the frames of the beat in progress here (every observer's), innermost first."""
-    stack = _stack.get()
+
+def _open_frames(*, opening: bool = False) -> list[Frame]:
+    """Return the frames of the beat in progress here (every observer's), innermost first.
+
+    The frames pushed on this context's stack first, then the beats held by the runs below
+    them (one run per observer: a second run of one observer is an outer cadence's). With
+    `opening`, a run whose observer is not told of sequential starts, and holds no beat, is
+    in a beat it has not heard of yet: its spare frame is opened for it, its path to come.
+    """
+    stack = observed.get()
     frames: list[Frame] = []
-    for entry in reversed(stack):
-        if not isinstance(entry, Frame):
-            break  # a run: beats below it belong to an outer cadence
-        frames.append(entry)
+    index = len(stack) - 1
+    while index >= 0 and type(stack[index]) is Frame:
+        frames.append(cast("Frame", stack[index]))
+        index -= 1
+    owners: list[Observer] = []
+    while index >= 0:
+        run = stack[index]
+        if type(run) is not Run or run.owner in owners:
+            break
+        owners.append(run.owner)
+        if all(f.owner is not run.owner for f in frames):
+            beat = run.beat
+            if beat is None and opening and getattr(run.owner, PARALLEL_STARTS_ONLY):
+                beat = _open_unnamed(run)
+            if beat is not None:
+                frames.append(beat)
+        index -= 1
     return frames
 
 
+def _open_unnamed(run: Run) -> Frame:
+    """Hold the run's spare frame for a beat not named yet (see `Observer.after_beat`)."""
+    with _notice_lock:  # a beat's threads may notice at once
+        frame = run.beat
+        if frame is None:
+            frame = run.beat = _spare(run)
+            frame.path = ""  # named when the beat ends
+            frame.context = None
+        return frame
+
+
+def _spare(run: Run) -> Frame:
+    """Return the frame the run fills in for each beat it holds (made the first time)."""
+    frame = run.spare
+    if frame is None:
+        frame = run.spare = _new_frame(Frame)
+        frame.owner = run.owner
+        frame.run = run
+        frame.pending = ()
+        frame.fell_back = frame.closed = False  # a held frame is let go of, never closed
+        frame.state = frame.token = None
+    return frame
+
+
 def _notify(notice: Notice) -> None:
-    for frame in _open_frames():
+    for frame in _open_frames(opening=True):
         if not frame.closed:
             if notice.kind == "fallback":
                 frame.fell_back = True
             add_notice(frame, notice)
-
-
-_notice_lock = threading.Lock()
 
 
 def add_notice(frame: Frame, notice: Notice) -> None:
@@ -613,19 +687,19 @@ def record_retry(
     function: str, attempt: int, max_attempts: int, wait: float, error: Exception
 ) -> None:
     """Tell the observed beat in progress (if any) that `function` is about to be retried."""
-    if _stack.get():
+    if observed.get():
         _notify(Notice("retry", time.time(), function, attempt, max_attempts, wait, error=error))
 
 
 def record_fallback(function: str, error: Exception) -> None:
     """Tell the observed beat in progress (if any) that `function`'s failure was replaced."""
-    if _stack.get():
+    if observed.get():
         _notify(Notice("fallback", time.time(), function, error=error))
 
 
 def record_timeout(function: str, seconds: float) -> None:
     """Tell the observed beat in progress (if any) that `function` timed out."""
-    if _stack.get():
+    if observed.get():
         _notify(Notice("timeout", time.time(), function, seconds=seconds))
 
 
@@ -749,12 +823,14 @@ class Observer(CadenceHooks[Context]):
     subclass that raises is logged and does not fail the run (the hooks machinery isolates it).
     """
 
-    # Whether the subclass handles beat starts (saves a call per beat when it does not).
+    # Whether the subclass handles beat starts. One that does not is told of the starts of
+    # parallel beats only (`PARALLEL_STARTS_ONLY`): a sequential beat is the one its run is in.
     _tells_starts: bool = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         cls._tells_starts = cls.beat_started is not Observer.beat_started
+        setattr(cls, PARALLEL_STARTS_ONLY, not cls._tells_starts)
 
     # ---- binding to a plan
 
@@ -824,13 +900,13 @@ class Observer(CadenceHooks[Context]):
 
     def before_cadence(self, cadence_name: str, context: Context) -> Awaitable[None] | None:
         """Open a run record and tell `run_started`."""
-        stack = _stack.get()
+        stack = observed.get()
         parent = next((e for e in reversed(stack) if isinstance(e, Run)), None)
         run = Run(self, cadence_name, context, None if parent is None else parent.run_id)
         # Observers of one run share its id: the same cadence on the same context, just begun.
         if parent is not None and parent.context is context and parent.cadence == cadence_name:
             run.run_id, run.parent_id = parent.run_id, parent.parent_id
-        _stack.set((*stack, run))
+        observed.set((*stack, run))
         return self.run_started(run)
 
     def after_cadence(
@@ -841,7 +917,7 @@ class Observer(CadenceHooks[Context]):
         error: BaseException | None = None,
     ) -> Awaitable[None] | None:
         """Close the run record and tell `run_ended`."""
-        stack = _stack.get()
+        stack = observed.get()
         for index in range(len(stack) - 1, -1, -1):
             entry = stack[index]
             if isinstance(entry, Run) and entry.owner is self and entry.cadence == cadence_name:
@@ -849,7 +925,7 @@ class Observer(CadenceHooks[Context]):
                 above = tuple(
                     e for e in stack[index + 1 :] if isinstance(e, Run) and e.owner is not self
                 )
-                _stack.set(stack[:index] + above)
+                observed.set(stack[:index] + above)
                 run = entry
                 break
         else:
@@ -865,30 +941,47 @@ class Observer(CadenceHooks[Context]):
         return _both(first, then)
 
     def before_beat(self, beat_name: str, context: Context) -> Awaitable[None] | None:
-        """Open a beat record (visible to the resilience decorators) and tell `beat_started`."""
-        stack = _stack.get()
+        """Open a beat record (visible to the resilience decorators) and tell `beat_started`.
+
+        The usual beat is held by its run's record (`Run.beat`), which the contexts of the
+        run's task and of the beat's threads share: no context variable is set, which would
+        cost more than the rest of the record (a set also voids every variable's read cache),
+        and the frame the run held last is filled in again (a new object per beat would cost
+        as much again, in allocation and the collector's passes over young objects). A beat
+        that starts while its run holds another (parallel beats of a `sync` step) is pushed on
+        its own context's stack, in a frame of its own.
+
+        Subclasses must not keep a frame past `beat_ended` (read what they need from it).
+        """
+        stack = observed.get()
         if stack:
             top = stack[-1]
-            if top.owner is self and type(top) is Run:  # the usual case, made inline
-                frame = _new_frame(Frame)
-                frame.owner = self
-                frame.run = top
+            if top.owner is self and type(top) is Run and top.beat is None:  # the usual case
+                frame = top.spare or _spare(top)
                 frame.path = beat_name
                 frame.context = context
-                frame.pending = ()
-                frame.fell_back = frame.closed = False
-                frame.state = None
-                frame.token = _stack.set((*stack, frame))
-                return self.beat_started(frame) if self._tells_starts else None
+                top.beat = frame
+                if self._tells_starts:
+                    frame.state = None
+                    return self.beat_started(frame)
+                return None
         # The nearest run this observer watches: a parent's, for a child cadence without hooks
         # of its own (its beats come named `child_step.beat`).
-        run = next((e for e in reversed(stack) if type(e) is Run and e.owner is self), None)
-        if run is None:
+        index = next((i for i in range(len(stack) - 1, -1, -1) if self._runs(stack[i])), None)
+        if index is None:
             run = Run(self, "", context, None)  # its start was not told (a hook before raised)
             run.run_id = ""
+        else:
+            run = cast("Run", stack[index])
         frame = Frame(self, run, beat_name, context)
-        _stack.set((*stack, frame))
+        if index is not None and run.beat is None and _runs_only(stack[index + 1 :]):
+            run.beat = frame  # other observers' records of the run are all that is above
+        else:
+            frame.token = observed.set((*stack, frame))
         return self.beat_started(frame) if self._tells_starts else None
+
+    def _runs(self, entry: Run | Frame) -> bool:
+        return type(entry) is Run and entry.owner is self
 
     def after_beat(
         self,
@@ -898,48 +991,87 @@ class Observer(CadenceHooks[Context]):
         error: BaseException | None = None,
     ) -> Awaitable[None] | None:
         """Close the beat record and tell `beat_ended`."""
-        stack = _stack.get()
+        stack = observed.get()
         top = stack[-1] if stack else None
-        if (
-            type(top) is Frame
-            and top.owner is self
-            and top.path == beat_name
-            and top.context is context
-        ):  # the usual case: the beat on top of the stack is this one
-            token = top.token
-            # With this frame on top, the stack is the one it pushed (entries go on top and
-            # come off; a removal below a frame voids its token): resetting is one step.
-            if token is None:
-                _stack.set(stack[:-1])
+        run = top if type(top) is Run and top.owner is self else self._run_on_top(stack)
+        if run is not None:  # the usual case: the run holds the beat, or is in it
+            frame = run.beat
+            if frame is None:
+                # A sequential beat not told of its start, that nothing noticed (else: not ours).
+                frame = None if self._tells_starts else run.spare or _spare(run)
+            elif (frame.path == beat_name and frame.context is context) or not frame.path:
+                run.beat = None  # held since its start, or opened by a notice (`_open_frames`)
             else:
-                try:
-                    _stack.reset(token)
-                except (ValueError, RuntimeError):  # another context's token, or a used one
-                    _stack.set(stack[:-1])
-            top.closed = True
-            if error is None:
-                return self.beat_ended(
-                    top, duration, None, "fallback" if top.fell_back else "success"
-                )
-            return self.beat_ended(top, duration, error, beat_outcome(error))
+                frame = None
+            if frame is not None:
+                frame.path = beat_name
+                frame.context = context
+                if frame.pending or frame.fell_back:
+                    return self._end_held(frame, duration, error)
+                outcome = "success" if error is None else beat_outcome(error)
+                return self.beat_ended(frame, duration, error, outcome)
+        found = self._pushed(stack, beat_name, context)
+        if found is not None:
+            found.closed = True  # its context's copies may still hold it
+            return self.beat_ended(found, duration, error, beat_outcome(error, found.fell_back))
+        found = self._held(stack, beat_name, context)
+        return None if found is None else self._end_held(found, duration, error)
+
+    def _run_on_top(self, stack: tuple[Run | Frame, ...]) -> Run | None:
+        """Return this observer's run among the runs on top of the stack (one run's records)."""
+        for entry in reversed(stack):
+            if type(entry) is not Run:
+                return None
+            if entry.owner is self:
+                return entry
+        return None
+
+    def _end_held(
+        self, frame: Frame, duration: float, error: BaseException | None
+    ) -> Awaitable[None] | None:
+        """Tell `beat_ended` of a held beat (with notices), then clear them for the next beat."""
+        try:
+            return self.beat_ended(frame, duration, error, beat_outcome(error, frame.fell_back))
+        finally:
+            frame.pending = ()
+            frame.fell_back = False
+
+    def _pushed(self, stack: tuple[Run | Frame, ...], path: str, context: Context) -> Frame | None:
+        """Take this beat's frame off this context's stack, if it was pushed there."""
         for index in range(len(stack) - 1, -1, -1):
             entry = stack[index]
             if (
-                isinstance(entry, Frame)
+                type(entry) is Frame
                 and entry.owner is self
-                and entry.path == beat_name
+                and entry.path == path
                 and entry.context is context
             ):
-                frame = entry
-                for later in stack[index + 1 :]:
-                    if type(later) is Frame:
-                        later.token = None  # it would restore a stack with this frame in it
-                _stack.set(stack[:index] + stack[index + 1 :])
-                break
-        else:
-            return None
-        frame.closed = True
-        return self.beat_ended(frame, duration, error, beat_outcome(error, frame.fell_back))
+                if index == len(stack) - 1 and entry.token is not None:
+                    try:
+                        observed.reset(entry.token)  # the stack it pushed: one step
+                    except (ValueError, RuntimeError):  # another context's token, or used
+                        observed.set(stack[:-1])
+                else:
+                    for later in stack[index + 1 :]:
+                        if type(later) is Frame:
+                            later.token = None  # it would restore a stack with this in it
+                    observed.set(stack[:index] + stack[index + 1 :])
+                return entry
+        return None
+
+    def _held(self, stack: tuple[Run | Frame, ...], path: str, context: Context) -> Frame | None:
+        """Take this beat's frame from the run holding it, if one of this observer's does."""
+        for entry in reversed(stack):
+            if type(entry) is Run and entry.owner is self:
+                frame = entry.beat
+                if frame is not None and frame.path == path and frame.context is context:
+                    entry.beat = None
+                    return frame
+        return None
+
+
+def _runs_only(entries: tuple[Run | Frame, ...]) -> bool:
+    return all(type(e) is Run for e in entries)
 
 
 async def _both(first: Awaitable[None] | None, then: Awaitable[None] | None) -> None:

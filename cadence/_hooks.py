@@ -233,6 +233,18 @@ def _live(hooks: object, method: str) -> bool:
     return on_class is not _NO_OPS[method]
 
 
+PARALLEL_STARTS_ONLY = "__cadence_parallel_starts_only__"
+"""A hooks object with this attribute true is told `before_beat` of parallel beats only.
+
+An observer that needs a beat's start only to tell parallel beats apart (a metrics reporter:
+a sequential beat is the one its run's context is in) saves a hook call per sequential beat.
+"""
+
+
+def _parallel_starts_only(call: Call) -> bool:
+    return getattr(call[0], PARALLEL_STARTS_ONLY, False) is True
+
+
 Entry: TypeAlias = tuple[str, object]
 """A hooks object, with the prefix the beat names it hears of get (`""` for its own cadence)."""
 
@@ -413,7 +425,9 @@ class Observers:
     """The hooks observing one run: each with the path prefix its beat names get.
 
     Each live hook method is resolved once, here: its bound method and whether it is async,
-    in call order (`before_*`) or reverse call order (`after_*`, `on_error`).
+    in call order (`before_*`) or reverse call order (`after_*`, `on_error`). `parallel` is
+    the same observers for the beats of a `sync` step: `before_beat` there also goes to the
+    hooks told of parallel starts only (`PARALLEL_STARTS_ONLY`).
     """
 
     __slots__ = (
@@ -424,10 +438,11 @@ class Observers:
         "before_cadence",
         "entries",
         "on_error",
+        "parallel",
         "watches_beats",
     )
 
-    def __init__(self, entries: Sequence[Entry]) -> None:
+    def __init__(self, entries: Sequence[Entry], *, parallel: bool = False) -> None:
         self.entries = tuple(entries)
 
         def calls(method: str, *, reverse: bool = False) -> tuple[Call, ...]:
@@ -436,7 +451,13 @@ class Observers:
 
         self.before_cadence = calls("before_cadence")
         self.after_cadence = calls("after_cadence", reverse=True)
-        self.before_beat = calls("before_beat")
+        starts = calls("before_beat")
+        self.before_beat = (
+            starts if parallel else tuple(c for c in starts if not _parallel_starts_only(c))
+        )
+        self.parallel: Observers = (
+            self if len(self.before_beat) == len(starts) else Observers(self.entries, parallel=True)
+        )
         self.after_beat = calls("after_beat", reverse=True)
         self.on_error = calls("on_error", reverse=True)
         # Whether any hook hears of beats: if none does, the beats take the unobserved path.

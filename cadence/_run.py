@@ -17,7 +17,8 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from cadence._context import Context, context_info, is_frozen
-from cadence._errors import BeatError, BeatErrorGroup, CadenceError
+from cadence._errors import BeatError, BeatErrorGroup, CadenceError, MergeConflictError
+from cadence._events import tell_handled_conflict
 from cadence._hooks import Call, Observers, open_calls
 from cadence._isolation import DELETED, FingerprintCache, open_branches
 from cadence._merge import merge_branches
@@ -139,6 +140,8 @@ async def _fail(cadence: Cadence[C], step: Step, context: C, exc: Exception) -> 
         if inspect.isawaitable(outcome):
             await outcome
         if not cadence.stop_on_error:
+            if isinstance(error, MergeConflictError):
+                await tell_handled_conflict(error)
             return context
     raise error
 
@@ -220,10 +223,12 @@ async def _run_sync(cadence_name: str, step: Sync, context: C, observers: Observ
     results: list[Any] = [view for view, _ in states]  # Any: each slot, that beat's final context
     errors: list[tuple[int, BeatError]] = []
 
+    told = None if observers is None else observers.parallel
+
     async def run_one(index: int, spec: BeatSpec, isolated: C) -> None:
         path = states[index][1].path
         try:
-            results[index] = await _invoke(spec, isolated, path, observers)
+            results[index] = await _invoke(spec, isolated, path, told)
         except Exception as exc:  # noqa: BLE001 # each failure is kept, in declaration order
             errors.append((index, BeatError(path, cadence_name, cause=exc)))
             group.cancel_scope.cancel()

@@ -28,7 +28,7 @@ from cadence._events import (
     RunCompleted,
     RunFailed,
     RunStarted,
-    _stack,
+    observed,
     record_retry,
 )
 from cadence.resilience import (
@@ -376,7 +376,7 @@ async def test_nothing_is_recorded_without_a_listener(anyio_backend: str) -> Non
     seen: list[object] = []
 
     async def look(ctx: Ctx) -> None:
-        seen.append(_stack.get())
+        seen.append(observed.get())
         record_retry("look", 1, 2, 0.0, ValueError())  # returns at once, nothing to tell
 
     cadence = Cadence("quiet", Ctx()).then("look", look)
@@ -425,3 +425,32 @@ async def test_one_hooks_object_on_parent_and_child_hears_child_beats_once(
     inner_run = next(e for e in runs.values() if e.cadence == "inner")
     outer_run = next(e for e in runs.values() if e.cadence == "outer")
     assert inner_run.parent_run_id == outer_run.run_id
+
+
+async def test_a_merge_conflict_the_error_handler_takes_is_still_an_event(
+    anyio_backend: str,
+) -> None:
+    async def set_a(ctx: Ctx) -> None:
+        ctx.label = "a"
+
+    async def set_b(ctx: Ctx) -> None:
+        ctx.label = "b"
+
+    heard: list[CadenceEvent] = []
+    handled: list[Exception] = []
+    cadence = (
+        Cadence("merge", Ctx())
+        .sync("both", [set_a, set_b])
+        .then("after", inc)
+        .on_error(lambda c, e: handled.append(e), stop=False)
+        .with_listener(heard.append)
+    )
+    await cadence.run()
+    assert [type(e) for e in handled] == [MergeConflictError]
+    conflicts = [e for e in heard if isinstance(e, MergeConflict)]
+    assert [(c.step, c.field, c.beats) for c in conflicts] == [
+        ("both", "label", ("set_a", "set_b"))
+    ]
+    assert conflicts[0].run_id == heard[0].run_id
+    assert isinstance(heard[-1], RunCompleted)
+    assert any(isinstance(e, BeatCompleted) and e.beat == "after" for e in heard)

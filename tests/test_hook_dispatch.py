@@ -224,3 +224,48 @@ async def test_a_child_run_reuses_its_observers_and_still_names_beats_by_path(
     assert observers is not None
     assert observers.nested("sub.", ()) is observers.nested("sub.", ())
     assert calls == ["a before sub.inner", "a after sub.inner NoneType"] * 2
+
+
+class ParallelStartsOnly(Sync):
+    """Told of the starts of parallel beats only (as a metrics reporter is)."""
+
+    __cadence_parallel_starts_only__ = True
+
+
+async def test_hooks_told_of_parallel_starts_only_hear_every_end(anyio_backend: str) -> None:
+    calls: list[str] = []
+    cadence = (
+        Cadence("c", Ctx())
+        .with_hooks(Sync("all", calls))
+        .with_hooks(ParallelStartsOnly("par", calls))
+        .then("a", inc)
+        .sync("s", [inc])
+        .split("q", lambda c: True, inc, fails)
+    )
+    await cadence.run()
+    assert calls == [
+        "all before a",
+        "par after a NoneType",
+        "all after a NoneType",
+        "all before s.inc",
+        "par before s.inc",
+        "par after s.inc NoneType",
+        "all after s.inc NoneType",
+        "all before q.inc",
+        "par after q.inc NoneType",
+        "all after q.inc NoneType",
+    ]
+
+
+async def test_a_failed_sequential_beat_reaches_hooks_told_of_parallel_starts_only(
+    anyio_backend: str,
+) -> None:
+    calls: list[str] = []
+    cadence = (
+        Cadence("c", Ctx())
+        .with_hooks(ParallelStartsOnly("par", calls))
+        .then("boom", fails)
+        .on_error(lambda c, e: None, stop=False)
+    )
+    await cadence.run()
+    assert calls == ["par after boom ValueError", "par on_error boom"]

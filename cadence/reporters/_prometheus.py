@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from cadence._context import Context
 from cadence._events import (
     OUTCOMES,
     Frame,
@@ -15,6 +16,7 @@ from cadence._events import (
     Run,
     current_run,
     observe_every_breaker,
+    observed,
 )
 from cadence._plan import walk
 from cadence.reporters._base import ReportFunction, missing
@@ -247,6 +249,29 @@ class PrometheusReporter(Observer):
         series.in_progress.dec()
         series.outcomes.get(outcome, series.outcomes["failure"]).inc()
         series.duration.observe(duration)
+
+    def after_beat(
+        self,
+        beat_name: str,
+        context: Context,
+        duration: float,
+        error: BaseException | None = None,
+    ) -> Awaitable[None] | None:
+        """Count and time the beat: `Observer.after_beat`, its usual case made inline.
+
+        The usual case: a sequential beat of a run on top of the stack, that succeeded and
+        that nothing noticed (its run holds no frame): no frame is filled in for it.
+        """
+        stack = observed.get()
+        run = stack[-1] if stack else None
+        if error is None and type(run) is Run and run.owner is self and run.beat is None:
+            state = run.state
+            series = state.beats.get(beat_name) if type(state) is _RunSeries else None
+            if series is not None:
+                series.success.inc()
+                series.duration.observe(duration)
+                return None
+        return super().after_beat(beat_name, context, duration, error)
 
     def beat_ended(
         self, frame: Frame, duration: float, error: BaseException | None, outcome: Outcome

@@ -407,3 +407,74 @@ async def test_a_reporter_attached_before_the_steps_zeroes_every_beat_at_the_fir
     # The branch not taken still has its zero series, from the plan.
     never = {"cadence": "spec_form", "beat": "route.fails", "outcome": "failure"}
     assert value(registry, "early_beats_total", **never) == 0.0
+
+
+async def test_retries_are_credited_to_their_own_beat_wherever_it_runs(anyio_backend: str) -> None:
+    """Sequential beats are not told of their start: each notice still finds its beat."""
+    registry, other_registry = CollectorRegistry(), CollectorRegistry()
+    reporter = PrometheusReporter(registry=registry)
+    second = PrometheusReporter(prefix="second", registry=other_registry)
+    calls: dict[str, int] = {}
+
+    def flaky(name: str, failures: int) -> None:
+        calls[name] = calls.get(name, 0) + 1
+        if calls[name] <= failures:
+            raise ConnectionError(name)
+
+    @retry(max_attempts=5, delay=0)
+    async def twice(ctx: Ctx) -> None:  # two retries
+        flaky("twice", 2)
+
+    @retry(max_attempts=5, delay=0)
+    async def slow_thrice(ctx: Ctx) -> None:  # three retries, across a suspension
+        await anyio.lowlevel.checkpoint()
+        flaky("slow_thrice", 3)
+
+    @beat(blocking=True)
+    @retry(max_attempts=5, delay=0)
+    def in_thread(ctx: Ctx) -> None:  # one retry, made in a worker thread
+        flaky("in_thread", 1)
+
+    @fallback(default="x", field="label")
+    async def falls(ctx: Ctx) -> None:
+        raise ValueError("no")
+
+    @retry(max_attempts=5, delay=0)
+    async def inner_once(ctx: Inner) -> None:
+        flaky("inner_once", 1)
+
+    child = Cadence("inner", Inner()).then("k", inner_once)
+    cadence = (
+        Cadence("where", Ctx())
+        .with_reporter(reporter.report)
+        .with_reporter(second.report)
+        .then("first", twice)
+        .then("falls", falls)
+        .then("after", inc)  # right after a fallback: a success, no retries of its own
+        .sync("fan", [slow_thrice, in_thread, inc])
+        .child("nested", child, lambda p, c: None)
+        .then("thread_alone", in_thread)
+    )
+    await cadence.run()
+
+    for prefix, reg in (("cadence", registry), ("second", other_registry)):
+
+        def retries(path: str, prefix: str = prefix, reg: CollectorRegistry = reg) -> float:
+            return value(reg, f"{prefix}_beat_retries_total", cadence="where", beat=path)
+
+        def outcome(
+            path: str, kind: str, prefix: str = prefix, reg: CollectorRegistry = reg
+        ) -> float:
+            return value(reg, f"{prefix}_beats_total", cadence="where", beat=path, outcome=kind)
+
+        assert retries("first") == 2
+        assert retries("fan.slow_thrice") == 3
+        assert retries("fan.in_thread") == 1
+        assert retries("fan.inc") == 0
+        assert retries("nested.k") == 1
+        assert retries("thread_alone") == 0  # its flaky call had failed enough already
+        assert retries("after") == retries("falls") == 0
+        assert outcome("falls", "fallback") == 1
+        assert outcome("after", "success") == 1
+        assert outcome("after", "fallback") == 0
+        assert outcome("fan.slow_thrice", "success") == 1

@@ -1272,6 +1272,25 @@ class EventHooks(Observer):
 
 # ----------------------------------------------------------------- durable runs
 
+DurableKind: TypeAlias = Literal["claimed", "resumed", "lease_lost", "checkpoint_failed"]
+"""What a durable event says, as a metric label: a closed set."""
+
+DURABLE_KINDS: Final[tuple[DurableKind, ...]] = (
+    "claimed",
+    "resumed",
+    "lease_lost",
+    "checkpoint_failed",
+)
+
+
+def durable_kind(event: DurableEvent) -> DurableKind:
+    """Return the label of a durable event."""
+    if isinstance(event, RunClaimed):
+        return "claimed"
+    if isinstance(event, RunResumed):
+        return "resumed"
+    return "lease_lost" if isinstance(event, LeaseLost) else "checkpoint_failed"
+
 
 def durable_run(cadence: Cadence[Any], run_id: str) -> Token[str | None] | None:
     """Give the next observed run of `cadence` the durable run's id; return a reset token.

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from cadence._errors import root_cause
-from cadence._events import Frame, Notice, Observer, Outcome, Run
+from cadence._events import DurableEvent, Frame, Notice, Observer, Outcome, Run, durable_kind
 from cadence.reporters._base import ReportFunction, missing
 
 try:
@@ -89,7 +89,8 @@ class OpenTelemetryReporter(Observer):
     `error.type`; a cancellation leaves the status unset; retries, fallbacks and timeouts inside
     a beat are span events, and a beat that recovered is not an error. Metrics:
     `cadence.run.duration` and `cadence.beat.duration` (histograms, seconds) and
-    `cadence.run.active` (runs in progress).
+    `cadence.run.active` (runs in progress), and for durable runs `cadence.durable.events`
+    (attribute `cadence.durable.event`: claimed, resumed, lease_lost, checkpoint_failed).
 
     Args:
         service_name: Recorded on every run span and run metric point as `cadence.service`;
@@ -128,6 +129,11 @@ class OpenTelemetryReporter(Observer):
         self._active = meter.create_up_down_counter(
             "cadence.run.active", unit="{run}", description="Cadence runs in progress."
         )
+        self._durable = meter.create_counter(
+            "cadence.durable.events",
+            unit="{event}",
+            description="Durable runs' claims, resumes, lost leases and failed checkpoints.",
+        )
         self.report = ReportFunction(self, self._direct)
 
     def __repr__(self) -> str:
@@ -162,6 +168,25 @@ class OpenTelemetryReporter(Observer):
         if isinstance(error, Exception):
             recorded["error.type"] = _error_type(root_cause(error))
         self._run_duration.record(duration, recorded)
+
+    def durable_event(self, event: DurableEvent) -> None:
+        """Count the durable run's event; a lost lease or failed commit is an event on the span."""
+        kind = durable_kind(event)
+        attributes = {
+            "cadence.name": event.cadence,
+            "cadence.service": self.service_name,
+            "cadence.durable.event": kind,
+        }
+        self._durable.add(1, attributes)
+        if kind in {"lease_lost", "checkpoint_failed"}:
+            details: dict[str, str | int] = {
+                "cadence.run.id": event.run_id or "",
+                "cadence.durable.position": event.position,
+            }
+            error = getattr(event, "error", None)
+            if isinstance(error, Exception):
+                details["error.type"] = _error_type(error)
+            trace.get_current_span().add_event(f"cadence.durable.{kind}", details)
 
     # ---- beats
 

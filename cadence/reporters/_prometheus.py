@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from cadence._context import Context
 from cadence._events import (
+    DURABLE_KINDS,
     OUTCOMES,
+    DurableEvent,
     Frame,
     Observer,
     Outcome,
     Run,
     current_run,
+    durable_kind,
     observe_every_breaker,
     observed,
 )
@@ -103,6 +106,12 @@ class _Metrics:
             registry=registry,
             multiprocess_mode="liveall",
         )
+        self.durable = Counter(
+            f"{prefix}_durable_events",
+            "Durable runs' claims, resumes, lost leases and failed checkpoints.",
+            ["cadence", "event"],
+            registry=registry,
+        )
         # Label children, looked up once: `labels()` costs as much as the observation itself.
         self.beat_children: dict[tuple[str, str], _BeatSeries] = {}
         self.run_children: dict[str, _RunSeries] = {}
@@ -183,7 +192,9 @@ class PrometheusReporter(Observer):
     Metrics (`prefix` defaults to `cadence`): `{prefix}_runs_total{cadence,outcome}`,
     `{prefix}_run_duration_seconds{cadence}`, `{prefix}_runs_in_progress{cadence}`,
     `{prefix}_beats_total{cadence,beat,outcome}`, `{prefix}_beat_duration_seconds{cadence,beat}`,
-    `{prefix}_beat_retries_total{cadence,beat}` and `{prefix}_circuit_breaker_state{breaker,state}`.
+    `{prefix}_beat_retries_total{cadence,beat}`, `{prefix}_circuit_breaker_state{breaker,state}`
+    and, for durable runs, `{prefix}_durable_events_total{cadence,event}` (event: claimed,
+    resumed, lease_lost, checkpoint_failed).
     `outcome` is one of success, failure, timeout, circuit_open, fallback, cancelled. Label
     values come from the plan (cadence names, beat paths, breaker names), never from a context.
     Attaching the reporter to a cadence creates that cadence's series at zero. Reporters with
@@ -300,6 +311,13 @@ class PrometheusReporter(Observer):
     ) -> None:
         """Move the breaker's state gauge."""
         self._set_state(breaker, new.value)
+
+    def durable_event(self, event: DurableEvent) -> None:
+        """Count the durable run's event (the cadence's four series made at zero the first time)."""
+        durable = self._metrics.durable
+        for kind in DURABLE_KINDS:
+            durable.labels(event.cadence, kind)
+        durable.labels(event.cadence, durable_kind(event)).inc()
 
     def _direct(self, beat_name: str, elapsed: float) -> None:
         """Record a beat reported by a direct `report(...)` call: a success of the current run."""

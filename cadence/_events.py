@@ -633,7 +633,7 @@ def _open_frames(*, opening: bool = False) -> list[Frame]:
         owners.append(run.owner)
         if all(f.owner is not run.owner for f in frames):
             beat = run.beat
-            if beat is None and opening and getattr(run.owner, PARALLEL_STARTS_ONLY):
+            if beat is None and opening and getattr(run.owner, PARALLEL_STARTS_ONLY, False):
                 beat = _open_unnamed(run)
             if beat is not None:
                 frames.append(beat)

@@ -1,0 +1,84 @@
+"""Real faults of the store: SQLite itself reports a full database mid-run.
+
+`PRAGMA max_page_count` caps the database file, so a commit that would grow it fails inside
+SQLite with `SQLITE_FULL` ("database or disk is full"), the very error a full disk gives: no
+Python-side stand-in for the failure.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cadence import Cadence, Context
+from cadence.durable import SQLiteStore, StoreError
+
+pytestmark = pytest.mark.anyio
+
+STEPS = 6
+
+
+@dataclass
+class Big(Context):
+    blobs: list[str] = field(default_factory=list[str])
+
+
+class CappedStore(SQLiteStore):
+    """A store whose database file may not grow past `max_pages` pages (0: no cap)."""
+
+    max_pages = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = super()._connect()
+        if self.max_pages:
+            connection.execute(f"PRAGMA max_page_count = {self.max_pages}")
+        return connection
+
+
+def flow(ran: list[str]) -> Cadence[Big]:
+    def grow(name: str) -> Callable[[Big], Awaitable[None]]:
+        async def beat(ctx: Big) -> None:
+            ran.append(name)
+            ctx.blobs.append(name * 20_000)  # about five pages a step
+
+        beat.__name__ = name
+        return beat
+
+    cadence = Cadence("big", context_type=Big)
+    for i in range(STEPS):
+        cadence = cadence.then(f"s{i}", grow(f"s{i}"))
+    return cadence
+
+
+async def test_a_full_database_fails_the_run_whole_and_it_resumes_later(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    warm = SQLiteStore(path, synchronous="NORMAL")
+    await flow([]).run(Big(), run_id="warm", store=warm)  # the schema, and a finished run
+    await warm.aclose()
+    pages = sqlite3.connect(path).execute("PRAGMA page_count").fetchone()[0]
+
+    ran: list[str] = []
+    capped = CappedStore(path, synchronous="NORMAL")
+    capped.max_pages = pages + 12  # room for a step or two, not for six
+    with pytest.raises(StoreError, match=r"run 'order': .*database or disk is full"):
+        await flow(ran).run(Big(), run_id="order", store=capped)
+    record = await capped.get("order")
+    assert record is not None
+    assert record.status != "done"
+    done = record.position
+    assert 0 < done < STEPS
+    assert record.step == f"s{done}"
+    assert ran[: done + 1] == [f"s{i}" for i in range(done + 1)]  # the step in flight ran once
+    await capped.aclose()
+
+    # The disk has room again: the run goes on from its last whole commit.
+    ran.clear()
+    store = SQLiteStore(path, synchronous="NORMAL")
+    result = await flow(ran).run(Big(), run_id="order", store=store)
+    assert result.blobs == [f"s{i}" * 20_000 for i in range(STEPS)]
+    assert ran == [f"s{i}" for i in range(done, STEPS)]  # completed steps are not run again
+    await store.aclose()

@@ -13,7 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from cadence import Cadence, Context
-from cadence.durable import DurableError, SQLiteStore, StoreError
+from cadence.durable import DurableError, SQLiteStore, StoreError, Synchronous
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +32,7 @@ def _writers(name: str) -> list[threading.Thread]:
 
 
 async def test_every_call_runs_on_the_stores_own_thread(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "w1.db", synchronous="NORMAL")
+    store = SQLiteStore(tmp_path / "w1.db", synchronous="NORMAL", offload=True)
     threads: list[str] = []
     work = store._work  # pyright: ignore[reportPrivateUsage] # every call goes through it
 
@@ -153,4 +153,66 @@ async def test_a_claim_skips_the_fsync_and_commits_stay_full(tmp_path: Path) -> 
     with pytest.raises(DurableError, match="corrupted"):
         await flow.run(Count(), run_id="full", store=store)  # the claim fails and rolls back
     assert levels[-1] == 2
+    await store.aclose()
+
+
+def _trace(store: SQLiteStore, seen: list[tuple[str, str]]) -> None:
+    """Record (thread name, statement) of every statement on the store's connection."""
+    connection = store._connection  # pyright: ignore[reportPrivateUsage] # to trace it
+    assert connection is not None
+    connection.set_trace_callback(
+        lambda sql: seen.append((threading.current_thread().name, " ".join(sql.split()[:2])))
+    )
+
+
+async def test_at_normal_commits_run_inline_and_at_full_on_the_thread(tmp_path: Path) -> None:
+    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump).then("c", bump)
+    here = threading.current_thread().name
+    cases: list[tuple[Synchronous, str]] = [("NORMAL", here), ("FULL", "cadence-sqlite w6.db")]
+    for level, thread in cases:
+        store = SQLiteStore(tmp_path / "w6.db", synchronous=level)
+        assert store.offload is (level == "FULL")
+        await flow.run(Count(), run_id=f"warm-{level}", store=store)  # opens the connection
+        seen: list[tuple[str, str]] = []
+        _trace(store, seen)
+        assert (await flow.run(Count(), run_id=f"run-{level}", store=store)).n == 3
+        updates = [(name, sql) for name, sql in seen if sql.startswith("UPDATE")]
+        # two checkpoints and the finish: one UPDATE each (the owner check in its WHERE)
+        assert updates == [(thread, "UPDATE cadence_runs")] * 3
+        assert [sql for _, sql in seen[-3:]] == ["UPDATE cadence_runs"] * 3  # nothing else
+        await store.aclose()
+
+
+async def test_an_inline_store_checkpoints_the_wal_on_the_writer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cadence.durable._sqlite._CHECKPOINT_EVERY", 4)
+    store = SQLiteStore(tmp_path / "w7.db", synchronous="NORMAL")
+    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump).then("c", bump)
+    await flow.run(Count(), run_id="warm", store=store)
+    connection = store._connection  # pyright: ignore[reportPrivateUsage] # its settings
+    assert connection is not None
+    assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    before = (tmp_path / "w7.db").stat().st_size
+    threads: list[str] = []
+    checkpoint = store._checkpoint  # pyright: ignore[reportPrivateUsage] # to watch it
+
+    def spy(_: None) -> None:
+        threads.append(threading.current_thread().name)
+        checkpoint(None)
+
+    store._checkpoint = spy  # type: ignore[method-assign] # pyright: ignore[reportPrivateUsage] # a spy
+    store._writes = 0  # pyright: ignore[reportPrivateUsage] # count from here
+    for i in range(3):  # a claim, 2 checkpoints, a finish each: 12 writes, 3 checkpoints
+        await flow.run(Count(), run_id=f"run-{i}", store=store)
+    for _ in range(1000):
+        if len(threads) == 3:
+            break
+        await anyio.sleep(0.001)
+    assert threads == ["cadence-sqlite w7.db"] * 3
+    assert (tmp_path / "w7.db").stat().st_size > before  # the WAL's pages reached the file
+    for i in range(3):
+        record = await store.get(f"run-{i}")
+        assert record is not None
+        assert (record.status, record.position) == ("completed", 3)
     await store.aclose()

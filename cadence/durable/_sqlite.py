@@ -64,7 +64,7 @@ _COLUMNS = (
 )
 _FINISHED = ("completed", "failed", "cancelled")
 _STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
-_CHECKPOINT_EVERY = 200  # inline writes between WAL checkpoints (SQLite's own: 1000 pages)
+_CHECKPOINT_EVERY = 400  # inline writes between WAL checkpoints: ~1000 pages, as SQLite
 
 
 def _start_time(pid: int) -> str:
@@ -242,17 +242,26 @@ class SQLiteStore:
             self._writer.post(self._checkpoint, None)
 
     def _checkpoint(self, _: None) -> None:
-        """Copy the WAL into the database (PASSIVE: never waits), on a connection of its own.
+        """Copy the WAL into the database on a connection of its own, so the WAL restarts.
 
-        The event loop's connection keeps committing meanwhile: a checkpointer and a writer
-        do not wait for each other in WAL mode. A checkpoint that fails is retried by the next.
+        First without the store's lock: the event loop's connection keeps committing meanwhile
+        (a checkpointer and a writer do not wait for each other in WAL mode). Then, holding
+        the lock, the few frames written in the meantime: with every frame copied, the next
+        commit starts the WAL from its beginning again instead of growing it. Both are
+        PASSIVE (they never wait for other processes) and sync as the store's level says. A
+        checkpoint that fails is retried by the next.
         """
         try:
-            if self._checkpointer is None:
-                self._checkpointer = sqlite3.connect(
+            checkpointer = self._checkpointer
+            if checkpointer is None:
+                checkpointer = sqlite3.connect(
                     self.path, isolation_level=None, check_same_thread=False
                 )
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                checkpointer.execute(f"PRAGMA synchronous={self.synchronous}")
+                self._checkpointer = checkpointer
+            checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            with self._lock:
+                checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error:
             return
 

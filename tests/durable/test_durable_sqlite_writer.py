@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -215,4 +216,41 @@ async def test_an_inline_store_checkpoints_the_wal_on_the_writer_thread(
         record = await store.get(f"run-{i}")
         assert record is not None
         assert (record.status, record.position) == ("completed", 3)
+    await store.aclose()
+
+
+async def test_an_inline_stores_checkpoint_ends_under_the_lock_so_the_wal_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cadence.durable._sqlite._CHECKPOINT_EVERY", 10**9)  # by hand here
+    path = tmp_path / "w8.db"
+    store = SQLiteStore(path, synchronous="NORMAL")
+    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump).then("c", bump)
+    for i in range(5):
+        await flow.run(Count(), run_id=f"run-{i}", store=store)
+    lock = store._lock  # pyright: ignore[reportPrivateUsage] # held by every connection call
+    seen: list[tuple[str, bool]] = []
+
+    class Watched(sqlite3.Connection):
+        """A checkpointer that records whether the store's lock is held at each statement."""
+
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            seen.append((sql, lock.locked()))
+            return super().execute(sql, *args)
+
+    checkpointer = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, factory=Watched
+    )
+    store._checkpointer = checkpointer  # pyright: ignore[reportPrivateUsage] # the watched one
+    await store._writer.run(store._checkpoint, None)  # pyright: ignore[reportPrivateUsage]
+    # the bulk while commits go on; the frames those wrote meanwhile with none going on
+    assert seen == [
+        ("PRAGMA wal_checkpoint(PASSIVE)", False),
+        ("PRAGMA wal_checkpoint(PASSIVE)", True),
+    ]
+    wal = tmp_path / "w8.db-wal"
+    size = wal.stat().st_size
+    assert size > 10 * 4096
+    await flow.run(Count(), run_id="after", store=store)
+    assert wal.stat().st_size == size  # every frame was copied: the run wrote over the WAL
     await store.aclose()

@@ -1,16 +1,22 @@
-"""What a durable step costs on SQLite, next to a plain step and a bare SQLite commit.
+"""What a durable step costs on SQLite, next to a plain step, the floor, and DBOS.
 
     .venv/bin/python benchmarks/durable.py [--runs N] [--backend asyncio|trio] [--postgres DSN]
 
 Method. Ten-step cadences (each beat `ctx.x += 1` and a 200-byte string field, so a commit
 writes a realistic small row) run `--runs` times with a new run id each, in one event loop,
 durable at `synchronous=NORMAL` and `FULL`, and without a store. The per-step figure is the
-run's time divided by its commits (ten: nine checkpoints and the finish; the claim is counted
-too, so it is slightly pessimistic). The floor is a bare `UPDATE ... ; COMMIT` of the same bytes
-in the same database file (WAL, same `synchronous`), from plain sqlite3 in one thread: what
-any durable step must pay at least. Durable calls run on the store's writer thread. At FULL
-the two alternate run by run (fsync times here swing with other jobs' I/O). The script
-prints; it checks nothing. About 10-20 s.
+run's time divided by its ten steps (the claim, nine checkpoints and the finish are in it).
+
+The floor replays what the store writes for a run (`Floor`): the same bytes, read back from a
+durable run's row, in a table with the same schema and indexes, in the same database file,
+from plain sqlite3 in one thread: one claim INSERT not fsync'd and ten commits of one UPDATE
+each, fsync'd at FULL. What a durable step costs above it is cadence's own work. At NORMAL the
+store commits on the event loop (they never wait: see docs/durable.md); at FULL each commit is
+handed to the store's writer thread, so the FULL rows alternate, run by run, a durable run,
+the floor, and the floor with each commit handed to the same thread (fsync times here swing
+with other jobs' I/O). DBOS (`pip install dbos`) runs its ten-step workflow on SQLite at the
+same settings; `strace -f -c` counts the fsyncs per step of cadence, the floor and DBOS at
+FULL in fresh processes. The script prints; it checks nothing. About 30-60 s.
 """
 
 from __future__ import annotations

@@ -306,7 +306,9 @@ class SQLiteStore:
         if not self._lock.acquire(blocking=False):
             return False, cast("T", None)
         try:
-            connection = self._connect()  # its busy_timeout is 0 between thread calls
+            connection = self._connection  # its busy_timeout is 0 between thread calls
+            if connection is None or self._pid != os.getpid():
+                return False, cast("T", None)  # (re)connecting may wait: on the thread
             try:
                 value = fn(connection)
             except sqlite3.OperationalError as exc:

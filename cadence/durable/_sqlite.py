@@ -93,10 +93,11 @@ def _pid_alive(pid: int) -> bool:
 class SQLiteStore:
     """Keep durable runs in a SQLite file (WAL), shared by the processes of one machine.
 
-    Every call runs in a worker thread, off the event loop, on one connection per process
-    guarded by a lock. A run belongs to the process that claimed it while that process lives:
-    a run whose owner died (killed, crashed) is taken over by the next caller at once; one
-    whose owner lives is waited for.
+    Calls use one connection per process guarded by a lock, on the store's writer thread
+    whenever they could wait (an fsync, another process's write lock) and, by default at
+    OFF and NORMAL, on the event loop when they cannot (see `offload`). A run belongs to the
+    process that claimed it while that process lives: a run whose owner died (killed,
+    crashed) is taken over by the next caller at once; one whose owner lives is waited for.
 
     Args:
         path: The database file (created with its schema if missing).

@@ -112,7 +112,8 @@ class SQLiteStore:
             fsync, no other process writing, no other thread in the store, WAL checkpoints
             moved to the writer thread) and on the writer thread otherwise: a commit then
             costs tens of microseconds instead of a thread round trip. `None` (the default):
-            `False` at OFF and NORMAL, `True` at FULL and EXTRA.
+            `False` at OFF and NORMAL; at FULL and EXTRA, commits on the writer thread and
+            claims (which never fsync) as with `False`.
         clock: Wall-clock seconds, for timestamps and retention (injectable for tests).
 
     """
@@ -131,6 +132,8 @@ class SQLiteStore:
             raise ValueError(
                 f"SQLiteStore: synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}"
             )
+        # A claim never fsyncs (see `claim`): by default it runs inline at every level.
+        self._inline_claims = offload is not True
         if offload is None:
             offload = synchronous in ("FULL", "EXTRA")
         if not offload and synchronous not in ("OFF", "NORMAL"):
@@ -139,6 +142,7 @@ class SQLiteStore:
                 "commit waits for the disk, which must not block the event loop)"
             )
         self.offload: bool = offload
+        self._any_inline = self._inline_claims or not offload  # checkpoints go to the thread
         self.path = Path(path)
         self.synchronous: Synchronous = synchronous
         self.busy_timeout = busy_timeout
@@ -199,7 +203,7 @@ class SQLiteStore:
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
-            if not self.offload:
+            if self._any_inline:
                 # A checkpoint inside a commit writes and fsyncs the database file, which
                 # must not happen on the event loop: the writer thread checkpoints instead.
                 connection.execute("PRAGMA wal_autocheckpoint=0")
@@ -266,9 +270,16 @@ class SQLiteStore:
         except sqlite3.Error:
             return
 
-    async def _call(self, run_id: str, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _call(
+        self,
+        run_id: str,
+        what: str,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        inline: bool = False,
+    ) -> T:
         try:
-            if not self.offload and self._connection is not None:
+            if (inline or not self.offload) and self._connection is not None:
                 done, value = self._try_inline(fn)
                 if done:
                     return value
@@ -282,7 +293,7 @@ class SQLiteStore:
     def _work(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
             connection = self._connect()
-            if not self.offload:  # inline calls never wait; this thread may
+            if not self.offload:  # inline commits never wait (busy_timeout 0); this thread may
                 connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             try:
                 value = fn(connection)
@@ -293,7 +304,7 @@ class SQLiteStore:
             finally:
                 if not self.offload:
                     connection.execute("PRAGMA busy_timeout = 0")
-            if not self.offload:
+            if self._any_inline:
                 self._wrote()
             return value
 
@@ -307,9 +318,11 @@ class SQLiteStore:
         if not self._lock.acquire(blocking=False):
             return False, cast("T", None)
         try:
-            connection = self._connection  # its busy_timeout is 0 between thread calls
+            connection = self._connection  # busy_timeout 0 between thread calls, if inline
             if connection is None or self._pid != os.getpid():
                 return False, cast("T", None)  # (re)connecting may wait: on the thread
+            if self.offload:  # commits run on the thread, with busy_timeout: not this call
+                connection.execute("PRAGMA busy_timeout = 0")
             try:
                 value = fn(connection)
             except sqlite3.OperationalError as exc:
@@ -322,6 +335,9 @@ class SQLiteStore:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
+            finally:
+                if self.offload:
+                    connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             self._wrote()
             return True, value
         finally:
@@ -431,7 +447,9 @@ class SQLiteStore:
 
         fsyncs = self.synchronous in ("FULL", "EXTRA")
         call = relaxed if fsyncs else work
-        outcome, record = await self._call(run_id, "claiming the run", call)
+        outcome, record = await self._call(
+            run_id, "claiming the run", call, inline=self._inline_claims
+        )
         return Claim(cast("Literal['created']", outcome), record)
 
     def _owned_update(

@@ -181,6 +181,8 @@ async def test_at_normal_commits_run_inline_and_at_full_on_the_thread(tmp_path: 
         # two checkpoints and the finish: one UPDATE each (the owner check in its WHERE)
         assert updates == [(thread, "UPDATE cadence_runs")] * 3
         assert [sql for _, sql in seen[-3:]] == ["UPDATE cadence_runs"] * 3  # nothing else
+        # the claim never fsyncs: at every level it runs on the caller's thread
+        assert ("MainThread", "INSERT INTO") in seen
         await store.aclose()
 
 
@@ -253,4 +255,34 @@ async def test_an_inline_stores_checkpoint_ends_under_the_lock_so_the_wal_restar
     assert size > 10 * 4096
     await flow.run(Count(), run_id="after", store=store)
     assert wal.stat().st_size == size  # every frame was copied: the run wrote over the WAL
+    await store.aclose()
+
+
+async def test_a_full_stores_claim_waits_on_the_thread_while_another_process_writes(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "w9.db")  # FULL: claims inline, commits on the thread
+    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump)
+    await flow.run(Count(), run_id="warm", store=store)  # opens the connection
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    ticks: list[int] = []
+
+    async def tick_then_release() -> None:
+        for i in range(5):
+            await anyio.sleep(0.01)
+            ticks.append(i)  # the loop stays free while the claim waits on the thread
+        other.execute("COMMIT")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(tick_then_release)
+        assert (await flow.run(Count(), run_id="blocked", store=store)).n == 2
+    other.close()
+    assert ticks == [0, 1, 2, 3, 4]
+    record = await store.get("blocked")
+    assert record is not None
+    assert (record.status, record.attempts) == ("completed", 1)
+    connection = store._connection  # pyright: ignore[reportPrivateUsage] # its settings
+    assert connection is not None
+    assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000  # restored
     await store.aclose()

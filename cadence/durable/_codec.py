@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import math
 import types
 import typing
 import uuid
@@ -159,6 +160,76 @@ def _is_struct(kind: type) -> bool:
     return issubclass(kind, msgspec.Struct)
 
 
+_NO_FLOATS: frozenset[object] = _LEAVES - {float, Any, object}
+
+
+def _may_hold_float(kind: object, seen: set[int]) -> bool:  # noqa: PLR0911 # one answer per kind of type
+    """Return whether a value of `kind` can hold a float (so a NaN or an infinity)."""
+    if kind is float or kind is Any or kind is object or isinstance(kind, typing.TypeVar):
+        return True
+    if kind in _NO_FLOATS:
+        return False
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin is typing.Annotated:
+        return _may_hold_float(args[0], seen)
+    if origin is typing.Literal:
+        return any(isinstance(arg, float) for arg in args)
+    if origin is not None:
+        return any(_may_hold_float(arg, seen) for arg in args if arg is not Ellipsis)
+    if not isinstance(kind, type):
+        return False
+    cls = cast("type[object]", kind)
+    if dataclasses.is_dataclass(cls) or _is_struct(cls):
+        if id(cls) in seen:
+            return False
+        seen.add(id(cls))
+        hints = typing.get_type_hints(cls, include_extras=True)
+        return any(_may_hold_float(hint, seen) for hint in hints.values())
+    return issubclass(cls, float)
+
+
+def _non_finite(value: object) -> tuple[str, float] | None:  # noqa: PLR0911, PLR0912 # one answer per kind of value
+    """Return where `value` holds a NaN or an infinity (`''` for itself) and that float."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ("", value)
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(cast("list[object]", value)):
+            found = _non_finite(item)
+            if found is not None:
+                return f"[{index}]{found[0]}", found[1]
+        return None
+    if isinstance(value, (set, frozenset)):
+        for item in cast("set[object]", value):
+            found = _non_finite(item)
+            if found is not None:
+                return " (an item of the set)", found[1]
+        return None
+    if isinstance(value, dict):
+        for key, item in cast("dict[object, object]", value).items():
+            found = _non_finite(key)
+            if found is not None:
+                return f" (the key {key!r})", found[1]
+            found = _non_finite(item)
+            if found is not None:
+                return f"[{key!r}]{found[0]}", found[1]
+        return None
+    if dataclasses.is_dataclass(value) or isinstance(value, msgspec.Struct):
+        names: Sequence[str] = (
+            value.__struct_fields__
+            if isinstance(value, msgspec.Struct)
+            else [f.name for f in dataclasses.fields(value)]
+        )
+        for name in names:
+            found = _non_finite(getattr(value, name, None))
+            if found is not None:
+                return f".{name}{found[0]}", found[1]
+    return None
+
+
 class ContextCodec(Generic[C]):
     """Write a context class's stored fields as JSON and read them back onto a context.
 
@@ -167,7 +238,7 @@ class ContextCodec(Generic[C]):
 
     """
 
-    __slots__ = ("_cls", "_decoder", "_encoder", "_frozen", "_shared", "_stored")
+    __slots__ = ("_cls", "_decoder", "_encoder", "_floats", "_frozen", "_shared", "_stored")
 
     def __init__(self, cls: type[C]) -> None:
         info = context_info(cls)
@@ -194,6 +265,7 @@ class ContextCodec(Generic[C]):
                     f"JSON: {reason}"
                 )
             specs.append((name, kind))
+        self._floats = tuple(name for name, kind in specs if _may_hold_float(kind, set()))
         state = msgspec.defstruct(
             f"{cls.__name__}State", specs, omit_defaults=False, forbid_unknown_fields=False
         )
@@ -219,7 +291,7 @@ class ContextCodec(Generic[C]):
         state = context_fields(context)
         values = {name: state[name] for name in self._stored if name in state}
         try:
-            return self._encoder.encode(values)
+            data = self._encoder.encode(values)
         except (TypeError, ValueError, OverflowError):
             for name, value in values.items():
                 try:
@@ -231,6 +303,20 @@ class ContextCodec(Generic[C]):
                         f"{type(value).__qualname__} that cannot be stored as JSON: {exc}",
                     ) from exc
             raise
+        # JSON has no NaN nor infinity: msgspec writes them as null, which would come back as
+        # None or fail to decode. Only a field that can hold a float is looked at, and only
+        # when the JSON has a null at all.
+        if self._floats and b"null" in data:
+            for name in self._floats:
+                found = _non_finite(values.get(name))
+                if found is not None:
+                    raise StoreError(
+                        run_id,
+                        f"run {run_id!r}: field {self._cls.__qualname__}.{name}{found[0]} holds "
+                        f"{found[1]!r}, which JSON cannot store (it has no NaN nor infinity); "
+                        "store None, a Decimal or a string instead",
+                    )
+        return data
 
     def decode(self, data: bytes, base: C, run_id: str) -> C:
         """Return `base` carrying the fields stored in `data` (its shared fields kept).

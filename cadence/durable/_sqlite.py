@@ -64,6 +64,7 @@ _COLUMNS = (
 )
 _FINISHED = ("completed", "failed", "cancelled")
 _STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
+_CHECKPOINT_EVERY = 400  # inline writes between WAL checkpoints: ~1000 pages, as SQLite
 
 
 def _start_time(pid: int) -> str:
@@ -92,10 +93,11 @@ def _pid_alive(pid: int) -> bool:
 class SQLiteStore:
     """Keep durable runs in a SQLite file (WAL), shared by the processes of one machine.
 
-    Every call runs in a worker thread, off the event loop, on one connection per process
-    guarded by a lock. A run belongs to the process that claimed it while that process lives:
-    a run whose owner died (killed, crashed) is taken over by the next caller at once; one
-    whose owner lives is waited for.
+    Calls use one connection per process guarded by a lock, on the store's writer thread
+    whenever they could wait (an fsync, another process's write lock) and, by default at
+    OFF and NORMAL, on the event loop when they cannot (see `offload`). A run belongs to the
+    process that claimed it while that process lives: a run whose owner died (killed,
+    crashed) is taken over by the next caller at once; one whose owner lives is waited for.
 
     Args:
         path: The database file (created with its schema if missing).
@@ -105,10 +107,13 @@ class SQLiteStore:
             `"OFF"` leaves it to the OS; `"EXTRA"` also fsyncs the directory.
         busy_timeout: Seconds a write waits for another process's write lock.
         poll_interval: Seconds between looks at a run another live caller owns.
-        offload: Run every call on a worker thread (the default). `False` (with `synchronous`
-            OFF or NORMAL only) runs a call on the event loop when it cannot wait (no fsync,
-            no other process writing, no other thread in the store) and on a thread otherwise:
-            a commit then costs tens of microseconds instead of a thread round trip.
+        offload: Where a call runs. `True`: always on the store's writer thread. `False`
+            (`synchronous` OFF or NORMAL only): on the event loop when it cannot wait (no
+            fsync, no other process writing, no other thread in the store, WAL checkpoints
+            moved to the writer thread) and on the writer thread otherwise: a commit then
+            costs tens of microseconds instead of a thread round trip. `None` (the default):
+            `False` at OFF and NORMAL; at FULL and EXTRA, commits on the writer thread and
+            claims (which never fsync) as with `False`.
         clock: Wall-clock seconds, for timestamps and retention (injectable for tests).
 
     """
@@ -120,19 +125,24 @@ class SQLiteStore:
         synchronous: Synchronous = "FULL",
         busy_timeout: float = 30.0,
         poll_interval: float = 0.05,
-        offload: bool = True,
+        offload: bool | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(
                 f"SQLiteStore: synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}"
             )
+        # A claim never fsyncs (see `claim`): by default it runs inline at every level.
+        self._inline_claims = offload is not True
+        if offload is None:
+            offload = synchronous in ("FULL", "EXTRA")
         if not offload and synchronous not in ("OFF", "NORMAL"):
             raise ValueError(
                 f"SQLiteStore: offload=False needs synchronous OFF or NORMAL (a {synchronous} "
                 "commit waits for the disk, which must not block the event loop)"
             )
-        self.offload = offload
+        self.offload: bool = offload
+        self._any_inline = self._inline_claims or not offload  # checkpoints go to the thread
         self.path = Path(path)
         self.synchronous: Synchronous = synchronous
         self.busy_timeout = busy_timeout
@@ -140,7 +150,9 @@ class SQLiteStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
+        self._checkpointer: sqlite3.Connection | None = None  # the writer thread's, inline only
         self._pid = -1
+        self._writes = 0  # inline writes since the last WAL checkpoint was handed off
         self._host = socket.gethostname()
         self._writer = _Writer(f"cadence-sqlite {self.path.name}")
 
@@ -191,6 +203,10 @@ class SQLiteStore:
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
+            if self._any_inline:
+                # A checkpoint inside a commit writes and fsyncs the database file, which
+                # must not happen on the event loop: the writer thread checkpoints instead.
+                connection.execute("PRAGMA wal_autocheckpoint=0")
             connection.execute("BEGIN IMMEDIATE")
             try:
                 for statement in _SCHEMA.split(";"):
@@ -218,12 +234,52 @@ class SQLiteStore:
             connection.close()
             raise
         self._connection = connection
+        self._checkpointer = None  # a forked child's parent connection is not its own
         self._pid = os.getpid()
+        self._writes = 0
         return connection
 
-    async def _call(self, run_id: str, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _wrote(self) -> None:
+        """Count an inline write; every `_CHECKPOINT_EVERY`, checkpoint on the writer thread."""
+        self._writes += 1
+        if self._writes >= _CHECKPOINT_EVERY:
+            self._writes = 0
+            self._writer.post(self._checkpoint, None)
+
+    def _checkpoint(self, _: None) -> None:
+        """Copy the WAL into the database on a connection of its own, so the WAL restarts.
+
+        First without the store's lock: the event loop's connection keeps committing meanwhile
+        (a checkpointer and a writer do not wait for each other in WAL mode). Then, holding
+        the lock, the few frames written in the meantime: with every frame copied, the next
+        commit starts the WAL from its beginning again instead of growing it. Both are
+        PASSIVE (they never wait for other processes) and sync as the store's level says. A
+        checkpoint that fails is retried by the next.
+        """
         try:
-            if not self.offload and self._connection is not None:
+            checkpointer = self._checkpointer
+            if checkpointer is None:
+                checkpointer = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
+                checkpointer.execute(f"PRAGMA synchronous={self.synchronous}")
+                self._checkpointer = checkpointer
+            checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            with self._lock:
+                checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            return
+
+    async def _call(
+        self,
+        run_id: str,
+        what: str,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        inline: bool = False,
+    ) -> T:
+        try:
+            if (inline or not self.offload) and self._connection is not None:
                 done, value = self._try_inline(fn)
                 if done:
                     return value
@@ -237,10 +293,10 @@ class SQLiteStore:
     def _work(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
             connection = self._connect()
-            if not self.offload:  # inline calls never wait; this thread may
+            if not self.offload:  # inline commits never wait (busy_timeout 0); this thread may
                 connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             try:
-                return fn(connection)
+                value = fn(connection)
             except BaseException:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
@@ -248,6 +304,9 @@ class SQLiteStore:
             finally:
                 if not self.offload:
                     connection.execute("PRAGMA busy_timeout = 0")
+            if self._any_inline:
+                self._wrote()
+            return value
 
     def _try_inline(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T]:
         """Run `fn` on this thread if that cannot wait; `(False, ...)` means "use a thread".
@@ -259,9 +318,13 @@ class SQLiteStore:
         if not self._lock.acquire(blocking=False):
             return False, cast("T", None)
         try:
-            connection = self._connect()  # its busy_timeout is 0 between thread calls
+            connection = self._connection  # busy_timeout 0 between thread calls, if inline
+            if connection is None or self._pid != os.getpid():
+                return False, cast("T", None)  # (re)connecting may wait: on the thread
+            if self.offload:  # commits run on the thread, with busy_timeout: not this call
+                connection.execute("PRAGMA busy_timeout = 0")
             try:
-                return True, fn(connection)
+                value = fn(connection)
             except sqlite3.OperationalError as exc:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
@@ -272,6 +335,11 @@ class SQLiteStore:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
+            finally:
+                if self.offload:
+                    connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            self._wrote()
+            return True, value
         finally:
             self._lock.release()
 
@@ -379,7 +447,9 @@ class SQLiteStore:
 
         fsyncs = self.synchronous in ("FULL", "EXTRA")
         call = relaxed if fsyncs else work
-        outcome, record = await self._call(run_id, "claiming the run", call)
+        outcome, record = await self._call(
+            run_id, "claiming the run", call, inline=self._inline_claims
+        )
         return Claim(cast("Literal['created']", outcome), record)
 
     def _owned_update(
@@ -409,34 +479,24 @@ class SQLiteStore:
         fingerprint: str | None = None,
     ) -> None:
         """Commit the context, position and inner progress (and a migrated plan) at once."""
-        now = self._clock()
-        if plan is None:
-            work = self._owned_update(
+        work = self._owned_update(
+            run_id,
+            owner,
+            "UPDATE cadence_runs SET position = ?, step = ?, context = ?, inner = ?, "
+            "updated_at = ?, plan = coalesce(?, plan), fingerprint = coalesce(?, fingerprint) "
+            "WHERE run_id = ? AND owner = ? AND status = 'running'",
+            (
+                position,
+                step,
+                context,
+                inner,
+                self._clock(),
+                None if plan is None else json.dumps(list(plan)),
+                fingerprint,
                 run_id,
                 owner,
-                "UPDATE cadence_runs SET position = ?, step = ?, context = ?, inner = ?, "
-                "updated_at = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
-                (position, step, context, inner, now, run_id, owner),
-            )
-        else:
-            work = self._owned_update(
-                run_id,
-                owner,
-                "UPDATE cadence_runs SET position = ?, step = ?, context = ?, inner = ?, "
-                "updated_at = ?, plan = ?, fingerprint = ? "
-                "WHERE run_id = ? AND owner = ? AND status = 'running'",
-                (
-                    position,
-                    step,
-                    context,
-                    inner,
-                    now,
-                    json.dumps(list(plan)),
-                    fingerprint,
-                    run_id,
-                    owner,
-                ),
-            )
+            ),
+        )
         await self._call(run_id, "committing a checkpoint", work)
 
     async def finish(
@@ -553,7 +613,10 @@ class SQLiteStore:
 
         def work(_: None) -> None:
             with self._lock:
-                if self._connection is not None:
+                if self._checkpointer is not None:
+                    self._checkpointer.close()
+                    self._checkpointer = None
+                if self._connection is not None:  # last: it checkpoints and removes the WAL
                     self._connection.close()
                     self._connection = None
 
@@ -624,6 +687,10 @@ class _Writer:
         value = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         return cast("T", value)
 
+    def post(self, fn: Callable[[A], object], argument: A) -> None:
+        """Queue `fn(argument)` on the writer thread without waiting for it (errors dropped)."""
+        self._submit((fn, argument, _ignore))
+
     def _submit(self, job: _Job) -> None:
         with self._guard:
             if self._pid != os.getpid():  # a forked child: the parent's thread is not here
@@ -664,6 +731,10 @@ class _Writer:
 _Job: TypeAlias = tuple[
     "Callable[[Any], object]", object, "Callable[[object, BaseException | None], None]"
 ]  # Any: each job's own argument type
+
+
+def _ignore(value: object, error: BaseException | None) -> None:
+    """Drop a posted call's outcome: nobody waits for it."""
 
 
 def _settle(future: asyncio.Future[T], value: object, error: BaseException | None) -> None:

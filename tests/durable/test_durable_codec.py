@@ -6,6 +6,8 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import math
+import re
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -150,11 +152,86 @@ def test_a_stored_context_that_does_not_decode_names_the_run() -> None:
         codec.decode(b"\xff", Rich(), "r9")
 
 
+@dataclass
+class Point:
+    x: float
+    y: float | None = None
+
+
+@dataclass
+class Floats(Context):
+    ratio: float = 0.5
+    maybe: float | None = None
+    series: list[float] = field(default_factory=list[float])
+    by_name: dict[str, Point] = field(default_factory=dict[str, Point])
+    raw: Any = None
+    count: int = 0
+
+
+@pytest.mark.parametrize(
+    ("ctx", "where", "value"),
+    [
+        (Floats(ratio=math.nan), "Floats.ratio holds nan", math.nan),
+        (Floats(maybe=-math.inf), "Floats.maybe holds -inf", -math.inf),
+        (Floats(series=[1.0, math.inf]), "Floats.series[1] holds inf", math.inf),
+        (
+            Floats(by_name={"p": Point(1.0, math.nan)}),
+            "Floats.by_name['p'].y holds nan",
+            math.nan,
+        ),
+        (Floats(raw={"a": [None, {"b": math.inf}]}), "Floats.raw['a'][1]['b'] holds inf", 0),
+        (Floats(raw={math.nan: 1}), "Floats.raw (the key nan) holds nan", 0),
+    ],
+)
+def test_a_nan_or_an_infinity_is_refused_naming_the_field(
+    ctx: Floats, where: str, value: float
+) -> None:
+    del value
+    with pytest.raises(StoreError, match=rf"run 'r': field {re.escape(where)}, which JSON cannot"):
+        codec_for(Floats).encode(ctx, "r")
+
+
+def test_finite_floats_and_nulls_round_trip() -> None:
+    codec = codec_for(Floats)
+    ctx = Floats(
+        ratio=-0.0,
+        maybe=None,
+        series=[1e308, -5e-324],
+        by_name={"p": Point(2.5)},
+        raw={"null": None},
+        count=3,
+    )
+    back = codec.decode(codec.encode(ctx, "r"), Floats(), "r")
+    assert back == ctx
+    assert math.copysign(1.0, back.ratio) == -1.0
+    # only the fields that can hold a float are ever looked at
+    assert codec._floats == ("ratio", "maybe", "series", "by_name", "raw")  # pyright: ignore[reportPrivateUsage]
+    assert ContextCodec(NoFloats)._floats == ()  # pyright: ignore[reportPrivateUsage]
+
+
+@dataclass
+class NoFloats(Context):
+    n: int = 0
+    when: datetime.datetime | None = None
+    lines: list[Line] = field(default_factory=list[Line])  # Line: str, Decimal, Address
+
+
+def test_decimal_nan_and_infinity_round_trip_as_strings() -> None:
+    @dataclass
+    class Money(Context):
+        amount: decimal.Decimal = decimal.Decimal(0)
+
+    codec = ContextCodec(Money)
+    for text in ("NaN", "Infinity", "-Infinity"):
+        back = codec.decode(codec.encode(Money(decimal.Decimal(text)), "r"), Money(), "r")
+        assert str(back.amount) == text
+
+
 # ---------------------------------------------------------------------- generated classes
 
 _KINDS: list[tuple[object, st.SearchStrategy[Any]]] = [
     (int, st.integers(-(2**63), 2**63 - 1)),
-    (float, st.floats(allow_nan=False, allow_infinity=False)),  # JSON has no inf or nan
+    (float, st.floats()),  # NaN and infinities included: refused, naming the field
     (str, st.text()),
     (bool, st.booleans()),
     (bytes, st.binary(max_size=20)),
@@ -203,10 +280,23 @@ def contexts(draw: st.DrawFn) -> Context:
     return cls(**values)  # type: ignore[no-any-return] # a class made at run time
 
 
+def _first_non_finite(ctx: Context) -> str | None:
+    """Return the first field holding a NaN or an infinity, straight from its values."""
+    for name, value in vars(ctx).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return name
+    return None
+
+
 @settings(max_examples=150, deadline=None)
 @given(contexts())
 def test_generated_contexts_round_trip(ctx: Context) -> None:
     codec = ContextCodec(type(ctx))
+    bad = _first_non_finite(ctx)
+    if bad is not None:
+        with pytest.raises(StoreError, match=rf"field {type(ctx).__qualname__}\.{bad} holds"):
+            codec.encode(ctx, "gen")
+        return
     data = codec.encode(ctx, "gen")
     blank = object.__new__(type(ctx))
     back = codec.decode(data, blank, "gen")

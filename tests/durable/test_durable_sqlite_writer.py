@@ -7,13 +7,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
 from cadence import Cadence, Context
-from cadence.durable import DurableError, SQLiteStore, StoreError
+from cadence.durable import DurableError, SQLiteStore, StoreError, Synchronous
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +33,7 @@ def _writers(name: str) -> list[threading.Thread]:
 
 
 async def test_every_call_runs_on_the_stores_own_thread(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "w1.db", synchronous="NORMAL")
+    store = SQLiteStore(tmp_path / "w1.db", synchronous="NORMAL", offload=True)
     threads: list[str] = []
     work = store._work  # pyright: ignore[reportPrivateUsage] # every call goes through it
 
@@ -153,4 +154,135 @@ async def test_a_claim_skips_the_fsync_and_commits_stay_full(tmp_path: Path) -> 
     with pytest.raises(DurableError, match="corrupted"):
         await flow.run(Count(), run_id="full", store=store)  # the claim fails and rolls back
     assert levels[-1] == 2
+    await store.aclose()
+
+
+def _trace(store: SQLiteStore, seen: list[tuple[str, str]]) -> None:
+    """Record (thread name, statement) of every statement on the store's connection."""
+    connection = store._connection  # pyright: ignore[reportPrivateUsage] # to trace it
+    assert connection is not None
+    connection.set_trace_callback(
+        lambda sql: seen.append((threading.current_thread().name, " ".join(sql.split()[:2])))
+    )
+
+
+async def test_at_normal_commits_run_inline_and_at_full_on_the_thread(tmp_path: Path) -> None:
+    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump).then("c", bump)
+    here = threading.current_thread().name
+    cases: list[tuple[Synchronous, str]] = [("NORMAL", here), ("FULL", "cadence-sqlite w6.db")]
+    for level, thread in cases:
+        store = SQLiteStore(tmp_path / "w6.db", synchronous=level)
+        assert store.offload is (level == "FULL")
+        await flow.run(Count(), run_id=f"warm-{level}", store=store)  # opens the connection
+        seen: list[tuple[str, str]] = []
+        _trace(store, seen)
+        assert (await flow.run(Count(), run_id=f"run-{level}", store=store)).n == 3
+        updates = [(name, sql) for name, sql in seen if sql.startswith("UPDATE")]
+        # two checkpoints and the finish: one UPDATE each (the owner check in its WHERE)
+        assert updates == [(thread, "UPDATE cadence_runs")] * 3
+        assert [sql for _, sql in seen[-3:]] == ["UPDATE cadence_runs"] * 3  # nothing else
+        # the claim never fsyncs: at every level it runs on the caller's thread
+        assert ("MainThread", "INSERT INTO") in seen
+        await store.aclose()
+
+
+async def test_an_inline_store_checkpoints_the_wal_on_the_writer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cadence.durable._sqlite._CHECKPOINT_EVERY", 4)
+    store = SQLiteStore(tmp_path / "w7.db", synchronous="NORMAL")
+    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump).then("c", bump)
+    await flow.run(Count(), run_id="warm", store=store)
+    connection = store._connection  # pyright: ignore[reportPrivateUsage] # its settings
+    assert connection is not None
+    assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    before = (tmp_path / "w7.db").stat().st_size
+    threads: list[str] = []
+    checkpoint = store._checkpoint  # pyright: ignore[reportPrivateUsage] # to watch it
+
+    def spy(_: None) -> None:
+        threads.append(threading.current_thread().name)
+        checkpoint(None)
+
+    store._checkpoint = spy  # type: ignore[method-assign] # pyright: ignore[reportPrivateUsage] # a spy
+    store._writes = 0  # pyright: ignore[reportPrivateUsage] # count from here
+    for i in range(3):  # a claim, 2 checkpoints, a finish each: 12 writes, 3 checkpoints
+        await flow.run(Count(), run_id=f"run-{i}", store=store)
+    for _ in range(1000):
+        if len(threads) == 3:
+            break
+        await anyio.sleep(0.001)
+    assert threads == ["cadence-sqlite w7.db"] * 3
+    assert (tmp_path / "w7.db").stat().st_size > before  # the WAL's pages reached the file
+    for i in range(3):
+        record = await store.get(f"run-{i}")
+        assert record is not None
+        assert (record.status, record.position) == ("completed", 3)
+    await store.aclose()
+
+
+async def test_an_inline_stores_checkpoint_ends_under_the_lock_so_the_wal_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cadence.durable._sqlite._CHECKPOINT_EVERY", 10**9)  # by hand here
+    path = tmp_path / "w8.db"
+    store = SQLiteStore(path, synchronous="NORMAL")
+    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump).then("c", bump)
+    for i in range(5):
+        await flow.run(Count(), run_id=f"run-{i}", store=store)
+    lock = store._lock  # pyright: ignore[reportPrivateUsage] # held by every connection call
+    seen: list[tuple[str, bool]] = []
+
+    class Watched(sqlite3.Connection):
+        """A checkpointer that records whether the store's lock is held at each statement."""
+
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            seen.append((sql, lock.locked()))
+            return super().execute(sql, *args)
+
+    checkpointer = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, factory=Watched
+    )
+    store._checkpointer = checkpointer  # pyright: ignore[reportPrivateUsage] # the watched one
+    await store._writer.run(store._checkpoint, None)  # pyright: ignore[reportPrivateUsage]
+    # the bulk while commits go on; the frames those wrote meanwhile with none going on
+    assert seen == [
+        ("PRAGMA wal_checkpoint(PASSIVE)", False),
+        ("PRAGMA wal_checkpoint(PASSIVE)", True),
+    ]
+    wal = tmp_path / "w8.db-wal"
+    size = wal.stat().st_size
+    assert size > 10 * 4096
+    await flow.run(Count(), run_id="after", store=store)
+    assert wal.stat().st_size == size  # every frame was copied: the run wrote over the WAL
+    await store.aclose()
+
+
+async def test_a_full_stores_claim_waits_on_the_thread_while_another_process_writes(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "w9.db")  # FULL: claims inline, commits on the thread
+    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump)
+    await flow.run(Count(), run_id="warm", store=store)  # opens the connection
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    ticks: list[int] = []
+
+    async def tick_then_release() -> None:
+        for i in range(5):
+            await anyio.sleep(0.01)
+            ticks.append(i)  # the loop stays free while the claim waits on the thread
+        other.execute("COMMIT")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(tick_then_release)
+        assert (await flow.run(Count(), run_id="blocked", store=store)).n == 2
+    other.close()
+    assert ticks == [0, 1, 2, 3, 4]
+    record = await store.get("blocked")
+    assert record is not None
+    assert (record.status, record.attempts) == ("completed", 1)
+    connection = store._connection  # pyright: ignore[reportPrivateUsage] # its settings
+    assert connection is not None
+    assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000  # restored
     await store.aclose()

@@ -107,13 +107,15 @@ class SQLiteStore:
             `"OFF"` leaves it to the OS; `"EXTRA"` also fsyncs the directory.
         busy_timeout: Seconds a write waits for another process's write lock.
         poll_interval: Seconds between looks at a run another live caller owns.
-        offload: Where a call runs. `True`: always on the store's writer thread. `False`
-            (`synchronous` OFF or NORMAL only): on the event loop when it cannot wait (no
-            fsync, no other process writing, no other thread in the store, WAL checkpoints
-            moved to the writer thread) and on the writer thread otherwise: a commit then
-            costs tens of microseconds instead of a thread round trip. `None` (the default):
-            `False` at OFF and NORMAL; at FULL and EXTRA, commits on the writer thread and
-            claims (which never fsync) as with `False`.
+        offload: Where a call runs. `True`: always on the store's writer thread. `False`: on
+            the event loop when it cannot wait for another process or thread (no other
+            process writing, no other thread in the store, WAL checkpoints moved to the writer
+            thread) and on the writer thread otherwise: a commit then costs tens of
+            microseconds instead of a thread round trip. At FULL and EXTRA, `False` makes the
+            event loop wait for each commit's fsync: only for a process whose loop runs
+            durable work alone (a worker, a batch job). `None` (the default): `False` at OFF
+            and NORMAL; at FULL and EXTRA, commits on the writer thread and claims (which
+            never fsync) as with `False`.
         clock: Wall-clock seconds, for timestamps and retention (injectable for tests).
 
     """
@@ -136,11 +138,6 @@ class SQLiteStore:
         self._inline_claims = offload is not True
         if offload is None:
             offload = synchronous in ("FULL", "EXTRA")
-        if not offload and synchronous not in ("OFF", "NORMAL"):
-            raise ValueError(
-                f"SQLiteStore: offload=False needs synchronous OFF or NORMAL (a {synchronous} "
-                "commit waits for the disk, which must not block the event loop)"
-            )
         self.offload: bool = offload
         self._any_inline = self._inline_claims or not offload  # checkpoints go to the thread
         self.path = Path(path)
@@ -312,8 +309,8 @@ class SQLiteStore:
         """Run `fn` on this thread if that cannot wait; `(False, ...)` means "use a thread".
 
         It never waits: not for this store's lock (a thread holds it), not for another
-        process's write lock (`busy_timeout` 0 for the call). Only `synchronous` OFF or NORMAL
-        allow it, so a commit never waits for the disk either.
+        process's write lock (`busy_timeout` 0 for the call). At OFF and NORMAL a commit never
+        waits for the disk either; at FULL and EXTRA it does only if `offload=False` said so.
         """
         if not self._lock.acquire(blocking=False):
             return False, cast("T", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -463,9 +464,26 @@ async def test_a_child_commits_after_each_of_its_steps(store: SQLiteStore) -> No
     assert (record.status, record.position, record.inner) == ("completed", 2, None)
 
 
-def test_inline_commits_need_a_level_that_does_not_wait_for_the_disk(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="offload=False needs synchronous OFF or NORMAL"):
-        SQLiteStore(tmp_path / "x.db", synchronous="FULL", offload=False)
+async def test_inline_commits_at_full_wait_for_the_disk_on_the_loop_when_asked(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "x.db", synchronous="FULL", offload=False)
+    on_thread: list[str] = []
+    real = store._work  # pyright: ignore[reportPrivateUsage] # the thread's side of a call
+
+    def spy(fn: Any) -> Any:
+        on_thread.append(threading.current_thread().name)
+        return real(fn)
+
+    store._work = spy  # type: ignore[method-assign] # pyright: ignore[reportPrivateUsage] # spied
+    beats = Beats()
+    assert await beats.flow().run(Order(), run_id="full-inline", store=store) == EXPECTED
+    # Only the first call (which connects) went to the writer thread; the commits ran here.
+    assert on_thread == [f"cadence-sqlite {store.path.name}"]
+    record = await store.get("full-inline")
+    assert record is not None
+    assert record.status == "completed"
+    await store.aclose()
 
 
 async def test_an_inline_store_waits_on_a_thread_while_another_process_writes(

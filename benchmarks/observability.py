@@ -3,7 +3,9 @@
 Run: `python benchmarks/observability.py`. Everything is measured in one run, on one machine:
 
 - per-beat time of a cadence of trivial async beats with nothing attached;
-- the same with a do-nothing hooks object (the runner's own cost of calling hooks);
+- the same with a do-nothing hooks object (the runner's own cost of calling hooks), with the
+  four methods (as the OpenTelemetry reporter is called) and without `before_beat` (as the
+  Prometheus reporter is called in `then` steps: it is told of parallel beats' starts only);
 - the same with `PrometheusReporter` and with `OpenTelemetryReporter` (SDK providers, no export);
 - the library calls the reporter makes for one beat, alone: one histogram observe and one
   counter inc (Prometheus); one span start and end, made current and detached, plus one
@@ -66,13 +68,11 @@ class NoOpHooks:
         return None
 
 
-class HandPrometheus:
-    """The library's calls for a beat, made from the thinnest hooks: no reporter code at all.
+class NoOpEnds:
+    """Do-nothing hooks with the methods the Prometheus reporter is called by in `then` steps.
 
-    The same hook methods as the reporter (so the runner's share is the same: the reporter is
-    not told of sequential beats' starts, so neither is this), the same calls on the same
-    pre-labelled children, one per beat path: measured in the run, this is what the library
-    costs where the reporter calls it, with the caches the rest of the beat leaves.
+    It is not told of sequential beats' starts (`__cadence_parallel_starts_only__`), so the
+    runner calls it once per beat, not twice.
     """
 
     def before_cadence(self, name, context):
@@ -80,6 +80,18 @@ class HandPrometheus:
 
     def after_cadence(self, name, context, duration, error=None):
         return None
+
+    def after_beat(self, name, context, duration, error=None):
+        return None
+
+
+class HandPrometheus(NoOpEnds):
+    """The library's calls for a beat, made from the thinnest hooks: no reporter code at all.
+
+    The same hook methods as the reporter (so the runner's share is the same), the same calls
+    on the same pre-labelled children, one per beat path: measured in the run, this is what the
+    library costs where the reporter calls it, with the caches the rest of the beat leaves.
+    """
 
     def __init__(self) -> None:
         registry = CollectorRegistry()
@@ -273,6 +285,7 @@ def main() -> None:
         {
             "bare": build(None),
             "noop": build(NoOpHooks()),
+            "noop_ends": build(NoOpEnds()),
             "prometheus": build(PrometheusReporter(registry=CollectorRegistry())),
             "otel": build(OpenTelemetryReporter("bench", provider, meters)),
             "hand_prom": build(HandPrometheus()),
@@ -298,12 +311,17 @@ def main() -> None:
         print(
             f"  do-nothing hooks              {noop * us:8.2f}   runner's hook calls {hooks:6.2f}"
         )
-        for name, total, library, hand in [
-            ("PrometheusReporter", prometheus, lib_prom, times["hand_prom"]),
-            ("OpenTelemetryReporter", otel, lib_otel, times["hand_otel"]),
+        ends = times["noop_ends"]
+        calls = (ends - bare) * us
+        print(
+            f"  do-nothing after-beat hooks   {ends * us:8.2f}   runner's hook calls {calls:6.2f}"
+        )
+        for name, total, library, hand, runner in [
+            ("PrometheusReporter", prometheus, lib_prom, times["hand_prom"], ends),
+            ("OpenTelemetryReporter", otel, lib_otel, times["hand_otel"], noop),
         ]:
             cost = total - bare
-            own = total - noop - library
+            own = total - runner - library
             own_in_run = total - hand
             print(f"  {name:<29} {total * us:8.2f}   cost over nothing {cost * us:6.2f}")
             print(f"    library's own calls, alone   {library * us:8.2f}")

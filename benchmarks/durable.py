@@ -324,6 +324,25 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def _server_ticks() -> int:
+    """Return the CPU ticks of every PostgreSQL process so far (and of those that exited)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+            if "(postgres)" not in text:
+                continue
+            fields = text.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            if "(postgres)" not in Path(f"/proc/{fields[1]}/stat").read_text():
+                total += int(fields[13]) + int(fields[14])  # the postmaster: its exited children
+        except OSError:
+            continue
+    return total
+
+
 def _busy() -> tuple[int, int]:
     """Return the machine's busy and total CPU ticks so far (`/proc/stat`)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
@@ -335,7 +354,8 @@ async def worker_main(dsn: str, concurrency: int) -> None:
     """A worker process: open the store, say `ready`, wait for `go`, work until SIGTERM."""
     from cadence.durable import PostgresStore, Worker  # noqa: PLC0415 # optional: psycopg
 
-    store = PostgresStore(dsn, max_size=concurrency + 2)
+    # A connection per run in hand (and one for the claims and the heartbeat), opened now.
+    store = PostgresStore(dsn, min_size=concurrency + 2, max_size=concurrency + 2)
     await store.list_runs(limit=1)  # the pool is open and the schema made
     print("ready", flush=True)  # to the benchmark, which says go to every worker at once
     await anyio.to_thread.run_sync(sys.stdin.readline)
@@ -345,11 +365,11 @@ async def worker_main(dsn: str, concurrency: int) -> None:
 
 async def throughput(
     dsn: str, workers: int, runs: int, concurrency: int
-) -> tuple[float, float, float, float]:
+) -> tuple[float, float, float, float, float]:
     """Run `runs` queued ten-step runs on `workers` processes.
 
     Return runs per second, commits per run, the machine's CPU busy share, and the workers'
-    CPU seconds per run.
+    and the PostgreSQL server's CPU seconds per run (the workers' start-up left out).
     """
     import psycopg  # noqa: PLC0415 # optional
 
@@ -374,8 +394,11 @@ async def throughput(
         assert proc.stdout.readline().strip() == "ready"
     count = "SELECT count(*) FROM cadence_runs WHERE status = 'completed' AND run_id LIKE %s"
     commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"
+    ticks = os.sysconf("SC_CLK_TCK")
+    started = sum(_cpu_ticks(proc.pid) for proc in procs)  # imports and pools: not per run
     with psycopg.connect(dsn, autocommit=True) as connection:
         before = connection.execute(commits).fetchone()
+        server0 = _server_ticks()
         busy0, total0 = _busy()
         start = time.perf_counter()
         for proc in procs:
@@ -391,8 +414,8 @@ async def throughput(
             await anyio.sleep(0.02)
         elapsed = time.perf_counter() - start
         busy1, total1 = _busy()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = sum(_cpu_ticks(proc.pid) for proc in procs) / ticks  # the workers' own CPU seconds
+        server = (_server_ticks() - server0) / ticks
+    cpu = (sum(_cpu_ticks(proc.pid) for proc in procs) - started) / ticks  # the workers' own
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
     for proc in procs:
@@ -403,7 +426,8 @@ async def throughput(
     assert before is not None
     assert after is not None
     per_run = (after[0] - before[0] - 2 * polls - 3) / runs  # less this loop's own reads
-    return runs / elapsed, per_run, (busy1 - busy0) / max(1, total1 - total0), cpu / runs
+    busy = (busy1 - busy0) / max(1, total1 - total0)
+    return runs / elapsed, per_run, busy, cpu / runs, server / runs
 
 
 async def throughput_main(runs: int, concurrency: int) -> None:
@@ -420,8 +444,10 @@ async def throughput_main(runs: int, concurrency: int) -> None:
         print(f"{'ten-step runs/s':<34}{line}")
         print(f"{'commits per run':<34}" + "".join(f"{r[1]:>10.1f}" for r in results))
         print(f"{'machine CPU busy':<34}" + "".join(f"{r[2]:>10.0%}" for r in results))
-        line = "".join(f"{r[3] * 1e3:>10.1f}" for r in results)
+        line = "".join(f"{r[3] * 1e3:>10.2f}" for r in results)
         print(f"{'worker CPU ms per run':<34}{line}")
+        line = "".join(f"{r[4] * 1e3:>10.2f}" for r in results)
+        print(f"{'PostgreSQL CPU ms per run':<34}{line}")
         step = min([await durable_postgres(50, dsn) for _ in range(3)])
         floor = min([await bare_postgres(500, dsn) for _ in range(3)])
         print(

@@ -8,28 +8,37 @@ only while its owner still holds the lease. Needs `pip install 'cadence-flow[pos
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
 import os
 import signal
 import socket
-import time
+import sys
 import uuid
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, LiteralString, cast
 
 import anyio
+import anyio.abc
 
 from cadence._errors import CadenceDefinitionError
-from cadence._events import LeaseLost, emit_durable
 from cadence.durable._codec import codec_for
 from cadence.durable._errors import (
+    LeaseLostError,
     RunDecodeError,
     StoreError,
     lost_run_error,
 )
 from cadence.durable._plan import describe_plan, plan_fingerprint
-from cadence.durable._store import Claim, ErrorInfo, NewRun, RunRecord, RunStatus
+from cadence.durable._store import (
+    Claim,
+    ClaimOutcome,
+    ErrorInfo,
+    NewRun,
+    RunRecord,
+    RunStatus,
+)
 
 try:
     import psycopg
@@ -40,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - psycopg is installed in the tes
     ) from exc
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from cadence._cadence import Cadence
     from cadence._context import Context
@@ -49,7 +58,7 @@ __all__ = ["PostgresStore", "Worker", "enqueue"]
 
 logger = logging.getLogger("cadence.durable")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -72,6 +81,14 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX IF NOT EXISTS cadence_runs_claim ON cadence_runs (cadence, status, created_at);
     """,
+    # The queue's own index: a worker's claim walks the runs not finished, oldest first,
+    # instead of sorting the table. Room in each page lets a checkpoint update its row in
+    # place (a HOT update, no index writes).
+    2: """
+    CREATE INDEX IF NOT EXISTS cadence_runs_queue ON cadence_runs (created_at)
+        WHERE status IN ('pending', 'running');
+    ALTER TABLE cadence_runs SET (fillfactor = 70);
+    """,
 }
 
 _COLUMNS = (
@@ -79,13 +96,84 @@ _COLUMNS = (
     "error, created_at, updated_at, inner_state"
 )
 
+_CLAIM = (
+    f"INSERT INTO cadence_runs ({_COLUMNS}, lease_until) VALUES "  # noqa: S608 # constant columns
+    "(%s, %s, 'running', 0, %s, %s, %s, %s, 1, %s, NULL, now(), now(), NULL, "
+    "now() + make_interval(secs => %s)) "
+    "ON CONFLICT (run_id) DO UPDATE SET status = 'running', owner = excluded.owner, "
+    "attempts = cadence_runs.attempts + 1, updated_at = now(), lease_until = excluded.lease_until "
+    "WHERE cadence_runs.status = 'pending' OR (cadence_runs.status = 'failed' AND %s) "
+    "OR (cadence_runs.status = 'running' "
+    "AND (cadence_runs.lease_until IS NULL OR cadence_runs.lease_until < now())) "
+    f"RETURNING {_COLUMNS}, xmax = 0"
+)
+_CLAIM_NEXT = (
+    "UPDATE cadence_runs SET status = 'running', owner = %s, attempts = attempts + 1, "  # noqa: S608 # constant columns
+    "lease_until = now() + make_interval(secs => %s), updated_at = now() "
+    "WHERE run_id = (SELECT run_id FROM cadence_runs WHERE status IN ('pending', 'running') "
+    "AND (status = 'pending' OR lease_until < now()) AND cadence = ANY(%s) "
+    "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+    f"RETURNING {_COLUMNS}"
+)
+_SELECT_RUN = f"SELECT {_COLUMNS} FROM cadence_runs WHERE run_id = %s"  # noqa: S608 # constant columns
+_CHECKPOINT = (
+    "UPDATE cadence_runs SET position = %s, step = %s, context = %s, inner_state = %s, "
+    "updated_at = now(), lease_until = now() + make_interval(secs => %s) "
+    "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1"
+)
+_FINISH = (
+    "UPDATE cadence_runs SET status = %s, owner = NULL, lease_until = NULL, "
+    "context = coalesce(%s, context), position = coalesce(%s, position), "
+    "inner_state = CASE WHEN %s::int IS NULL THEN inner_state END, "
+    "step = CASE WHEN %s::int IS NULL THEN step END, error = %s, updated_at = now() "
+    "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1"
+)
+_FOUND: dict[str, ClaimOutcome] = {
+    "completed": "finished",
+    "cancelled": "cancelled",
+    "failed": "failed",  # only found when the claim was told not to resume failed runs
+}
+
+
+def _in_trio() -> bool:
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+def require_asyncio(run_id: str = "") -> None:
+    """Raise `StoreError` at once unless running under asyncio (psycopg's async API needs it)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        library = "trio" if _in_trio() else "no asyncio event loop"
+        name = f"run {run_id!r}: " if run_id else ""
+        raise StoreError(
+            run_id,
+            f"{name}PostgresStore runs on asyncio only, and this is {library}: psycopg 3's "
+            "async API (AsyncConnection, AsyncConnectionPool) is built on asyncio and does "
+            "not run under trio (psycopg issue #29); run the PostgreSQL store and its workers "
+            "under asyncio (anyio.run(..., backend='asyncio'))",
+        ) from None
+
 
 class PostgresStore:
     """Keep durable runs in PostgreSQL, shared by worker processes on many machines.
 
     It holds a psycopg 3 async connection pool, opened on first use (in the event loop that
-    uses it: give each event loop its own store). psycopg's async API runs on asyncio only.
-    The schema is created and migrated by the store (versioned in `cadence_meta`).
+    uses it: give each event loop its own store). psycopg's async API runs on asyncio only:
+    under trio every call fails at once with `StoreError` saying so. The schema is created
+    and migrated by the store (versioned in `cadence_meta`).
+
+    A run being run holds one pooled connection from its claim to its finish (while fewer
+    than `max_size - 1` runs hold one; the others check one out per commit), so a commit is
+    one statement on a connection in hand. While a run's steps run, one background task per
+    store renews the leases of all of them every third of the lease, in one statement.
 
     Args:
         dsn: A libpq connection string or URL.
@@ -112,6 +200,10 @@ class PostgresStore:
         self._max_size = max_size
         self._pool: AsyncConnectionPool[Any] | None = None  # Any: psycopg's connection class
         self._host = socket.gethostname()
+        self._held: dict[str, psycopg.AsyncConnection[Any]] = {}  # owner -> its connection
+        self._orphans: list[psycopg.AsyncConnection[Any]] = []  # to hand back to the pool
+        self._watched: dict[str, tuple[str, Callable[[], None]]] = {}  # owner -> run, lost
+        self._beating: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore(lease={self.lease})"
@@ -127,7 +219,10 @@ class PostgresStore:
 
     async def _open(self, run_id: str) -> AsyncConnectionPool[Any]:  # Any: as above
         if self._pool is not None:
+            if self._orphans:
+                await self._return_orphans(self._pool)
             return self._pool
+        require_asyncio(run_id)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             self.dsn,
             min_size=self._min_size,
@@ -170,6 +265,18 @@ class PostgresStore:
         self._pool = pool
         return pool
 
+    async def _return_orphans(self, pool: AsyncConnectionPool[Any]) -> None:  # Any: as above
+        orphans, self._orphans = self._orphans, []
+        with anyio.CancelScope(shield=True):
+            for connection in orphans:
+                await pool.putconn(connection)  # the pool discards a broken one
+
+    def _drop(self, owner: str) -> None:
+        """Stop holding `owner`'s connection; it goes back to the pool at the next call."""
+        connection = self._held.pop(owner, None)
+        if connection is not None:
+            self._orphans.append(connection)
+
     async def _fetch(
         self, run_id: str, what: str, sql: str, parameters: Sequence[object] = ()
     ) -> list[tuple[Any, ...]]:  # Any: row values of the declared columns
@@ -181,6 +288,23 @@ class PostgresStore:
         except psycopg.Error as exc:
             name = f"run {run_id!r}: " if run_id else ""
             raise StoreError(run_id, f"{name}{what} failed in PostgreSQL: {exc}") from exc
+
+    async def _owned_fetch(
+        self, run_id: str, owner: str, what: str, sql: LiteralString, parameters: Sequence[object]
+    ) -> list[tuple[Any, ...]]:  # Any: row values
+        """Run `sql` on the connection `owner` holds (else on a pooled one)."""
+        connection = self._held.get(owner)
+        if connection is None:
+            return await self._fetch(run_id, what, sql, parameters)
+        try:
+            cursor = await connection.execute(sql, parameters, prepare=True)
+            return list(await cursor.fetchall())
+        except psycopg.Error as exc:
+            self._drop(owner)
+            raise StoreError(run_id, f"run {run_id!r}: {what} failed in PostgreSQL: {exc}") from exc
+        except BaseException:  # cancelled mid-statement: the connection's state is unknown
+            self._drop(owner)
+            raise
 
     @staticmethod
     def _record(row: Sequence[Any]) -> RunRecord:  # Any: row values
@@ -208,76 +332,62 @@ class PostgresStore:
     # ------------------------------------------------------------------ the runner's calls
 
     async def claim(self, run_id: str, owner: str, new: NewRun) -> Claim:
-        """Create the run owned by `owner`, or take it over if its lease ran out."""
+        """Create the run owned by `owner`, or take it over if its lease ran out.
+
+        One statement: an insert that, on a taken run id, takes the run over only if it is
+        `pending`, `failed` (unless `new.resume_failed` is false) or `running` with its
+        lease run out; `xmax = 0` in its `RETURNING` tells a new row from a taken-over one.
+        """
         pool = await self._open(run_id)
+        parameters = (
+            run_id,
+            new.cadence,
+            new.step,
+            json.dumps(list(new.plan)),
+            new.fingerprint,
+            new.context,
+            owner,
+            self.lease,
+            new.resume_failed,
+        )
+        connection = await pool.getconn()
+        keep = False
         try:
-            async with pool.connection() as connection, connection.transaction():
-                await connection.execute(
-                    f"INSERT INTO cadence_runs ({_COLUMNS}) VALUES "  # noqa: S608 # constant columns
-                    "(%s, %s, 'running', 0, %s, %s, %s, %s, 1, %s, NULL, now(), now(), NULL) "
-                    "ON CONFLICT (run_id) DO NOTHING",
-                    (
-                        run_id,
-                        new.cadence,
-                        new.step,
-                        json.dumps(list(new.plan)),
-                        new.fingerprint,
-                        new.context,
-                        owner,
-                    ),
-                )
-                cursor = await connection.execute(
-                    f"SELECT {_COLUMNS}, lease_until < now() OR lease_until IS NULL "  # noqa: S608 # constant columns
-                    "FROM cadence_runs WHERE run_id = %s FOR UPDATE",
-                    (run_id,),
-                )
+            for _ in range(3):  # a run deleted or handed back between the two reads: again
+                cursor = await connection.execute(_CLAIM, parameters, prepare=True)
                 row = await cursor.fetchone()
-                if row is None:  # pragma: no cover - inserted or present just above
-                    raise StoreError(run_id, f"run {run_id!r} vanished while being claimed")
+                if row is not None:
+                    outcome = "created" if row[14] else "claimed"
+                    record = self._record(row)
+                    keep = len(self._held) < self._max_size - 1
+                    if keep:
+                        self._held[owner] = connection
+                    return Claim(cast("ClaimOutcome", outcome), record)
+                cursor = await connection.execute(_SELECT_RUN, (run_id,), prepare=True)
+                row = await cursor.fetchone()
+                if row is None:
+                    continue
                 record = self._record(row)
-                expired = bool(row[14])
-                if record.owner == owner and record.status == "running":
-                    # Ours: just inserted, or claimed from the queue by this owner's worker.
-                    outcome = (
-                        "created"
-                        if record.attempts == 1
-                        and expired is False
-                        and (record.context == new.context and record.position == 0)
-                        else "claimed"
-                    )
-                    await self._extend(connection, run_id, owner)
-                elif record.status == "completed":
-                    outcome = "finished"
-                elif record.status == "cancelled":
-                    outcome = "cancelled"
-                elif record.status == "running" and not expired:
-                    outcome = "busy"
-                else:
-                    await connection.execute(
-                        "UPDATE cadence_runs SET status = 'running', owner = %s, "
-                        "attempts = attempts + 1, updated_at = now(), "
-                        "lease_until = now() + make_interval(secs => %s) WHERE run_id = %s",
-                        (owner, self.lease, run_id),
-                    )
-                    outcome = "claimed"
-                    record = self._record((*row[:8], record.attempts + 1, owner, *row[10:14]))
+                found = _FOUND.get(record.status)
+                if found is not None:
+                    return Claim(found, record)
+            return Claim("busy", record)  # pyright: ignore[reportPossiblyUnboundVariable] # set by a read above
         except psycopg.Error as exc:
             raise StoreError(run_id, f"run {run_id!r}: claiming the run failed: {exc}") from exc
-        return Claim(cast("Any", outcome), record)
-
-    async def _extend(
-        self, connection: psycopg.AsyncConnection[Any], run_id: str, owner: str
-    ) -> None:
-        await connection.execute(
-            "UPDATE cadence_runs SET lease_until = now() + make_interval(secs => %s) "
-            "WHERE run_id = %s AND owner = %s",
-            (self.lease, run_id, owner),
-        )
+        finally:
+            if not keep:
+                with anyio.CancelScope(shield=True):
+                    await pool.putconn(connection)
 
     async def _owned(
-        self, run_id: str, owner: str, what: str, sql: str, parameters: tuple[object, ...]
+        self,
+        run_id: str,
+        owner: str,
+        what: str,
+        sql: LiteralString,
+        parameters: tuple[object, ...],
     ) -> None:
-        rows = await self._fetch(run_id, what, sql + " RETURNING run_id", parameters)
+        rows = await self._owned_fetch(run_id, owner, what, sql, parameters)
         if rows:
             return
         found = await self._fetch(
@@ -298,20 +408,29 @@ class PostgresStore:
         fingerprint: str | None = None,
     ) -> None:
         """Commit the context, position and inner progress (and extend the lease) at once."""
+        if plan is None:
+            await self._owned(
+                run_id,
+                owner,
+                "committing a checkpoint",
+                _CHECKPOINT,
+                (position, step, context, inner, self.lease, run_id, owner),
+            )
+            return
         await self._owned(
             run_id,
             owner,
             "committing a checkpoint",
             "UPDATE cadence_runs SET position = %s, step = %s, context = %s, inner_state = %s, "
-            "plan = coalesce(%s, plan), fingerprint = coalesce(%s, fingerprint), "
-            "updated_at = now(), lease_until = now() + make_interval(secs => %s) "
-            "WHERE run_id = %s AND owner = %s AND status = 'running'",
+            "plan = %s, fingerprint = %s, updated_at = now(), "
+            "lease_until = now() + make_interval(secs => %s) "
+            "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
             (
                 position,
                 step,
                 context,
                 inner,
-                None if plan is None else json.dumps(list(plan)),
+                json.dumps(list(plan)),
                 fingerprint,
                 self.lease,
                 run_id,
@@ -320,18 +439,63 @@ class PostgresStore:
         )
 
     def done(self, owner: str) -> None:
-        """Forget an owner token: its attempt has ended (leases need no bookkeeping)."""
+        """Forget an owner token: its attempt has ended (its connection goes back to the pool)."""
+        self.unwatch(owner)
+        self._drop(owner)
 
     async def heartbeat(self, run_id: str, owner: str) -> bool:
         """Extend the lease on a run; return whether `owner` still holds it."""
-        rows = await self._fetch(
+        rows = await self._owned_fetch(
             run_id,
+            owner,
             "renewing the lease",
             "UPDATE cadence_runs SET lease_until = now() + make_interval(secs => %s) "
-            "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING run_id",
+            "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
             (self.lease, run_id, owner),
         )
         return bool(rows)
+
+    def watch(self, run_id: str, owner: str, lost: Callable[[], None]) -> None:
+        """Renew `owner`'s lease on `run_id` every third of the lease; call `lost()` if gone."""
+        self._watched[owner] = (run_id, lost)
+        if self._beating is None or self._beating.done():
+            self._beating = asyncio.get_running_loop().create_task(
+                self._beat(), name="cadence-postgres-heartbeat"
+            )
+
+    def unwatch(self, owner: str) -> None:
+        """Stop renewing `owner`'s lease; the heartbeat task ends with the last one."""
+        if self._watched.pop(owner, None) is not None and not self._watched:
+            beating, self._beating = self._beating, None
+            if beating is not None:
+                beating.cancel()
+
+    async def _beat(self) -> None:
+        """Renew every watched lease in one statement, every third of the lease."""
+        while self._watched:
+            await asyncio.sleep(self.lease / 3)
+            watched = dict(self._watched)
+            if not watched:
+                return
+            try:
+                rows = await self._fetch(
+                    "",
+                    "renewing the leases",
+                    "UPDATE cadence_runs AS r SET lease_until = now() + make_interval(secs => %s) "
+                    "FROM unnest(%s::text[], %s::text[]) AS h(run_id, owner) "
+                    "WHERE r.run_id = h.run_id AND r.owner = h.owner AND r.status = 'running' "
+                    "RETURNING r.owner",
+                    (self.lease, [v[0] for v in watched.values()], list(watched)),
+                )
+            except StoreError as exc:  # the next beat (or the runs' next commits) try again
+                logger.warning("renewing %d leases failed: %s", len(watched), exc)
+                continue
+            alive = {row[0] for row in rows}
+            for owner, (run_id, lost) in watched.items():
+                if owner not in alive and self._watched.get(owner) is not None:
+                    del self._watched[owner]
+                    logger.warning("run %r: the lease was lost", run_id)
+                    lost()
 
     async def finish(
         self,
@@ -344,36 +508,40 @@ class PostgresStore:
         position: int | None = None,
     ) -> None:
         """Mark the run completed or failed (with its final context and position, or its error)."""
-        await self._owned(
-            run_id,
-            owner,
-            "finishing the run",
-            "UPDATE cadence_runs SET status = %s, owner = NULL, lease_until = NULL, "
-            "context = coalesce(%s, context), position = coalesce(%s, position), "
-            "inner_state = CASE WHEN %s::int IS NULL THEN inner_state END, "
-            "step = CASE WHEN %s::int IS NULL THEN step END, error = %s, updated_at = now() "
-            "WHERE run_id = %s AND owner = %s AND status = 'running'",
-            (
-                status,
-                context,
-                position,
-                position,
-                position,
-                None if error is None else error.to_json(),
+        try:
+            await self._owned(
                 run_id,
                 owner,
-            ),
-        )
+                "finishing the run",
+                _FINISH,
+                (
+                    status,
+                    context,
+                    position,
+                    position,
+                    position,
+                    None if error is None else error.to_json(),
+                    run_id,
+                    owner,
+                ),
+            )
+        finally:
+            self._drop(owner)
 
     async def release(self, run_id: str, owner: str) -> None:
-        """Hand the run back (status `pending`) so another caller may resume it."""
-        await self._fetch(
-            run_id,
-            "releasing the run",
-            "UPDATE cadence_runs SET status = 'pending', owner = NULL, lease_until = NULL, "
-            "updated_at = now() WHERE run_id = %s AND owner = %s AND status = 'running'",
-            (run_id, owner),
-        )
+        """Hand the run back (status `pending`) so another caller may resume it at once."""
+        try:
+            await self._owned_fetch(
+                run_id,
+                owner,
+                "releasing the run",
+                "UPDATE cadence_runs SET status = 'pending', owner = NULL, lease_until = NULL, "
+                "updated_at = now() WHERE run_id = %s AND owner = %s AND status = 'running' "
+                "RETURNING 1",
+                (run_id, owner),
+            )
+        finally:
+            self._drop(owner)
 
     # ------------------------------------------------------------------ the queue
 
@@ -397,19 +565,29 @@ class PostgresStore:
         return bool(rows)
 
     async def claim_next(self, cadences: Sequence[str], owner: str) -> RunRecord | None:
-        """Claim the oldest pending run of `cadences`, or one whose lease ran out."""
-        rows = await self._fetch(
-            "",
-            "claiming a queued run",
-            "UPDATE cadence_runs SET status = 'running', owner = %s, attempts = attempts + 1, "  # noqa: S608 # constant columns
-            "lease_until = now() + make_interval(secs => %s), updated_at = now() "
-            "WHERE run_id = (SELECT run_id FROM cadence_runs WHERE cadence = ANY(%s) AND "
-            "(status = 'pending' OR (status = 'running' AND lease_until < now())) "
-            "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {_COLUMNS}",
-            (owner, self.lease, list(cadences)),
-        )
-        return self._record(rows[0]) if rows else None
+        """Claim the oldest pending run of `cadences`, or one whose lease ran out.
+
+        The connection the claim ran on stays with the run (see the class docs).
+        """
+        pool = await self._open("")
+        connection = await pool.getconn()
+        keep = False
+        try:
+            cursor = await connection.execute(
+                _CLAIM_NEXT, (owner, self.lease, list(cadences)), prepare=True
+            )
+            row = await cursor.fetchone()
+            record = None if row is None else self._record(row)
+            keep = record is not None and len(self._held) < self._max_size - 1
+            if keep:
+                self._held[owner] = connection
+        except psycopg.Error as exc:
+            raise StoreError("", f"claiming a queued run failed in PostgreSQL: {exc}") from exc
+        finally:
+            if not keep:
+                with anyio.CancelScope(shield=True):
+                    await pool.putconn(connection)
+        return record
 
     # ------------------------------------------------------------------ inspecting runs
 
@@ -470,8 +648,15 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         """Close the connection pool (a later call opens a new one)."""
+        beating, self._beating = self._beating, None
+        if beating is not None:
+            beating.cancel()
+        self._watched.clear()
+        self._orphans.extend(self._held.values())
+        self._held.clear()
         if self._pool is not None:
             pool, self._pool = self._pool, None
+            await self._return_orphans(pool)
             await pool.close()
 
 
@@ -497,15 +682,18 @@ async def enqueue(
 class Worker:
     """Claim queued runs (and runs whose worker died) and run them, `concurrency` at a time.
 
-    Each run is claimed with `FOR UPDATE SKIP LOCKED` and kept by a heartbeat every third of
-    the lease; a run whose lease is lost is stopped. On SIGTERM (or `stop()`) the worker
-    claims nothing more and lets its runs finish; cancelled, they are handed back.
+    Each run is claimed with `FOR UPDATE SKIP LOCKED` and kept by the store's heartbeat (every
+    third of the lease); a run whose lease is lost is stopped. On SIGTERM (or `stop()`) the
+    worker finishes or hands back: it claims nothing more, gives the runs in hand `grace`
+    seconds to finish, then cancels the rest, and each is handed back (`pending`, its lease
+    released) so another worker claims it at once. The step in flight then runs again there.
 
     Args:
         store: The PostgreSQL store.
         cadences: The cadences this worker runs, by name; each needs a template context.
         concurrency: Runs at once.
         idle: Seconds to wait when the queue is empty.
+        grace: Seconds the runs in hand get to finish after SIGTERM or `stop()`.
 
     """
 
@@ -516,6 +704,7 @@ class Worker:
         *,
         concurrency: int = 4,
         idle: float = 0.2,
+        grace: float = 30.0,
     ) -> None:
         self.store = store
         self.cadences = {c.name: c for c in cadences}
@@ -526,81 +715,115 @@ class Worker:
                 )
         self.concurrency = concurrency
         self.idle = idle
-        self._stopping = anyio.Event()
+        self.grace = grace
+        self._stopping = False
+        self._claiming: anyio.CancelScope | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop()` was called (or SIGTERM received)."""
+        return self._stopping
 
     def stop(self) -> None:
-        """Claim no more runs; `run()` returns once the runs in hand finish."""
-        self._stopping.set()
+        """Claim no more runs; `run()` returns once the runs in hand finish or are handed back."""
+        self._stopping = True
+        if self._claiming is not None:
+            self._claiming.cancel()
 
     async def run(self, *, handle_signals: bool = True) -> None:
-        """Work until `stop()` or SIGTERM, then finish the runs in hand and return."""
-        from cadence.durable._runner import run_durable  # noqa: PLC0415 # a cycle: the runner imports stores' protocol
+        """Work until `stop()` or SIGTERM, then finish or hand back the runs in hand and return.
 
-        limiter = anyio.Semaphore(self.concurrency)
+        Raises:
+            StoreError: not running under asyncio (psycopg's async API needs it).
 
-        async def one(record: RunRecord, owner: str) -> None:
-            cadence = self.cadences[record.cadence]
-            try:
-                async with anyio.create_task_group() as group:
-
-                    async def beat_heart() -> None:
-                        while True:
-                            await anyio.sleep(self.store.lease / 3)
-                            if not await self.store.heartbeat(record.run_id, owner):
-                                logger.warning("run %r: the lease was lost", record.run_id)
-                                await emit_durable(
-                                    cadence,
-                                    LeaseLost(
-                                        cadence=cadence.name,
-                                        run_id=record.run_id,
-                                        at=time.time(),
-                                        owner=owner,
-                                        position=record.position,
-                                        step=record.step,
-                                    ),
-                                )
-                                group.cancel_scope.cancel()
-                                return
-
-                    group.start_soon(beat_heart)
-                    await run_durable(
-                        cadence,
-                        cadence.fresh_context(),
-                        record.run_id,
-                        self.store,
-                        None,
-                        owner=owner,
-                        claimed=record,
-                    )
-                    group.cancel_scope.cancel()
-            except Exception:
-                logger.exception("run %r failed", record.run_id)
-            finally:
-                limiter.release()
-
+        """
+        require_asyncio()
+        hand = _Hand(self.concurrency)
         async with anyio.create_task_group() as outer:
             if handle_signals:
                 outer.start_soon(self._watch_signals)
-            async with anyio.create_task_group() as runs:  # waits for the runs in hand
-                names = list(self.cadences)
-                while not self._stopping.is_set():
-                    await limiter.acquire()
-                    owner = self.store.new_owner()
-                    try:
-                        record = await self.store.claim_next(names, owner)
-                    except StoreError:
-                        logger.exception("claiming a run failed")
-                        record = None
-                    if record is None:
-                        limiter.release()
-                        with anyio.move_on_after(self.idle):
-                            await self._stopping.wait()
-                        continue
-                    runs.start_soon(one, record, owner)
+            async with anyio.create_task_group() as runs:
+                with anyio.CancelScope() as self._claiming:
+                    if not self._stopping:
+                        await self._claim_loop(runs, hand)
+                self._claiming = None
+                hand.stopping = True
+                if hand.count:
+                    with anyio.move_on_after(self.grace):
+                        await hand.empty.wait()
+                    if hand.count:
+                        logger.warning(
+                            "stopping: handing back %d runs still running after %.1f s",
+                            hand.count,
+                            self.grace,
+                        )
+                        runs.cancel_scope.cancel()  # each run hands itself back (pending)
             outer.cancel_scope.cancel()
+
+    async def _claim_loop(self, runs: anyio.abc.TaskGroup, hand: _Hand) -> None:
+        """Claim runs while there is room, until stopped (cancelled by `stop()`)."""
+        names = list(self.cadences)
+        while not self._stopping:
+            await hand.limiter.acquire()
+            owner = self.store.new_owner()
+            record: RunRecord | None = None
+            try:
+                with anyio.CancelScope(shield=True):  # a claim made is a claim kept
+                    record = await self.store.claim_next(names, owner)
+            except StoreError:
+                logger.exception("claiming a run failed")
+            if record is None:
+                hand.limiter.release()
+                await anyio.sleep(self.idle)
+                continue
+            if self.stopping:  # stopped while claiming: hand it straight back
+                hand.limiter.release()
+                with anyio.CancelScope(shield=True):
+                    await self.store.release(record.run_id, owner)
+                self.store.done(owner)
+                return
+            hand.count += 1
+            runs.start_soon(self._one, record, owner, hand)
+
+    async def _one(self, record: RunRecord, owner: str, hand: _Hand) -> None:
+        """Run one claimed run to its end (or its hand-back), logging how it ended."""
+        from cadence.durable._runner import run_durable  # noqa: PLC0415 # a cycle: the runner imports stores' protocol
+
+        cadence = self.cadences[record.cadence]
+        try:
+            await run_durable(
+                cadence,
+                cadence.fresh_context(),
+                record.run_id,
+                self.store,
+                None,
+                owner=owner,
+                claimed=record,
+            )
+        except LeaseLostError as exc:
+            logger.warning("run %r stopped: %s", record.run_id, exc)
+        except Exception:
+            logger.exception("run %r failed", record.run_id)
+        finally:
+            hand.limiter.release()
+            hand.count -= 1
+            if hand.count == 0 and hand.stopping:
+                hand.empty.set()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM) as signals:
             async for _ in signals:
                 self.stop()
                 return
+
+
+class _Hand:
+    """A worker's runs in hand: the limit, their count, and "none left" once stopping."""
+
+    __slots__ = ("count", "empty", "limiter", "stopping")
+
+    def __init__(self, concurrency: int) -> None:
+        self.limiter = anyio.Semaphore(concurrency)
+        self.count = 0
+        self.stopping = False
+        self.empty = anyio.Event()

@@ -243,3 +243,176 @@ async def test_a_worker_whose_lease_is_taken_tells_lease_lost(dsn: str) -> None:
     assert record is not None
     assert (record.status, record.owner) == ("running", "thief")  # the thief's, untouched
     await store.aclose()
+
+
+async def test_sigterm_hands_back_the_runs_still_running_after_the_grace(dsn: str) -> None:
+    from cadence.events import CadenceEvent, RunClaimed  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn)  # a 30 s lease: only the hand-back lets another take it now
+    entered = anyio.Event()
+    calls: list[str] = []
+
+    async def stuck(ctx: Job) -> None:
+        calls.append("stuck")
+        entered.set()
+        await anyio.sleep_forever()  # never finishes: the grace runs out
+
+    ran = anyio.Event()
+
+    async def quick(ctx: Job) -> None:
+        calls.append("quick")
+        ctx.n += 100
+        ran.set()
+
+    events: list[CadenceEvent] = []
+    first = Cadence("handback", Job()).then("a", make_beat("a")).then("b", stuck)
+    assert await enqueue(first, Job(n=1), run_id="hb-1", store=store)
+    worker = Worker(store, [first], concurrency=2, idle=0.01, grace=0.05)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)  # handles SIGTERM itself
+            await entered.wait()
+            os.kill(os.getpid(), signal.SIGTERM)
+    record = await store.get("hb-1")
+    assert record is not None
+    assert (record.status, record.owner, record.position, record.step) == ("pending", None, 1, "b")
+    assert calls == ["stuck"]
+
+    second = (
+        Cadence("handback", Job())
+        .then("a", make_beat("a"))
+        .then("b", quick)
+        .with_listener(events.append)
+    )
+    other = Worker(store, [second], concurrency=1, idle=0.01)
+    with anyio.fail_after(20):  # well inside the 30 s lease: the run was handed back
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(other.run, handle_signals=False))
+            await ran.wait()
+            other.stop()  # returns once the run in hand has finished
+    done = await store.get("hb-1")
+    assert done is not None
+    assert done.status == "completed"
+    assert calls == ["stuck", "quick"]  # "a" committed before the stop: not run again
+    assert (done.attempts, done.context is not None) == (2, True)
+    assert done.context is not None
+    assert b'"n":103' in done.context  # a: 1 * 2 + 1, then quick: + 100
+    claimed = next(e for e in events if isinstance(e, RunClaimed))
+    assert (claimed.run_id, claimed.attempt, claimed.new, claimed.position) == ("hb-1", 2, False, 1)
+    await store.aclose()
+
+
+async def test_a_caller_waiting_on_a_run_that_fails_gets_the_failure(dsn: str) -> None:
+    from cadence.durable import DurableError  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn, poll_interval=0.01)
+    gate, entered = anyio.Event(), anyio.Event()
+    calls: list[str] = []
+
+    async def charge(ctx: Job) -> None:
+        calls.append("charge")
+        entered.set()
+        await gate.wait()
+        raise RuntimeError("card declined")
+
+    flow = Cadence("waiting", Job()).then("a", make_beat("a")).then("charge", charge)
+    outcomes: dict[str, BaseException] = {}
+
+    async def call(name: str) -> None:
+        try:
+            await flow.run(Job(), run_id="w-1", store=store)
+        except Exception as exc:  # recorded and asserted below
+            outcomes[name] = exc
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(call, "runner")
+        await entered.wait()
+        group.start_soon(call, "waiter")  # finds the run busy and waits for it
+        await anyio.sleep(0.1)
+        gate.set()
+    assert calls == ["charge"]  # the waiter did not run it again
+    assert isinstance(outcomes["runner"], BeatError)
+    waited = outcomes["waiter"]
+    assert type(waited) is DurableError
+    assert waited.run_id == "w-1"
+    assert "run 'w-1' of cadence 'waiting' failed at step 'charge'" in str(waited)
+    assert "RuntimeError: card declined" in str(waited)
+    record = await store.get("w-1")
+    assert record is not None
+    assert (record.status, record.attempts, record.owner) == ("failed", 1, None)
+    gate, calls[:] = anyio.Event(), []
+    gate.set()
+    with pytest.raises(BeatError):  # a later call retries it: failed runs stay resumable
+        await flow.run(Job(), run_id="w-1", store=store)
+    assert calls == ["charge"]
+    await store.aclose()
+
+
+async def test_a_direct_run_keeps_its_lease_through_a_long_step(dsn: str) -> None:
+    import psycopg  # noqa: PLC0415 # the test's own connection
+
+    from cadence.durable import NewRun  # noqa: PLC0415 # as above
+
+    store = PostgresStore(dsn, lease=0.3)
+    rival = PostgresStore(dsn, lease=0.3)
+    seen: list[str] = []
+
+    async def slow(ctx: Job) -> None:
+        # Four leases long: without a heartbeat the rival would take the run over.
+        new = NewRun("long", ("then slow",), "x", b"{}", "slow")
+        for _ in range(12):
+            await anyio.sleep(0.1)
+            seen.append((await rival.claim("long-1", rival.new_owner(), new)).outcome)
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+            cursor = await connection.execute(
+                "SELECT lease_until > now() FROM cadence_runs WHERE run_id = 'long-1'"
+            )
+            assert await cursor.fetchone() == (True,)
+        ctx.n = 7
+
+    flow = Cadence("long", Job()).then("slow", slow)
+    assert await flow.run(Job(), run_id="long-1", store=store) == Job(n=7)
+    assert seen == ["busy"] * 12
+    record = await store.get("long-1")
+    assert record is not None
+    assert (record.status, record.attempts) == ("completed", 1)
+    await store.aclose()
+    await rival.aclose()
+
+
+async def test_the_claim_tells_a_new_run_from_a_taken_over_one(dsn: str) -> None:
+    from cadence.durable import NewRun  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn, lease=0.05)
+    new = NewRun("claims", ("then a",), "f", b'{"n":1,"trail":[]}', "a")
+    first = await store.claim("c-1", "owner-1", new)
+    assert (first.outcome, first.record.attempts, first.record.owner) == ("created", 1, "owner-1")
+    assert (await store.claim("c-1", "owner-2", new)).outcome == "busy"
+    await anyio.sleep(0.2)  # the lease runs out (nobody renews it)
+    taken = await store.claim("c-1", "owner-2", new)
+    assert (taken.outcome, taken.record.attempts, taken.record.owner) == ("claimed", 2, "owner-2")
+    await store.finish("c-1", "owner-2", status="failed", context=None, error=None)
+    waiting = NewRun("claims", ("then a",), "f", b"{}", "a", resume_failed=False)
+    assert (await store.claim("c-1", "owner-3", waiting)).outcome == "failed"
+    assert (await store.claim("c-1", "owner-3", new)).outcome == "claimed"
+    store.done("owner-1")
+    store.done("owner-2")
+    store.done("owner-3")
+    await store.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_postgres_under_trio_fails_at_once_saying_so() -> None:
+    from cadence.durable import StoreError  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore("postgresql://nobody@127.0.0.1:1/none")  # never reached
+    flow = Cadence("trio", Job()).then("a", make_beat("a"))
+    message = r"PostgresStore runs on asyncio only, and this is trio: psycopg 3's async API"
+    with pytest.raises(StoreError, match=message):
+        await flow.run(Job(), run_id="t-1", store=store)
+    with pytest.raises(StoreError, match=message):
+        await enqueue(flow, Job(), run_id="t-2", store=store)
+    with pytest.raises(StoreError, match=message):
+        await Worker(store, [flow]).run(handle_signals=False)
+    with pytest.raises(StoreError, match=message):
+        await store.list_runs()

@@ -27,6 +27,7 @@ from cadence._errors import CadenceDefinitionError
 from cadence.durable._codec import codec_for
 from cadence.durable._errors import (
     LeaseLostError,
+    PlanChangedError,
     RunDecodeError,
     StoreError,
     lost_run_error,
@@ -116,6 +117,7 @@ _CLAIM_NEXT = (
     "lease_until = now() + make_interval(secs => %s), updated_at = now() "
     "WHERE run_id = (SELECT run_id FROM cadence_runs WHERE status IN ('pending', 'running') "
     "AND (status = 'pending' OR lease_until < now()) AND cadence = ANY(%s) "
+    "AND NOT run_id = ANY(%s) "
     "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
     f"RETURNING {_COLUMNS}"
 )
@@ -193,10 +195,12 @@ _RELEASE = _Statement(
     ("text", "text"),
 )
 _STATEMENTS = (_CHECKPOINT, _MIGRATED, _FINISH, _HEARTBEAT, _RELEASE)
+_STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
 _FOUND: dict[str, ClaimOutcome] = {
     "completed": "finished",
     "cancelled": "cancelled",
     "failed": "failed",  # only found when the claim was told not to resume failed runs
+    "running": "busy",  # its lease holds (checked by the insert just before)
 }
 
 
@@ -405,10 +409,13 @@ class PostgresStore:
     def _record(row: Sequence[Any]) -> RunRecord:  # Any: row values
         run_id = str(row[0])
         try:
+            status = str(row[2])
+            if status not in _STATUSES:
+                raise ValueError(f"unknown status {status!r}")  # noqa: TRY301 # one message for every bad column
             return RunRecord(
                 run_id=run_id,
                 cadence=str(row[1]),
-                status=cast("RunStatus", str(row[2])),
+                status=cast("RunStatus", status),
                 position=int(row[3]),
                 step=None if row[4] is None else str(row[4]),
                 plan=tuple(str(x) for x in json.loads(row[5])),
@@ -453,7 +460,11 @@ class PostgresStore:
                 row = await cursor.fetchone()
                 if row is not None:
                     outcome = "created" if row[14] else "claimed"
-                    record = self._record(row)
+                    try:
+                        record = self._record(row)
+                    except RunDecodeError:  # taken over, but unreadable: hand it back, name it
+                        await connection.execute(_RELEASE.query, (run_id, owner))
+                        raise
                     keep = len(self._held) < self._max_size - 1
                     if keep:
                         self._held[owner] = connection
@@ -466,7 +477,8 @@ class PostgresStore:
                 found = _FOUND.get(record.status)
                 if found is not None:
                     return Claim(found, record)
-            return Claim("busy", record)  # pyright: ignore[reportPossiblyUnboundVariable] # set by a read above
+                # else `pending` (or `failed`, or a lease run out) since the insert: again
+            raise StoreError(run_id, f"run {run_id!r}: claiming the run kept racing other callers")
         except psycopg.Error as exc:
             raise StoreError(run_id, f"run {run_id!r}: claiming the run failed: {exc}") from exc
         finally:
@@ -628,20 +640,23 @@ class PostgresStore:
         )
         return bool(rows)
 
-    async def claim_next(self, cadences: Sequence[str], owner: str) -> RunRecord | None:
+    async def claim_next(
+        self, cadences: Sequence[str], owner: str, *, skip: Sequence[str] = ()
+    ) -> RunRecord | None:
         """Claim the oldest pending run of `cadences`, or one whose lease ran out.
 
-        The connection the claim ran on stays with the run (see the class docs).
+        Runs named in `skip` are left to other workers. The connection the claim ran on
+        stays with the run (see the class docs).
         """
         pool = await self._open("")
         connection = await pool.getconn()
         keep = False
         try:
             cursor = await connection.execute(
-                _CLAIM_NEXT, (owner, self.lease, list(cadences)), prepare=True
+                _CLAIM_NEXT, (owner, self.lease, list(cadences), list(skip)), prepare=True
             )
             row = await cursor.fetchone()
-            record = None if row is None else self._record(row)
+            record = None if row is None else await self._readable(connection, row)
             keep = record is not None and len(self._held) < self._max_size - 1
             if keep:
                 self._held[owner] = connection
@@ -652,6 +667,25 @@ class PostgresStore:
                 with anyio.CancelScope(shield=True):
                     await pool.putconn(connection)
         return record
+
+    async def _readable(
+        self, connection: psycopg.AsyncConnection[Any], row: Sequence[Any]
+    ) -> RunRecord | None:  # Any: psycopg's connection class, row values
+        """Return a claimed row's record; an unreadable one is marked failed, naming why.
+
+        A worker never crashes on a corrupted row, nor claims it again and again: the run
+        is `failed` with the decoding error (shown by `cadence runs show`) for a person.
+        """
+        try:
+            return self._record(row)
+        except RunDecodeError as exc:
+            logger.error("%s; marking it failed", exc)  # noqa: TRY400 # the error names the run; no traceback needed
+            await connection.execute(
+                "UPDATE cadence_runs SET status = 'failed', owner = NULL, lease_until = NULL, "
+                "error = %s, updated_at = now() WHERE run_id = %s AND owner = %s",
+                (ErrorInfo.of(exc).to_json(), str(row[0]), str(row[9])),
+            )
+            return None
 
     # ------------------------------------------------------------------ inspecting runs
 
@@ -782,6 +816,7 @@ class Worker:
         self.grace = grace
         self._stopping = False
         self._claiming: anyio.CancelScope | None = None
+        self._refused: set[str] = set()  # runs this worker cannot resume (plan, decoding)
 
     @property
     def stopping(self) -> bool:
@@ -833,7 +868,7 @@ class Worker:
             record: RunRecord | None = None
             try:
                 with anyio.CancelScope(shield=True):  # a claim made is a claim kept
-                    record = await self.store.claim_next(names, owner)
+                    record = await self.store.claim_next(names, owner, skip=list(self._refused))
             except StoreError:
                 logger.exception("claiming a run failed")
             if record is None:
@@ -866,6 +901,11 @@ class Worker:
             )
         except LeaseLostError as exc:
             logger.warning("run %r stopped: %s", record.run_id, exc)
+        except (PlanChangedError, RunDecodeError) as exc:
+            # Handed back for a worker that can resume it (another version, a migration):
+            # this one claims it no more, instead of claiming it again at once forever.
+            logger.error("run %r handed back: %s", record.run_id, exc)  # noqa: TRY400 # the error says it all
+            self._refused.add(record.run_id)
         except Exception:
             logger.exception("run %r failed", record.run_id)
         finally:

@@ -416,3 +416,43 @@ async def test_postgres_under_trio_fails_at_once_saying_so() -> None:
         await Worker(store, [flow]).run(handle_signals=False)
     with pytest.raises(StoreError, match=message):
         await store.list_runs()
+
+
+async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) -> None:
+    import psycopg  # noqa: PLC0415 # the test's own connection
+
+    store = PostgresStore(dsn)
+    ran = anyio.Event()
+
+    async def last(ctx: Job) -> None:
+        ctx.n += 1
+        ran.set()
+
+    flow = Cadence("mixed", Job()).then("a", make_beat("a")).then("last", last)
+    older = Cadence("mixed", Job()).then("a", make_beat("a")).then("gone", last)
+    assert await enqueue(flow, Job(), run_id="bad-1", store=store)
+    assert await enqueue(older, Job(), run_id="old-1", store=store)
+    assert await enqueue(flow, Job(n=4), run_id="good-1", store=store)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+        await connection.execute("UPDATE cadence_runs SET plan = 'not json' WHERE run_id = 'bad-1'")
+    worker = Worker(store, [flow], concurrency=1, idle=0.01)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(worker.run, handle_signals=False))
+            await ran.wait()  # good-1, queued last, ran: the worker got past the other two
+            await anyio.sleep(0.2)  # time to claim old-1 again, were it not refused
+            worker.stop()
+    good, old = await store.get("good-1"), await store.get("old-1")
+    assert good is not None
+    assert old is not None
+    assert (good.status, old.status, old.attempts, old.owner) == ("completed", "pending", 1, None)
+    assert good.context is not None
+    assert b'"n":10' in good.context  # 4 * 2 + 1, then + 1
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+        cursor = await connection.execute(
+            "SELECT status, owner, error FROM cadence_runs WHERE run_id = 'bad-1'"
+        )
+        status, owner, error = (await cursor.fetchone()) or (None, None, None)
+    assert (status, owner) == ("failed", None)
+    assert "run 'bad-1': its row is corrupted" in str(error)
+    await store.aclose()

@@ -233,6 +233,47 @@ async def bare_postgres(commits: int, dsn: str) -> float:
         return (time.perf_counter() - start) / commits
 
 
+async def postgres_pairs(pairs: int, dsn: str) -> tuple[float, float, float]:
+    """Alternate one durable ten-step run and ten bare UPDATE-and-COMMITs on PostgreSQL.
+
+    The machine's other jobs swing a round trip by 2x from one second to the next, so
+    separate rounds compare different machines; alternating run by run compares the same
+    moment. Return the median per durable step, per bare commit, and of the pairs' ratios.
+    """
+    import psycopg  # noqa: PLC0415 # optional
+
+    from cadence.durable import PostgresStore  # noqa: PLC0415 # optional: psycopg
+
+    store = PostgresStore(dsn)
+    c = flow()
+    tag = uuid.uuid4().hex
+    await c.run(run_id=f"warm-{tag}", store=store)
+    blob = b'{"x":1,"note":"' + b"n" * 200 + b'"}'
+    steps: list[float] = []
+    commits: list[float] = []
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS bench_bare "
+            "(id TEXT PRIMARY KEY, position INT, context BYTEA)"
+        )
+        await connection.execute(
+            "INSERT INTO bench_bare VALUES ('r', 0, '') ON CONFLICT (id) DO NOTHING"
+        )
+        for i in range(pairs):
+            start = time.perf_counter()
+            await c.run(run_id=f"{tag}-{i}", store=store)
+            steps.append((time.perf_counter() - start) / STEPS)
+            start = time.perf_counter()
+            for j in range(STEPS):
+                await connection.execute(
+                    "UPDATE bench_bare SET position = %s, context = %s WHERE id = 'r'", (j, blob)
+                )
+            commits.append((time.perf_counter() - start) / STEPS)
+    await store.aclose()
+    ratios = [a / b for a, b in zip(steps, commits, strict=True)]
+    return statistics.median(steps), statistics.median(commits), statistics.median(ratios)
+
+
 # --------------------------------------------------------------------------- throughput
 # ruff: noqa: S603, ASYNC220 # the benchmark runs its own server, pgbench and workers
 
@@ -460,15 +501,11 @@ async def throughput_main(runs: int, concurrency: int) -> None:
         cores = os.cpu_count() or 1
         line = "".join(f"{r[2] * cores - r[0] * (r[3] + r[4]):>10.2f}" for r in results)
         print(f"{'other jobs, cores busy':<34}{line}")
-        steps: list[float] = []
-        floors: list[float] = []
-        for _ in range(3):  # alternated: both see the same moments of the machine
-            steps.append(await durable_postgres(50, dsn))
-            floors.append(await bare_postgres(500, dsn))
-        step, floor = min(steps), min(floors)
+        step, floor, ratio = await postgres_pairs(150, dsn)
         print(
-            f"\none run at a time: {step * 1e6:.0f} us per durable step, "
-            f"{floor * 1e6:.0f} us per bare UPDATE-and-COMMIT: {step / floor:.2f}x (target <= 1.5x)"
+            f"\none run at a time, alternating run by run: {step * 1e6:.0f} us per durable step, "
+            f"{floor * 1e6:.0f} us per bare UPDATE-and-COMMIT; median of the pairs' ratios "
+            f"{ratio:.2f}x (target <= 1.5x; 11 commits per 10-step run make 1.1x)"
         )
         ceiling, (four, per_run, _, worker, server) = max(ceilings[2], again), results[2]
         print(
@@ -536,7 +573,13 @@ async def main(runs: int, rounds: int, dsn: str | None = None, with_dbos: bool =
                 )
         if dsn is not None:
             pg = best["durable step, PostgreSQL"] / best["bare UPDATE-and-COMMIT, PostgreSQL"]
-            print(f"PostgreSQL: {pg:.2f}x a bare UPDATE-and-COMMIT round trip (target <= 1.5x)")
+            print(f"PostgreSQL: {pg:.2f}x a bare UPDATE-and-COMMIT round trip, best rounds")
+            step, floor, ratio = await postgres_pairs(max(20, runs), dsn)
+            print(
+                f"PostgreSQL, alternating run by run: {step * 1e6:.0f} us per durable step, "
+                f"{floor * 1e6:.0f} us per bare UPDATE-and-COMMIT, median of the pairs' ratios "
+                f"{ratio:.2f}x (target <= 1.5x)"
+            )
 
 
 if __name__ == "__main__":

@@ -273,6 +273,7 @@ class PostgresStore:
         self._orphans: list[psycopg.AsyncConnection[Any]] = []  # to hand back to the pool
         self._watched: dict[str, tuple[str, Callable[[], None]]] = {}  # owner -> run, lost
         self._beating: asyncio.Task[None] | None = None
+        self._opening: asyncio.Lock | None = None
         self._ready: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()  # prepared
 
     def __repr__(self) -> str:
@@ -293,6 +294,16 @@ class PostgresStore:
                 await self._return_orphans(self._pool)
             return self._pool
         require_asyncio(run_id)
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:  # the first calls, made at once, open one pool
+            opened = cast("AsyncConnectionPool[Any] | None", self._pool)  # set while waiting?
+            if opened is None:
+                opened = self._pool = await self._new_pool(run_id)
+            return opened
+
+    async def _new_pool(self, run_id: str) -> AsyncConnectionPool[Any]:  # Any: as above
+        """Open the pool, and create or migrate the schema."""
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             self.dsn,
             min_size=self._min_size,
@@ -332,7 +343,6 @@ class PostgresStore:
                 raise
             name = f"run {run_id!r}: " if run_id else ""
             raise StoreError(run_id, f"{name}PostgreSQL is unavailable: {exc}") from exc
-        self._pool = pool
         return pool
 
     async def _return_orphans(self, pool: AsyncConnectionPool[Any]) -> None:  # Any: as above
@@ -750,6 +760,7 @@ class PostgresStore:
         if beating is not None:
             beating.cancel()
         self._watched.clear()
+        self._opening = None  # bound to this event loop: a later call may be in another
         self._orphans.extend(self._held.values())
         self._held.clear()
         if self._pool is not None:

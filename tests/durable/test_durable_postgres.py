@@ -456,3 +456,24 @@ async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) ->
     assert (status, owner) == ("failed", None)
     assert "run 'bad-1': its row is corrupted" in str(error)
     await store.aclose()
+
+
+async def test_more_runs_at_once_than_the_pool_has_connections_all_complete(dsn: str) -> None:
+    store = PostgresStore(dsn, min_size=1, max_size=2)  # one run holds a connection at most
+    flow = Cadence("crowd", Job())
+    for name in "abc":
+        flow = flow.then(name, make_beat(name))
+    results: dict[int, Job] = {}
+
+    async def one(i: int) -> None:
+        results[i] = await flow.run(Job(n=i), run_id=f"crowd-{i}", store=store)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            for i in range(6):
+                group.start_soon(one, i)
+    assert results == {
+        i: Job(n=((i * 2 + 1) * 2 + 1) * 2 + 1, trail=["a", "b", "c"]) for i in range(6)
+    }
+    assert len(await store.list_runs(status="completed", cadence="crowd")) == 6
+    await store.aclose()

@@ -39,6 +39,7 @@ from cadence.durable._errors import (
     RunCancelledError,
     RunDecodeError,
     StoreError,
+    lost_run_error,
 )
 from cadence.durable._plan import (
     describe_plan,
@@ -573,32 +574,35 @@ async def _leased(
     finally:
         leased.unwatch(owner)
     if lost:  # the steps were stopped for it
-        raise await _lease_lost(cadence, progress)
+        raise await _lease_lost(cadence, store, progress)
     return cast("C", result)
 
 
-async def _lease_lost(cadence: Cadence[Any], progress: _Progress) -> LeaseLostError:  # Any: any
-    """Tell observers the heartbeat found the lease gone; return the error to raise."""
+async def _lease_lost(
+    cadence: Cadence[Any], store: Store, progress: _Progress
+) -> DurableError:  # Any: any cadence
+    """Return why the heartbeat found the lease gone (and tell observers of a lost run).
+
+    `RunCancelledError` if the run was cancelled through the store, else `LeaseLostError`
+    naming who holds it now.
+    """
     run_id, owner = progress.run_id, progress.owner
     position, step, _ = progress.frames[0]
-    if cadence.hooks:
-        with anyio.CancelScope(shield=True):
-            await emit_durable(
-                cadence,
-                LeaseLost(
-                    cadence=cadence.name,
-                    run_id=run_id,
-                    at=time.time(),
-                    owner=owner,
-                    position=position,
-                    step=step,
-                ),
+    with anyio.CancelScope(shield=True):
+        try:
+            record = await store.get(run_id)
+        except CadenceError:
+            record = None
+        found = None if record is None else (record.status, record.owner)
+        error = lost_run_error(run_id, found)
+        if isinstance(error, LeaseLostError):
+            error = LeaseLostError(
+                run_id,
+                f"{error} (of cadence {cadence.name!r}, found by the heartbeat; its steps were "
+                f"stopped before step {step!r} committed)",
             )
-    return LeaseLostError(
-        run_id,
-        f"run {run_id!r} of cadence {cadence.name!r}: the heartbeat found the lease taken "
-        f"over (owner {owner!r} lost it); its steps were stopped before step {step!r} committed",
-    )
+            await store_failed(cadence, run_id, owner, position, step, error)
+    return error
 
 
 async def _tell_claim(cadence: Cadence[Any], claim: Claim, owner: str) -> None:

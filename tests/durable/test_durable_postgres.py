@@ -202,6 +202,7 @@ async def test_workers_share_the_queue_and_recover_a_killed_workers_runs(
 async def test_a_worker_whose_lease_is_taken_tells_lease_lost(dsn: str) -> None:
     import psycopg  # noqa: PLC0415 # the test's own connection
 
+    from cadence.durable import LeaseLostError  # noqa: PLC0415 # as above
     from cadence.events import CadenceEvent, LeaseLost, RunClaimed  # noqa: PLC0415 # as above
 
     store = PostgresStore(dsn, lease=0.3)
@@ -233,12 +234,12 @@ async def test_a_worker_whose_lease_is_taken_tells_lease_lost(dsn: str) -> None:
     assert isinstance(claimed, RunClaimed)
     assert (claimed.run_id, claimed.attempt, claimed.new) == ("lost-1", 1, True)
     lost = next(e for e in events if isinstance(e, LeaseLost))
-    assert (lost.run_id, lost.cadence, lost.owner, lost.error) == (
-        "lost-1",
-        "stealing",
-        claimed.owner,
-        None,
+    assert (lost.run_id, lost.cadence, lost.owner) == ("lost-1", "stealing", claimed.owner)
+    assert isinstance(lost.error, LeaseLostError)
+    assert "run 'lost-1': this caller lost the run (it is running, owned by thief)" in str(
+        lost.error
     )
+    assert "found by the heartbeat" in str(lost.error)
     record = await store.get("lost-1")
     assert record is not None
     assert (record.status, record.owner) == ("running", "thief")  # the thief's, untouched
@@ -476,4 +477,31 @@ async def test_more_runs_at_once_than_the_pool_has_connections_all_complete(dsn:
         i: Job(n=((i * 2 + 1) * 2 + 1) * 2 + 1, trail=["a", "b", "c"]) for i in range(6)
     }
     assert len(await store.list_runs(status="completed", cadence="crowd")) == 6
+    await store.aclose()
+
+
+async def test_a_run_cancelled_during_a_long_step_stops_as_cancelled(dsn: str) -> None:
+    from cadence.durable import RunCancelledError  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn, lease=0.3)  # the heartbeat, every 0.1 s, finds it first
+    entered = anyio.Event()
+
+    async def long(ctx: Job) -> None:
+        entered.set()
+        await anyio.sleep_forever()  # stopped by the heartbeat's finding
+
+    flow = Cadence("cancelled", Job()).then("long", long)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+
+            async def cancel() -> None:
+                await entered.wait()
+                assert await store.cancel("cx-1")
+
+            group.start_soon(cancel)
+            with pytest.raises(RunCancelledError, match="run 'cx-1' was cancelled"):
+                await flow.run(Job(), run_id="cx-1", store=store)
+    record = await store.get("cx-1")
+    assert record is not None
+    assert record.status == "cancelled"
     await store.aclose()

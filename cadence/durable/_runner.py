@@ -602,7 +602,7 @@ async def _lease_lost(
                 f"stopped before step {step!r} committed)",
             )
             await store_failed(cadence, run_id, owner, position, step, error)
-    return error
+        return error
 
 
 async def _tell_claim(cadence: Cadence[Any], claim: Claim, owner: str) -> None:

@@ -588,21 +588,18 @@ async def _lease_lost(
     """
     run_id, owner = progress.run_id, progress.owner
     position, step, _ = progress.frames[0]
-    with anyio.CancelScope(shield=True):
-        try:
-            record = await store.get(run_id)
-        except CadenceError:
-            record = None
-        found = None if record is None else (record.status, record.owner)
-        error = lost_run_error(run_id, found)
-        if isinstance(error, LeaseLostError):
-            error = LeaseLostError(
-                run_id,
-                f"{error} (of cadence {cadence.name!r}, found by the heartbeat; its steps were "
-                f"stopped before step {step!r} committed)",
-            )
-            await store_failed(cadence, run_id, owner, position, step, error)
-        return error
+    record: RunRecord | None = None
+    with anyio.CancelScope(shield=True), contextlib.suppress(CadenceError):
+        record = await store.get(run_id)
+    error = lost_run_error(run_id, None if record is None else (record.status, record.owner))
+    if isinstance(error, LeaseLostError):
+        error = LeaseLostError(
+            run_id,
+            f"{error} (of cadence {cadence.name!r}, found by the heartbeat; its steps were "
+            f"stopped before step {step!r} committed)",
+        )
+        await store_failed(cadence, run_id, owner, position, step, error)  # shielded
+    return error
 
 
 async def _tell_claim(cadence: Cadence[Any], claim: Claim, owner: str) -> None:

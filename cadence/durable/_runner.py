@@ -447,19 +447,30 @@ async def _wait_for(
     waiting = dataclasses.replace(new, resume_failed=False)
     while True:
         await anyio.sleep(store.poll_interval)
-        # A store that does not honour `resume_failed` (it would take the failed run over)
-        # is asked first: a failure between this read and the claim is the window left.
-        record = await store.get(run_id)
-        if record is not None and record.status == "failed":
-            raise _failed_elsewhere(cadence, record)
+        # A store that does not honour `resume_failed` takes a failed run over: it is read
+        # first, and a failure recorded between the read and the claim is put back below.
+        seen = await store.get(run_id)
+        if seen is not None and seen.status == "failed":
+            raise _failed_elsewhere(cadence, seen)
         token = store.new_owner() if owner is None else owner
         claim = await store.claim(run_id, token, waiting)
+        if claim.outcome == "claimed" and _failed_since(seen, claim.record):
+            with anyio.CancelScope(shield=True):
+                await store.finish(
+                    run_id, token, status="failed", context=None, error=claim.record.error
+                )
+            claim = Claim("failed", claim.record)
         if claim.outcome == "failed":
             store.done(token)
             raise _failed_elsewhere(cadence, claim.record)
         if claim.outcome != "busy":
             return token, claim
         store.done(token)
+
+
+def _failed_since(seen: RunRecord | None, claimed: RunRecord) -> bool:
+    """Whether a run taken over records an error it did not have when last read (running)."""
+    return claimed.error is not None and (seen is None or claimed.error != seen.error)
 
 
 def _failed_elsewhere(cadence: Cadence[Any], record: RunRecord) -> DurableError:  # Any: any

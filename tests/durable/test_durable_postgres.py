@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from pg_worker import QUEUED, Job, make_beat  # noqa: E402 # the worker module beside this file
 
+ODD = 'old "1", {x}\\y'  # a run id with a quote, a comma, braces and a backslash
+
 
 def _bin(name: str) -> str | None:
     found = shutil.which(name)
@@ -424,6 +426,7 @@ async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) ->
 
     store = PostgresStore(dsn)
     ran = anyio.Event()
+    # An id every array literal must quote: the refused ids are passed as text[].
 
     async def last(ctx: Job) -> None:
         ctx.n += 1
@@ -432,7 +435,7 @@ async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) ->
     flow = Cadence("mixed", Job()).then("a", make_beat("a")).then("last", last)
     older = Cadence("mixed", Job()).then("a", make_beat("a")).then("gone", last)
     assert await enqueue(flow, Job(), run_id="bad-1", store=store)
-    assert await enqueue(older, Job(), run_id="old-1", store=store)
+    assert await enqueue(older, Job(), run_id=ODD, store=store)
     assert await enqueue(flow, Job(n=4), run_id="good-1", store=store)
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
         await connection.execute("UPDATE cadence_runs SET plan = 'not json' WHERE run_id = 'bad-1'")
@@ -443,7 +446,7 @@ async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) ->
             await ran.wait()  # good-1, queued last, ran: the worker got past the other two
             await anyio.sleep(0.2)  # time to claim old-1 again, were it not refused
             worker.stop()
-    good, old = await store.get("good-1"), await store.get("old-1")
+    good, old = await store.get("good-1"), await store.get(ODD)
     assert good is not None
     assert old is not None
     assert (good.status, old.status, old.attempts, old.owner) == ("completed", "pending", 1, None)

@@ -167,6 +167,10 @@ def _value(value: object) -> bytes | None:
     return repr(value).encode()  # an int or a float
 
 
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+
+
 def _claimed(result: pq.abc.PGresult) -> tuple[object, ...]:
     """Return the row `_CLAIM_NEXT` returned (binary), as `_record` reads it."""
     row: list[object] = []
@@ -179,8 +183,7 @@ def _claimed(result: pq.abc.PGresult) -> tuple[object, ...]:
         elif kind == "int4":
             row.append(int.from_bytes(value, "big", signed=True))
         elif kind == "time":
-            seconds = struct.unpack(">d", value)[0]
-            row.append(datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC))
+            row.append(_utc(struct.unpack(">d", value)[0]))
         else:
             row.append(bytes(value))
     return tuple(row)
@@ -315,6 +318,10 @@ class PostgresStore:
         poll_interval: Seconds between looks at a run another live caller owns.
         min_size: The pool's smallest size.
         max_size: The pool's largest size.
+        prepare: Prepare the store's statements on each connection (the default). `False`
+            for a pooler between the store and the server that does not keep a connection's
+            prepared statements (PgBouncer in transaction mode before 1.21): every statement
+            then goes through psycopg's cursor, unprepared (more CPU per commit).
 
     """
 
@@ -326,9 +333,11 @@ class PostgresStore:
         poll_interval: float = 0.2,
         min_size: int = 1,
         max_size: int = 10,
+        prepare: bool = True,
     ) -> None:
         self.dsn = dsn
         self.lease = lease
+        self.prepare = prepare
         self._poll_interval = poll_interval
         self._min_size = min_size
         self._max_size = max_size
@@ -374,7 +383,7 @@ class PostgresStore:
             min_size=self._min_size,
             max_size=self._max_size,
             open=False,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "prepare_threshold": 5 if self.prepare else None},
         )
         try:
             await pool.open(wait=True, timeout=10)
@@ -442,6 +451,9 @@ class PostgresStore:
         if connection is None:
             return len(await self._fetch(run_id, what, statement.query, values))
         try:
+            if not self.prepare:
+                cursor = await connection.execute(statement.query, values, prepare=False)
+                return len(await cursor.fetchall())
             return (await self._fast(connection, statement, values)).ntuples
         except psycopg.Error as exc:
             self._drop(owner)
@@ -534,7 +546,7 @@ class PostgresStore:
         keep = False
         try:
             for _ in range(3):  # a run deleted or handed back between the two reads: again
-                cursor = await connection.execute(_CLAIM, parameters, prepare=True)
+                cursor = await connection.execute(_CLAIM, parameters, prepare=self.prepare)
                 row = await cursor.fetchone()
                 if row is not None:
                     outcome = "created" if row[14] else "claimed"
@@ -547,7 +559,7 @@ class PostgresStore:
                     if keep:
                         self._held[owner] = connection
                     return Claim(cast("ClaimOutcome", outcome), record)
-                cursor = await connection.execute(_SELECT_RUN, (run_id,), prepare=True)
+                cursor = await connection.execute(_SELECT_RUN, (run_id,), prepare=self.prepare)
                 row = await cursor.fetchone()
                 if row is None:
                     continue
@@ -730,11 +742,15 @@ class PostgresStore:
         connection = await pool.getconn()
         keep = False
         names, refused = list(cadences), list(skip)
+        values = (names, refused, names, refused, owner, self.lease)
         try:
-            result = await self._fast(
-                connection, _CLAIM_NEXT, (names, refused, names, refused, owner, self.lease)
-            )
-            row = _claimed(result) if result.ntuples else None
+            if self.prepare:
+                result = await self._fast(connection, _CLAIM_NEXT, values)
+                row = _claimed(result) if result.ntuples else None
+            else:
+                cursor = await connection.execute(_CLAIM_NEXT.query, values, prepare=False)
+                found = await cursor.fetchone()
+                row = None if found is None else (*found[:11], *map(_utc, found[11:13]), found[13])
             record = None if row is None else await self._readable(connection, row)
             keep = record is not None and len(self._held) < self._max_size - 1
             if keep:

@@ -508,3 +508,30 @@ async def test_a_run_cancelled_during_a_long_step_stops_as_cancelled(dsn: str) -
     assert record is not None
     assert record.status == "cancelled"
     await store.aclose()
+
+
+async def test_a_store_that_prepares_nothing_runs_and_works_the_queue(dsn: str) -> None:
+    store = PostgresStore(dsn, prepare=False)  # as behind PgBouncer in transaction mode
+    flow = Cadence("unprepared", Job())
+    for name in "ab":
+        flow = flow.then(name, make_beat(name))
+    assert await flow.run(Job(n=1), run_id="u-0", store=store) == Job(n=7, trail=["a", "b"])
+    for i in range(1, 4):
+        assert await enqueue(flow, Job(n=i), run_id=f"u-{i}", store=store)
+    worker = Worker(store, [flow], concurrency=2, idle=0.01)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(worker.run, handle_signals=False))
+            while True:
+                done = await store.list_runs(status="completed", cadence="unprepared")
+                if len(done) == 4:
+                    break
+                await anyio.sleep(0.02)
+            worker.stop()
+    for i in range(1, 4):
+        record = await store.get(f"u-{i}")
+        assert record is not None
+        assert record.context is not None
+        assert f'"n":{(i * 2 + 1) * 2 + 1},' in record.context.decode()
+        assert (record.attempts, record.created_at <= record.updated_at) == (1, True)
+    await store.aclose()

@@ -8,31 +8,46 @@ only while its owner still holds the lease. Needs `pip install 'cadence-flow[pos
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
 import os
 import signal
 import socket
-import time
+import struct
+import sys
 import uuid
-from typing import TYPE_CHECKING, Any, cast
+import weakref
+from typing import TYPE_CHECKING, Any, ClassVar, LiteralString, cast
 
 import anyio
+import anyio.abc
 
 from cadence._errors import CadenceDefinitionError
-from cadence._events import LeaseLost, emit_durable
 from cadence.durable._codec import codec_for
 from cadence.durable._errors import (
+    LeaseLostError,
+    PlanChangedError,
     RunDecodeError,
     StoreError,
     lost_run_error,
 )
 from cadence.durable._plan import describe_plan, plan_fingerprint
-from cadence.durable._store import Claim, ErrorInfo, NewRun, RunRecord, RunStatus
+from cadence.durable._store import (
+    Claim,
+    ClaimOutcome,
+    ErrorInfo,
+    NewRun,
+    RunRecord,
+    RunStatus,
+)
 
 try:
     import psycopg
+    import psycopg.errors
+    from psycopg import pq
+    from psycopg.generators import execute as _pq_execute  # psycopg's own fetch loop (C)
     from psycopg_pool import AsyncConnectionPool
 except ImportError as exc:  # pragma: no cover - psycopg is installed in the test venv
     raise ImportError(
@@ -40,7 +55,7 @@ except ImportError as exc:  # pragma: no cover - psycopg is installed in the tes
     ) from exc
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from cadence._cadence import Cadence
     from cadence._context import Context
@@ -49,7 +64,7 @@ __all__ = ["PostgresStore", "Worker", "enqueue"]
 
 logger = logging.getLogger("cadence.durable")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -72,6 +87,17 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX IF NOT EXISTS cadence_runs_claim ON cadence_runs (cadence, status, created_at);
     """,
+    # The queue's own indexes: a worker's claim takes the oldest pending run, or a running
+    # one whose lease ran out, each from its own small index, instead of sorting the table
+    # (or walking past every run in progress). Room in each page lets a checkpoint update its
+    # row in place (a HOT update, no index writes).
+    2: """
+    CREATE INDEX IF NOT EXISTS cadence_runs_pending ON cadence_runs (created_at)
+        WHERE status = 'pending';
+    CREATE INDEX IF NOT EXISTS cadence_runs_leases ON cadence_runs (lease_until)
+        WHERE status = 'running';
+    ALTER TABLE cadence_runs SET (fillfactor = 70);
+    """,
 }
 
 _COLUMNS = (
@@ -79,13 +105,212 @@ _COLUMNS = (
     "error, created_at, updated_at, inner_state"
 )
 
+_CLAIM = (
+    f"INSERT INTO cadence_runs ({_COLUMNS}, lease_until) VALUES "  # noqa: S608 # constant columns
+    "(%s, %s, 'running', 0, %s, %s, %s, %s, 1, %s, NULL, now(), now(), NULL, "
+    "now() + make_interval(secs => %s)) "
+    "ON CONFLICT (run_id) DO UPDATE SET status = 'running', owner = excluded.owner, "
+    "attempts = cadence_runs.attempts + 1, updated_at = now(), lease_until = excluded.lease_until "
+    "WHERE cadence_runs.status = 'pending' OR (cadence_runs.status = 'failed' AND %s) "
+    "OR (cadence_runs.status = 'running' "
+    "AND (cadence_runs.lease_until IS NULL OR cadence_runs.lease_until < now())) "
+    f"RETURNING {_COLUMNS}, xmax = 0"
+)
+_SELECT_RUN = f"SELECT {_COLUMNS} FROM cadence_runs WHERE run_id = %s"  # noqa: S608 # constant columns
+
+
+class _Statement:
+    """A statement a run's held connection prepares once and runs through libpq directly.
+
+    psycopg's cursor machinery (a cursor, a transformer, the query's conversion, the prepared
+    cache) costs about a third of a commit's CPU in the worker; these few statements, with
+    their parameters' types fixed, skip it. `query` is the same statement for a cursor, for
+    a run that holds no connection.
+    """
+
+    __slots__ = ("formats", "name", "query", "result_format", "sql", "types")
+
+    _OIDS: ClassVar[dict[str, int]] = {
+        "int4": 23,
+        "text": 25,
+        "bytea": 17,
+        "float8": 701,
+        "text[]": 1009,
+    }
+
+    def __init__(
+        self, name: str, query: LiteralString, types: tuple[str, ...], *, binary: bool = False
+    ) -> None:
+        self.result_format = 1 if binary else 0
+        self.name = f"cadence_{name}".encode()
+        self.query: LiteralString = query
+        parts = query.split("%s")
+        if len(parts) != len(types) + 1:  # pragma: no cover - a constant's own check
+            raise ValueError(f"{name}: {len(parts) - 1} parameters, {len(types)} types")
+        sql = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+        self.sql = sql.encode()
+        self.types = [self._OIDS[kind] for kind in types]
+        self.formats = [1 if kind == "bytea" else 0 for kind in types]
+
+
+def _value(value: object) -> bytes | None:
+    """Return a parameter in libpq's form: bytes as they are (binary), the rest as text."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, list):  # text[]: each element quoted, with its " and \ escaped
+        items = (
+            str(v).replace("\\", "\\\\").replace('"', '\\"') for v in cast("list[object]", value)
+        )
+        return ("{" + ",".join(f'"{item}"' for item in items) + "}").encode()
+    return repr(value).encode()  # an int or a float
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+
+
+def _claimed(result: pq.abc.PGresult) -> tuple[object, ...]:
+    """Return the row `_CLAIM_NEXT` returned (binary), as `_record` reads it."""
+    row: list[object] = []
+    for column, kind in enumerate(_CLAIMED_KINDS):
+        value = result.get_value(0, column)
+        if value is None:
+            row.append(None)
+        elif kind == "text":
+            row.append(bytes(value).decode())
+        elif kind == "int4":
+            row.append(int.from_bytes(value, "big", signed=True))
+        elif kind == "time":
+            row.append(_utc(struct.unpack(">d", value)[0]))
+        else:
+            row.append(bytes(value))
+    return tuple(row)
+
+
+_CLAIMED_KINDS = (
+    "text",  # run_id
+    "text",  # cadence
+    "text",  # status
+    "int4",  # position
+    "text",  # step
+    "text",  # plan
+    "text",  # fingerprint
+    "bytea",  # context
+    "int4",  # attempts
+    "text",  # owner
+    "text",  # error
+    "time",  # created_at
+    "time",  # updated_at
+    "bytea",  # inner_state
+)
+
+
+_CHECKPOINT = _Statement(
+    "checkpoint",
+    "UPDATE cadence_runs SET position = %s, step = %s, context = %s, inner_state = %s, "
+    "updated_at = now(), lease_until = now() + make_interval(secs => %s) "
+    "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
+    ("int4", "text", "bytea", "bytea", "float8", "text", "text"),
+)
+_MIGRATED = _Statement(
+    "migrated",
+    "UPDATE cadence_runs SET position = %s, step = %s, context = %s, inner_state = %s, "
+    "plan = %s, fingerprint = %s, updated_at = now(), "
+    "lease_until = now() + make_interval(secs => %s) "
+    "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
+    ("int4", "text", "bytea", "bytea", "text", "text", "float8", "text", "text"),
+)
+_FINISH = _Statement(
+    "finish",
+    "UPDATE cadence_runs SET status = %s, owner = NULL, lease_until = NULL, "
+    "context = coalesce(%s, context), position = coalesce(%s, position), "
+    "inner_state = CASE WHEN %s::int IS NULL THEN inner_state END, "
+    "step = CASE WHEN %s::int IS NULL THEN step END, error = %s, updated_at = now() "
+    "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
+    ("text", "bytea", "int4", "int4", "int4", "text", "text", "text"),
+)
+_HEARTBEAT = _Statement(
+    "heartbeat",
+    "UPDATE cadence_runs SET lease_until = now() + make_interval(secs => %s) "
+    "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
+    ("float8", "text", "text"),
+)
+_RELEASE = _Statement(
+    "release",
+    "UPDATE cadence_runs SET status = 'pending', owner = NULL, lease_until = NULL, "
+    "updated_at = now() WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
+    ("text", "text"),
+)
+_CLAIM_NEXT = _Statement(
+    "claim_next",
+    "WITH pending AS (SELECT run_id, created_at FROM cadence_runs WHERE status = 'pending' "
+    "AND cadence = ANY(%s) AND NOT run_id = ANY(%s) "
+    "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED), "
+    "expired AS (SELECT run_id, created_at FROM cadence_runs WHERE status = 'running' "
+    "AND lease_until < now() AND cadence = ANY(%s) AND NOT run_id = ANY(%s) "
+    "ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED) "
+    "UPDATE cadence_runs SET status = 'running', owner = %s, attempts = attempts + 1, "
+    "lease_until = now() + make_interval(secs => %s), updated_at = now() "
+    "WHERE run_id = (SELECT run_id FROM "
+    "(SELECT * FROM pending UNION ALL SELECT * FROM expired) AS candidates "
+    "ORDER BY created_at LIMIT 1) "
+    "RETURNING run_id, cadence, status, position, step, plan, fingerprint, context, attempts, "
+    "owner, error, extract(epoch FROM created_at)::float8, "
+    "extract(epoch FROM updated_at)::float8, inner_state",
+    ("text[]", "text[]", "text[]", "text[]", "text", "float8"),
+    binary=True,
+)
+_STATEMENTS = (_CHECKPOINT, _MIGRATED, _FINISH, _HEARTBEAT, _RELEASE, _CLAIM_NEXT)
+_STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
+_FOUND: dict[str, ClaimOutcome] = {
+    "completed": "finished",
+    "cancelled": "cancelled",
+    "failed": "failed",  # only found when the claim was told not to resume failed runs
+    "running": "busy",  # its lease holds (checked by the insert just before)
+}
+
+
+def _in_trio() -> bool:
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+def require_asyncio(run_id: str = "") -> None:
+    """Raise `StoreError` at once unless running under asyncio (psycopg's async API needs it)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        library = "trio" if _in_trio() else "no asyncio event loop"
+        name = f"run {run_id!r}: " if run_id else ""
+        raise StoreError(
+            run_id,
+            f"{name}PostgresStore runs on asyncio only, and this is {library}: psycopg 3's "
+            "async API (AsyncConnection, AsyncConnectionPool) is built on asyncio and does "
+            "not run under trio (psycopg issue #29); run the PostgreSQL store and its workers "
+            "under asyncio (anyio.run(..., backend='asyncio'))",
+        ) from None
+
 
 class PostgresStore:
     """Keep durable runs in PostgreSQL, shared by worker processes on many machines.
 
     It holds a psycopg 3 async connection pool, opened on first use (in the event loop that
-    uses it: give each event loop its own store). psycopg's async API runs on asyncio only.
-    The schema is created and migrated by the store (versioned in `cadence_meta`).
+    uses it: give each event loop its own store). psycopg's async API runs on asyncio only:
+    under trio every call fails at once with `StoreError` saying so. The schema is created
+    and migrated by the store (versioned in `cadence_meta`).
+
+    A run being run holds one pooled connection from its claim to its finish (while fewer
+    than `max_size - 1` runs hold one; the others check one out per commit), so a commit is
+    one statement on a connection in hand. While a run's steps run, one background task per
+    store renews the leases of all of them every third of the lease, in one statement.
 
     Args:
         dsn: A libpq connection string or URL.
@@ -93,6 +318,10 @@ class PostgresStore:
         poll_interval: Seconds between looks at a run another live caller owns.
         min_size: The pool's smallest size.
         max_size: The pool's largest size.
+        prepare: Prepare the store's statements on each connection (the default). `False`
+            for a pooler between the store and the server that does not keep a connection's
+            prepared statements (PgBouncer in transaction mode before 1.21): every statement
+            then goes through psycopg's cursor, unprepared (more CPU per commit).
 
     """
 
@@ -104,14 +333,22 @@ class PostgresStore:
         poll_interval: float = 0.2,
         min_size: int = 1,
         max_size: int = 10,
+        prepare: bool = True,
     ) -> None:
         self.dsn = dsn
         self.lease = lease
+        self.prepare = prepare
         self._poll_interval = poll_interval
         self._min_size = min_size
         self._max_size = max_size
         self._pool: AsyncConnectionPool[Any] | None = None  # Any: psycopg's connection class
         self._host = socket.gethostname()
+        self._held: dict[str, psycopg.AsyncConnection[Any]] = {}  # owner -> its connection
+        self._orphans: list[psycopg.AsyncConnection[Any]] = []  # to hand back to the pool
+        self._watched: dict[str, tuple[str, Callable[[], None]]] = {}  # owner -> run, lost
+        self._beating: asyncio.Task[None] | None = None
+        self._opening: asyncio.Lock | None = None
+        self._ready: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()  # prepared
 
     def __repr__(self) -> str:
         return f"PostgresStore(lease={self.lease})"
@@ -127,13 +364,26 @@ class PostgresStore:
 
     async def _open(self, run_id: str) -> AsyncConnectionPool[Any]:  # Any: as above
         if self._pool is not None:
+            if self._orphans:
+                await self._return_orphans(self._pool)
             return self._pool
+        require_asyncio(run_id)
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:  # the first calls, made at once, open one pool
+            opened = cast("AsyncConnectionPool[Any] | None", self._pool)  # set while waiting?
+            if opened is None:
+                opened = self._pool = await self._new_pool(run_id)
+            return opened
+
+    async def _new_pool(self, run_id: str) -> AsyncConnectionPool[Any]:  # Any: as above
+        """Open the pool, and create or migrate the schema."""
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             self.dsn,
             min_size=self._min_size,
             max_size=self._max_size,
             open=False,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "prepare_threshold": 5 if self.prepare else None},
         )
         try:
             await pool.open(wait=True, timeout=10)
@@ -167,8 +417,19 @@ class PostgresStore:
                 raise
             name = f"run {run_id!r}: " if run_id else ""
             raise StoreError(run_id, f"{name}PostgreSQL is unavailable: {exc}") from exc
-        self._pool = pool
         return pool
+
+    async def _return_orphans(self, pool: AsyncConnectionPool[Any]) -> None:  # Any: as above
+        orphans, self._orphans = self._orphans, []
+        with anyio.CancelScope(shield=True):
+            for connection in orphans:
+                await pool.putconn(connection)  # the pool discards a broken one
+
+    def _drop(self, owner: str) -> None:
+        """Stop holding `owner`'s connection; it goes back to the pool at the next call."""
+        connection = self._held.pop(owner, None)
+        if connection is not None:
+            self._orphans.append(connection)
 
     async def _fetch(
         self, run_id: str, what: str, sql: str, parameters: Sequence[object] = ()
@@ -182,14 +443,69 @@ class PostgresStore:
             name = f"run {run_id!r}: " if run_id else ""
             raise StoreError(run_id, f"{name}{what} failed in PostgreSQL: {exc}") from exc
 
+    async def _owned_count(
+        self, run_id: str, owner: str, what: str, statement: _Statement, values: Sequence[object]
+    ) -> int:
+        """Run `statement` on the connection `owner` holds (else on a pooled one); count rows."""
+        connection = self._held.get(owner)
+        if connection is None:
+            return len(await self._fetch(run_id, what, statement.query, values))
+        try:
+            if not self.prepare:
+                cursor = await connection.execute(statement.query, values, prepare=False)
+                return len(await cursor.fetchall())
+            return (await self._fast(connection, statement, values)).ntuples
+        except psycopg.Error as exc:
+            self._drop(owner)
+            raise StoreError(run_id, f"run {run_id!r}: {what} failed in PostgreSQL: {exc}") from exc
+        except BaseException:  # cancelled mid-statement: the connection's state is unknown
+            self._drop(owner)
+            raise
+
+    async def _fast(
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        statement: _Statement,
+        values: Sequence[object],
+    ) -> pq.abc.PGresult:  # Any: psycopg's connection class
+        """Run a prepared statement through libpq (preparing them all on first use)."""
+        pgconn = connection.pgconn
+        async with connection.lock:
+            if connection not in self._ready:
+                for each in _STATEMENTS:
+                    pgconn.send_prepare(each.name, each.sql, param_types=each.types)
+                    self._check(connection, await connection.wait(_pq_execute(pgconn)), rows=False)
+                self._ready.add(connection)
+            pgconn.send_query_prepared(
+                statement.name,
+                [_value(v) for v in values],
+                param_formats=statement.formats,
+                result_format=statement.result_format,
+            )
+            results = await connection.wait(_pq_execute(pgconn))
+        return self._check(connection, results, rows=True)
+
+    @staticmethod
+    def _check(
+        connection: psycopg.AsyncConnection[Any], results: list[pq.abc.PGresult], *, rows: bool
+    ) -> pq.abc.PGresult:  # Any: as above
+        """Return a statement's result, or raise the error it reports."""
+        result = results[-1]
+        if result.status != (pq.ExecStatus.TUPLES_OK if rows else pq.ExecStatus.COMMAND_OK):
+            raise psycopg.errors.error_from_result(result, encoding=connection.info.encoding)
+        return result
+
     @staticmethod
     def _record(row: Sequence[Any]) -> RunRecord:  # Any: row values
         run_id = str(row[0])
         try:
+            status = str(row[2])
+            if status not in _STATUSES:
+                raise ValueError(f"unknown status {status!r}")  # noqa: TRY301 # one message for every bad column
             return RunRecord(
                 run_id=run_id,
                 cadence=str(row[1]),
-                status=cast("RunStatus", str(row[2])),
+                status=cast("RunStatus", status),
                 position=int(row[3]),
                 step=None if row[4] is None else str(row[4]),
                 plan=tuple(str(x) for x in json.loads(row[5])),
@@ -208,77 +524,62 @@ class PostgresStore:
     # ------------------------------------------------------------------ the runner's calls
 
     async def claim(self, run_id: str, owner: str, new: NewRun) -> Claim:
-        """Create the run owned by `owner`, or take it over if its lease ran out."""
+        """Create the run owned by `owner`, or take it over if its lease ran out.
+
+        One statement: an insert that, on a taken run id, takes the run over only if it is
+        `pending`, `failed` (unless `new.resume_failed` is false) or `running` with its
+        lease run out; `xmax = 0` in its `RETURNING` tells a new row from a taken-over one.
+        """
         pool = await self._open(run_id)
+        parameters = (
+            run_id,
+            new.cadence,
+            new.step,
+            json.dumps(list(new.plan)),
+            new.fingerprint,
+            new.context,
+            owner,
+            self.lease,
+            new.resume_failed,
+        )
+        connection = await pool.getconn()
+        keep = False
         try:
-            async with pool.connection() as connection, connection.transaction():
-                await connection.execute(
-                    f"INSERT INTO cadence_runs ({_COLUMNS}) VALUES "  # noqa: S608 # constant columns
-                    "(%s, %s, 'running', 0, %s, %s, %s, %s, 1, %s, NULL, now(), now(), NULL) "
-                    "ON CONFLICT (run_id) DO NOTHING",
-                    (
-                        run_id,
-                        new.cadence,
-                        new.step,
-                        json.dumps(list(new.plan)),
-                        new.fingerprint,
-                        new.context,
-                        owner,
-                    ),
-                )
-                cursor = await connection.execute(
-                    f"SELECT {_COLUMNS}, lease_until < now() OR lease_until IS NULL "  # noqa: S608 # constant columns
-                    "FROM cadence_runs WHERE run_id = %s FOR UPDATE",
-                    (run_id,),
-                )
+            for _ in range(3):  # a run deleted or handed back between the two reads: again
+                cursor = await connection.execute(_CLAIM, parameters, prepare=self.prepare)
                 row = await cursor.fetchone()
-                if row is None:  # pragma: no cover - inserted or present just above
-                    raise StoreError(run_id, f"run {run_id!r} vanished while being claimed")
+                if row is not None:
+                    outcome = "created" if row[14] else "claimed"
+                    try:
+                        record = self._record(row)
+                    except RunDecodeError:  # taken over, but unreadable: hand it back, name it
+                        await connection.execute(_RELEASE.query, (run_id, owner))
+                        raise
+                    keep = len(self._held) < self._max_size - 1
+                    if keep:
+                        self._held[owner] = connection
+                    return Claim(cast("ClaimOutcome", outcome), record)
+                cursor = await connection.execute(_SELECT_RUN, (run_id,), prepare=self.prepare)
+                row = await cursor.fetchone()
+                if row is None:
+                    continue
                 record = self._record(row)
-                expired = bool(row[14])
-                if record.owner == owner and record.status == "running":
-                    # Ours: just inserted, or claimed from the queue by this owner's worker.
-                    outcome = (
-                        "created"
-                        if record.attempts == 1
-                        and expired is False
-                        and (record.context == new.context and record.position == 0)
-                        else "claimed"
-                    )
-                    await self._extend(connection, run_id, owner)
-                elif record.status == "completed":
-                    outcome = "finished"
-                elif record.status == "cancelled":
-                    outcome = "cancelled"
-                elif record.status == "running" and not expired:
-                    outcome = "busy"
-                else:
-                    await connection.execute(
-                        "UPDATE cadence_runs SET status = 'running', owner = %s, "
-                        "attempts = attempts + 1, updated_at = now(), "
-                        "lease_until = now() + make_interval(secs => %s) WHERE run_id = %s",
-                        (owner, self.lease, run_id),
-                    )
-                    outcome = "claimed"
-                    record = self._record((*row[:8], record.attempts + 1, owner, *row[10:14]))
+                found = _FOUND.get(record.status)
+                if found is not None:
+                    return Claim(found, record)
+                # else `pending` (or `failed`, or a lease run out) since the insert: again
+            raise StoreError(run_id, f"run {run_id!r}: claiming the run kept racing other callers")
         except psycopg.Error as exc:
             raise StoreError(run_id, f"run {run_id!r}: claiming the run failed: {exc}") from exc
-        return Claim(cast("Any", outcome), record)
-
-    async def _extend(
-        self, connection: psycopg.AsyncConnection[Any], run_id: str, owner: str
-    ) -> None:
-        await connection.execute(
-            "UPDATE cadence_runs SET lease_until = now() + make_interval(secs => %s) "
-            "WHERE run_id = %s AND owner = %s",
-            (self.lease, run_id, owner),
-        )
+        finally:
+            if not keep:
+                with anyio.CancelScope(shield=True):
+                    await pool.putconn(connection)
 
     async def _owned(
-        self, run_id: str, owner: str, what: str, sql: str, parameters: tuple[object, ...]
+        self, run_id: str, owner: str, what: str, statement: _Statement, values: Sequence[object]
     ) -> None:
-        rows = await self._fetch(run_id, what, sql + " RETURNING run_id", parameters)
-        if rows:
+        if await self._owned_count(run_id, owner, what, statement, values):
             return
         found = await self._fetch(
             run_id, what, "SELECT status, owner FROM cadence_runs WHERE run_id = %s", (run_id,)
@@ -298,40 +599,76 @@ class PostgresStore:
         fingerprint: str | None = None,
     ) -> None:
         """Commit the context, position and inner progress (and extend the lease) at once."""
-        await self._owned(
+        if plan is None:
+            values: tuple[object, ...] = (position, step, context, inner, self.lease, run_id, owner)
+            await self._owned(run_id, owner, "committing a checkpoint", _CHECKPOINT, values)
+            return
+        values = (
+            position,
+            step,
+            context,
+            inner,
+            json.dumps(list(plan)),
+            fingerprint,
+            self.lease,
             run_id,
             owner,
-            "committing a checkpoint",
-            "UPDATE cadence_runs SET position = %s, step = %s, context = %s, inner_state = %s, "
-            "plan = coalesce(%s, plan), fingerprint = coalesce(%s, fingerprint), "
-            "updated_at = now(), lease_until = now() + make_interval(secs => %s) "
-            "WHERE run_id = %s AND owner = %s AND status = 'running'",
-            (
-                position,
-                step,
-                context,
-                inner,
-                None if plan is None else json.dumps(list(plan)),
-                fingerprint,
-                self.lease,
-                run_id,
-                owner,
-            ),
         )
+        await self._owned(run_id, owner, "committing a checkpoint", _MIGRATED, values)
 
     def done(self, owner: str) -> None:
-        """Forget an owner token: its attempt has ended (leases need no bookkeeping)."""
+        """Forget an owner token: its attempt has ended (its connection goes back to the pool)."""
+        self.unwatch(owner)
+        self._drop(owner)
 
     async def heartbeat(self, run_id: str, owner: str) -> bool:
         """Extend the lease on a run; return whether `owner` still holds it."""
-        rows = await self._fetch(
-            run_id,
-            "renewing the lease",
-            "UPDATE cadence_runs SET lease_until = now() + make_interval(secs => %s) "
-            "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING run_id",
-            (self.lease, run_id, owner),
+        values = (self.lease, run_id, owner)
+        return bool(
+            await self._owned_count(run_id, owner, "renewing the lease", _HEARTBEAT, values)
         )
-        return bool(rows)
+
+    def watch(self, run_id: str, owner: str, lost: Callable[[], None]) -> None:
+        """Renew `owner`'s lease on `run_id` every third of the lease; call `lost()` if gone."""
+        self._watched[owner] = (run_id, lost)
+        if self._beating is None or self._beating.done():
+            self._beating = asyncio.get_running_loop().create_task(
+                self._beat(), name="cadence-postgres-heartbeat"
+            )
+
+    def unwatch(self, owner: str) -> None:
+        """Stop renewing `owner`'s lease; the heartbeat task ends with the last one."""
+        if self._watched.pop(owner, None) is not None and not self._watched:
+            beating, self._beating = self._beating, None
+            if beating is not None:
+                beating.cancel()
+
+    async def _beat(self) -> None:
+        """Renew every watched lease in one statement, every third of the lease."""
+        while self._watched:
+            await asyncio.sleep(self.lease / 3)
+            watched = dict(self._watched)
+            if not watched:
+                return
+            try:
+                rows = await self._fetch(
+                    "",
+                    "renewing the leases",
+                    "UPDATE cadence_runs AS r SET lease_until = now() + make_interval(secs => %s) "
+                    "FROM unnest(%s::text[], %s::text[]) AS h(run_id, owner) "
+                    "WHERE r.run_id = h.run_id AND r.owner = h.owner AND r.status = 'running' "
+                    "RETURNING r.owner",
+                    (self.lease, [v[0] for v in watched.values()], list(watched)),
+                )
+            except StoreError as exc:  # the next beat (or the runs' next commits) try again
+                logger.warning("renewing %d leases failed: %s", len(watched), exc)
+                continue
+            alive = {row[0] for row in rows}
+            for owner, (run_id, lost) in watched.items():
+                if owner not in alive and self._watched.get(owner) is not None:
+                    del self._watched[owner]
+                    logger.warning("run %r: the lease was lost", run_id)
+                    lost()
 
     async def finish(
         self,
@@ -344,36 +681,33 @@ class PostgresStore:
         position: int | None = None,
     ) -> None:
         """Mark the run completed or failed (with its final context and position, or its error)."""
-        await self._owned(
-            run_id,
-            owner,
-            "finishing the run",
-            "UPDATE cadence_runs SET status = %s, owner = NULL, lease_until = NULL, "
-            "context = coalesce(%s, context), position = coalesce(%s, position), "
-            "inner_state = CASE WHEN %s::int IS NULL THEN inner_state END, "
-            "step = CASE WHEN %s::int IS NULL THEN step END, error = %s, updated_at = now() "
-            "WHERE run_id = %s AND owner = %s AND status = 'running'",
-            (
-                status,
-                context,
-                position,
-                position,
-                position,
-                None if error is None else error.to_json(),
+        try:
+            await self._owned(
                 run_id,
                 owner,
-            ),
-        )
+                "finishing the run",
+                _FINISH,
+                (
+                    status,
+                    context,
+                    position,
+                    position,
+                    position,
+                    None if error is None else error.to_json(),
+                    run_id,
+                    owner,
+                ),
+            )
+        finally:
+            self._drop(owner)
 
     async def release(self, run_id: str, owner: str) -> None:
-        """Hand the run back (status `pending`) so another caller may resume it."""
-        await self._fetch(
-            run_id,
-            "releasing the run",
-            "UPDATE cadence_runs SET status = 'pending', owner = NULL, lease_until = NULL, "
-            "updated_at = now() WHERE run_id = %s AND owner = %s AND status = 'running'",
-            (run_id, owner),
-        )
+        """Hand the run back (status `pending`) so another caller may resume it at once."""
+        try:
+            values = (run_id, owner)
+            await self._owned_count(run_id, owner, "releasing the run", _RELEASE, values)
+        finally:
+            self._drop(owner)
 
     # ------------------------------------------------------------------ the queue
 
@@ -396,20 +730,57 @@ class PostgresStore:
         )
         return bool(rows)
 
-    async def claim_next(self, cadences: Sequence[str], owner: str) -> RunRecord | None:
-        """Claim the oldest pending run of `cadences`, or one whose lease ran out."""
-        rows = await self._fetch(
-            "",
-            "claiming a queued run",
-            "UPDATE cadence_runs SET status = 'running', owner = %s, attempts = attempts + 1, "  # noqa: S608 # constant columns
-            "lease_until = now() + make_interval(secs => %s), updated_at = now() "
-            "WHERE run_id = (SELECT run_id FROM cadence_runs WHERE cadence = ANY(%s) AND "
-            "(status = 'pending' OR (status = 'running' AND lease_until < now())) "
-            "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {_COLUMNS}",
-            (owner, self.lease, list(cadences)),
-        )
-        return self._record(rows[0]) if rows else None
+    async def claim_next(
+        self, cadences: Sequence[str], owner: str, *, skip: Sequence[str] = ()
+    ) -> RunRecord | None:
+        """Claim the oldest pending run of `cadences`, or one whose lease ran out.
+
+        Runs named in `skip` are left to other workers. The connection the claim ran on
+        stays with the run (see the class docs).
+        """
+        pool = await self._open("")
+        connection = await pool.getconn()
+        keep = False
+        names, refused = list(cadences), list(skip)
+        values = (names, refused, names, refused, owner, self.lease)
+        try:
+            if self.prepare:
+                result = await self._fast(connection, _CLAIM_NEXT, values)
+                row = _claimed(result) if result.ntuples else None
+            else:
+                cursor = await connection.execute(_CLAIM_NEXT.query, values, prepare=False)
+                found = await cursor.fetchone()
+                row = None if found is None else (*found[:11], *map(_utc, found[11:13]), found[13])
+            record = None if row is None else await self._readable(connection, row)
+            keep = record is not None and len(self._held) < self._max_size - 1
+            if keep:
+                self._held[owner] = connection
+        except psycopg.Error as exc:
+            raise StoreError("", f"claiming a queued run failed in PostgreSQL: {exc}") from exc
+        finally:
+            if not keep:
+                with anyio.CancelScope(shield=True):
+                    await pool.putconn(connection)
+        return record
+
+    async def _readable(
+        self, connection: psycopg.AsyncConnection[Any], row: Sequence[Any]
+    ) -> RunRecord | None:  # Any: psycopg's connection class, row values
+        """Return a claimed row's record; an unreadable one is marked failed, naming why.
+
+        A worker never crashes on a corrupted row, nor claims it again and again: the run
+        is `failed` with the decoding error (shown by `cadence runs show`) for a person.
+        """
+        try:
+            return self._record(row)
+        except RunDecodeError as exc:
+            logger.error("%s; marking it failed", exc)  # noqa: TRY400 # the error names the run; no traceback needed
+            await connection.execute(
+                "UPDATE cadence_runs SET status = 'failed', owner = NULL, lease_until = NULL, "
+                "error = %s, updated_at = now() WHERE run_id = %s AND owner = %s",
+                (ErrorInfo.of(exc).to_json(), str(row[0]), str(row[9])),
+            )
+            return None
 
     # ------------------------------------------------------------------ inspecting runs
 
@@ -470,8 +841,16 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         """Close the connection pool (a later call opens a new one)."""
+        beating, self._beating = self._beating, None
+        if beating is not None:
+            beating.cancel()
+        self._watched.clear()
+        self._opening = None  # bound to this event loop: a later call may be in another
+        self._orphans.extend(self._held.values())
+        self._held.clear()
         if self._pool is not None:
             pool, self._pool = self._pool, None
+            await self._return_orphans(pool)
             await pool.close()
 
 
@@ -497,15 +876,18 @@ async def enqueue(
 class Worker:
     """Claim queued runs (and runs whose worker died) and run them, `concurrency` at a time.
 
-    Each run is claimed with `FOR UPDATE SKIP LOCKED` and kept by a heartbeat every third of
-    the lease; a run whose lease is lost is stopped. On SIGTERM (or `stop()`) the worker
-    claims nothing more and lets its runs finish; cancelled, they are handed back.
+    Each run is claimed with `FOR UPDATE SKIP LOCKED` and kept by the store's heartbeat (every
+    third of the lease); a run whose lease is lost is stopped. On SIGTERM (or `stop()`) the
+    worker finishes or hands back: it claims nothing more, gives the runs in hand `grace`
+    seconds to finish, then cancels the rest, and each is handed back (`pending`, its lease
+    released) so another worker claims it at once. The step in flight then runs again there.
 
     Args:
         store: The PostgreSQL store.
         cadences: The cadences this worker runs, by name; each needs a template context.
         concurrency: Runs at once.
         idle: Seconds to wait when the queue is empty.
+        grace: Seconds the runs in hand get to finish after SIGTERM or `stop()`.
 
     """
 
@@ -516,6 +898,7 @@ class Worker:
         *,
         concurrency: int = 4,
         idle: float = 0.2,
+        grace: float = 30.0,
     ) -> None:
         self.store = store
         self.cadences = {c.name: c for c in cadences}
@@ -526,81 +909,121 @@ class Worker:
                 )
         self.concurrency = concurrency
         self.idle = idle
-        self._stopping = anyio.Event()
+        self.grace = grace
+        self._stopping = False
+        self._claiming: anyio.CancelScope | None = None
+        self._refused: set[str] = set()  # runs this worker cannot resume (plan, decoding)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop()` was called (or SIGTERM received)."""
+        return self._stopping
 
     def stop(self) -> None:
-        """Claim no more runs; `run()` returns once the runs in hand finish."""
-        self._stopping.set()
+        """Claim no more runs; `run()` returns once the runs in hand finish or are handed back."""
+        self._stopping = True
+        if self._claiming is not None:
+            self._claiming.cancel()
 
     async def run(self, *, handle_signals: bool = True) -> None:
-        """Work until `stop()` or SIGTERM, then finish the runs in hand and return."""
-        from cadence.durable._runner import run_durable  # noqa: PLC0415 # a cycle: the runner imports stores' protocol
+        """Work until `stop()` or SIGTERM, then finish or hand back the runs in hand and return.
 
-        limiter = anyio.Semaphore(self.concurrency)
+        Raises:
+            StoreError: not running under asyncio (psycopg's async API needs it).
 
-        async def one(record: RunRecord, owner: str) -> None:
-            cadence = self.cadences[record.cadence]
-            try:
-                async with anyio.create_task_group() as group:
-
-                    async def beat_heart() -> None:
-                        while True:
-                            await anyio.sleep(self.store.lease / 3)
-                            if not await self.store.heartbeat(record.run_id, owner):
-                                logger.warning("run %r: the lease was lost", record.run_id)
-                                await emit_durable(
-                                    cadence,
-                                    LeaseLost(
-                                        cadence=cadence.name,
-                                        run_id=record.run_id,
-                                        at=time.time(),
-                                        owner=owner,
-                                        position=record.position,
-                                        step=record.step,
-                                    ),
-                                )
-                                group.cancel_scope.cancel()
-                                return
-
-                    group.start_soon(beat_heart)
-                    await run_durable(
-                        cadence,
-                        cadence.fresh_context(),
-                        record.run_id,
-                        self.store,
-                        None,
-                        owner=owner,
-                        claimed=record,
-                    )
-                    group.cancel_scope.cancel()
-            except Exception:
-                logger.exception("run %r failed", record.run_id)
-            finally:
-                limiter.release()
-
+        """
+        require_asyncio()
+        hand = _Hand(self.concurrency)
         async with anyio.create_task_group() as outer:
             if handle_signals:
                 outer.start_soon(self._watch_signals)
-            async with anyio.create_task_group() as runs:  # waits for the runs in hand
-                names = list(self.cadences)
-                while not self._stopping.is_set():
-                    await limiter.acquire()
-                    owner = self.store.new_owner()
-                    try:
-                        record = await self.store.claim_next(names, owner)
-                    except StoreError:
-                        logger.exception("claiming a run failed")
-                        record = None
-                    if record is None:
-                        limiter.release()
-                        with anyio.move_on_after(self.idle):
-                            await self._stopping.wait()
-                        continue
-                    runs.start_soon(one, record, owner)
+            async with anyio.create_task_group() as runs:
+                with anyio.CancelScope() as self._claiming:
+                    if not self._stopping:
+                        await self._claim_loop(runs, hand)
+                self._claiming = None
+                hand.stopping = True
+                if hand.count:
+                    with anyio.move_on_after(self.grace):
+                        await hand.empty.wait()
+                    if hand.count:
+                        logger.warning(
+                            "stopping: handing back %d runs still running after %.1f s",
+                            hand.count,
+                            self.grace,
+                        )
+                        runs.cancel_scope.cancel()  # each run hands itself back (pending)
             outer.cancel_scope.cancel()
+
+    async def _claim_loop(self, runs: anyio.abc.TaskGroup, hand: _Hand) -> None:
+        """Claim runs while there is room, until stopped (cancelled by `stop()`)."""
+        names = list(self.cadences)
+        while not self._stopping:
+            await hand.limiter.acquire()
+            owner = self.store.new_owner()
+            record: RunRecord | None = None
+            try:
+                with anyio.CancelScope(shield=True):  # a claim made is a claim kept
+                    record = await self.store.claim_next(names, owner, skip=list(self._refused))
+            except StoreError:
+                logger.exception("claiming a run failed")
+            if record is None:
+                hand.limiter.release()
+                await anyio.sleep(self.idle)
+                continue
+            if self.stopping:  # stopped while claiming: hand it straight back
+                hand.limiter.release()
+                with anyio.CancelScope(shield=True):
+                    await self.store.release(record.run_id, owner)
+                self.store.done(owner)
+                return
+            hand.count += 1
+            runs.start_soon(self._one, record, owner, hand)
+
+    async def _one(self, record: RunRecord, owner: str, hand: _Hand) -> None:
+        """Run one claimed run to its end (or its hand-back), logging how it ended."""
+        from cadence.durable._runner import run_durable  # noqa: PLC0415 # a cycle: the runner imports stores' protocol
+
+        cadence = self.cadences[record.cadence]
+        try:
+            await run_durable(
+                cadence,
+                cadence.fresh_context(),
+                record.run_id,
+                self.store,
+                None,
+                owner=owner,
+                claimed=record,
+            )
+        except LeaseLostError as exc:
+            logger.warning("run %r stopped: %s", record.run_id, exc)
+        except (PlanChangedError, RunDecodeError) as exc:
+            # Handed back for a worker that can resume it (another version, a migration):
+            # this one claims it no more, instead of claiming it again at once forever.
+            logger.error("run %r handed back: %s", record.run_id, exc)  # noqa: TRY400 # the error says it all
+            self._refused.add(record.run_id)
+        except Exception:
+            logger.exception("run %r failed", record.run_id)
+        finally:
+            hand.limiter.release()
+            hand.count -= 1
+            if hand.count == 0 and hand.stopping:
+                hand.empty.set()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM) as signals:
             async for _ in signals:
                 self.stop()
                 return
+
+
+class _Hand:
+    """A worker's runs in hand: the limit, their count, and "none left" once stopping."""
+
+    __slots__ = ("count", "empty", "limiter", "stopping")
+
+    def __init__(self, concurrency: int) -> None:
+        self.limiter = anyio.Semaphore(concurrency)
+        self.count = 0
+        self.stopping = False
+        self.empty = anyio.Event()

@@ -39,6 +39,7 @@ from cadence.durable._errors import (
     RunCancelledError,
     RunDecodeError,
     StoreError,
+    lost_run_error,
 )
 from cadence.durable._plan import (
     describe_plan,
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
     from cadence._steps import Step
     from cadence.durable._codec import ContextCodec
     from cadence.durable._plan import Migration
-    from cadence.durable._store import RunRecord, Store
+    from cadence.durable._store import Leased, RunRecord, Store
 
 __all__ = ["idempotency_key", "run_durable"]
 
@@ -424,16 +425,64 @@ async def run_durable(
     if owner is not None and claimed is not None:  # a worker's claim: go on with it
         token, claim = owner, Claim("claimed", claimed)
     else:
-        while True:
-            token = store.new_owner() if owner is None else owner
-            claim = await store.claim(run_id, token, new)
-            if claim.outcome != "busy":
-                break
-            await anyio.sleep(store.poll_interval)
+        token = store.new_owner() if owner is None else owner
+        claim = await store.claim(run_id, token, new)
+        if claim.outcome == "busy":
+            token, claim = await _wait_for(cadence, store, run_id, owner, new)
     try:
         return await _attempt(cadence, context, store, claim, token, new, migration)
     finally:
         store.done(token)
+
+
+async def _wait_for(
+    cadence: Cadence[Any], store: Store, run_id: str, owner: str | None, new: NewRun
+) -> tuple[str, Claim]:  # Any: any cadence
+    """Wait for the live caller that owns `run_id`; return the claim made once it stopped.
+
+    Its result is ours (outcome `finished`); a run it handed back is ours to go on with; a
+    run it failed is its failure, raised here, not retried: the failed run stays resumable
+    by a later call.
+    """
+    waiting = dataclasses.replace(new, resume_failed=False)
+    while True:
+        await anyio.sleep(store.poll_interval)
+        # A store that does not honour `resume_failed` takes a failed run over: it is read
+        # first, and a failure recorded between the read and the claim is put back below.
+        seen = await store.get(run_id)
+        if seen is not None and seen.status == "failed":
+            raise _failed_elsewhere(cadence, seen)
+        token = store.new_owner() if owner is None else owner
+        claim = await store.claim(run_id, token, waiting)
+        if claim.outcome == "claimed" and _failed_since(seen, claim.record):
+            with anyio.CancelScope(shield=True):
+                await store.finish(
+                    run_id, token, status="failed", context=None, error=claim.record.error
+                )
+            claim = Claim("failed", claim.record)
+        if claim.outcome == "failed":
+            store.done(token)
+            raise _failed_elsewhere(cadence, claim.record)
+        if claim.outcome != "busy":
+            return token, claim
+        store.done(token)
+
+
+def _failed_since(seen: RunRecord | None, claimed: RunRecord) -> bool:
+    """Whether a run taken over records an error it did not have when last read (running)."""
+    return claimed.error is not None and (seen is None or claimed.error != seen.error)
+
+
+def _failed_elsewhere(cadence: Cadence[Any], record: RunRecord) -> DurableError:  # Any: any
+    """Return the error for a run that failed in the caller this one waited for."""
+    run_id = record.run_id
+    cause = "an unrecorded error" if record.error is None else str(record.error)
+    return DurableError(
+        run_id,
+        f"run {run_id!r} of cadence {cadence.name!r} failed at step {record.step!r} in the "
+        f"caller this one waited for: {cause}; it is resumable: call run(run_id={run_id!r}) "
+        "again to retry it from that step",
+    )
 
 
 async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
@@ -488,9 +537,10 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
         )
         if claim.outcome == "claimed" and position == record.position:
             progress.load_inner(record.inner)
+        walk = _Walk[C](progress, 0, position, "")
         observed = durable_run(cadence, run_id)
         try:
-            result = await execute(cadence, context, None, _Walk[C](progress, 0, position, ""))
+            result = await _leased(cadence, context, walk, store, progress)
         finally:
             end_durable_run(observed)
     except BaseException as exc:
@@ -510,6 +560,57 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
         await store_failed(cadence, run_id, token, len(steps), None, exc)
         raise
     return result
+
+
+async def _leased(
+    cadence: Cadence[C], context: C, walk: _Walk[C], store: Store, progress: _Progress
+) -> C:
+    """Run the steps; on a leased store, stop them if its heartbeat finds the lease lost."""
+    if getattr(store, "watch", None) is None:
+        return await execute(cadence, context, None, walk)
+    leased = cast("Leased", store)
+    run_id, owner = progress.run_id, progress.owner
+    scope = anyio.CancelScope()
+    lost: list[bool] = []
+
+    def on_lost() -> None:
+        lost.append(True)
+        scope.cancel()
+
+    leased.watch(run_id, owner, on_lost)
+    result: C | None = None
+    try:
+        with scope:
+            result = await execute(cadence, context, None, walk)
+    finally:
+        leased.unwatch(owner)
+    if lost:  # the steps were stopped for it
+        raise await _lease_lost(cadence, store, progress)
+    return cast("C", result)
+
+
+async def _lease_lost(
+    cadence: Cadence[Any], store: Store, progress: _Progress
+) -> DurableError:  # Any: any cadence
+    """Return why the heartbeat found the lease gone (and tell observers of a lost run).
+
+    `RunCancelledError` if the run was cancelled through the store, else `LeaseLostError`
+    naming who holds it now.
+    """
+    run_id, owner = progress.run_id, progress.owner
+    position, step, _ = progress.frames[0]
+    record: RunRecord | None = None
+    with anyio.CancelScope(shield=True), contextlib.suppress(CadenceError):
+        record = await store.get(run_id)
+    error = lost_run_error(run_id, None if record is None else (record.status, record.owner))
+    if isinstance(error, LeaseLostError):
+        error = LeaseLostError(
+            run_id,
+            f"{error} (of cadence {cadence.name!r}, found by the heartbeat; its steps were "
+            f"stopped before step {step!r} committed)",
+        )
+        await store_failed(cadence, run_id, owner, position, step, error)  # shielded
+    return error
 
 
 async def _tell_claim(cadence: Cadence[Any], claim: Claim, owner: str) -> None:

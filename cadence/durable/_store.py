@@ -8,16 +8,26 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, cast
 
 if TYPE_CHECKING:
     import datetime
+    from collections.abc import Callable
 
-__all__ = ["Claim", "ClaimOutcome", "ErrorInfo", "NewRun", "RunRecord", "RunStatus", "Store"]
+__all__ = [
+    "Claim",
+    "ClaimOutcome",
+    "ErrorInfo",
+    "Leased",
+    "NewRun",
+    "RunRecord",
+    "RunStatus",
+    "Store",
+]
 
 RunStatus: TypeAlias = Literal["pending", "running", "completed", "failed", "cancelled"]
 """Where a run stands: `pending` (stopped, resumable), `running` (owned by a live caller),
 `completed`, `failed` (resumable: it goes on at the failed step), `cancelled`."""
 
-ClaimOutcome: TypeAlias = Literal["created", "claimed", "busy", "finished", "cancelled"]
+ClaimOutcome: TypeAlias = Literal["created", "claimed", "busy", "finished", "cancelled", "failed"]
 """What `Store.claim` found: a new run, a run to resume, one owned by a live caller, a
-completed run, or a cancelled one."""
+completed run, a cancelled one, or (only when `NewRun.resume_failed` is false) a failed one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +136,10 @@ class NewRun:
         fingerprint: The plan's SHA-256.
         context: The starting context, as stored JSON.
         step: The first step's name (`None` for a cadence without steps).
+        resume_failed: Whether a `failed` run is taken over (retried from its failed step).
+            `False` (a caller that waited for another's attempt) asks the store to answer
+            outcome `failed` instead; a store that ignores it takes the run over, and the
+            runner then reads the run first (a narrower window, not none).
 
     """
 
@@ -134,6 +148,7 @@ class NewRun:
     fingerprint: str
     context: bytes
     step: str | None
+    resume_failed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,4 +247,21 @@ class Store(Protocol):
 
     async def aclose(self) -> None:
         """Close the store's connections."""
+        ...
+
+
+class Leased(Protocol):
+    """A store whose ownership is a lease kept alive by a heartbeat (`PostgresStore`).
+
+    The runner finds these methods with `getattr` (a store without them, `SQLiteStore`, needs
+    no heartbeat): it watches each attempt's owner while its steps run, and the store renews
+    every watched lease in the background and calls `lost` when one was taken over.
+    """
+
+    def watch(self, run_id: str, owner: str, lost: Callable[[], None]) -> None:
+        """Keep renewing `owner`'s lease on `run_id`; call `lost()` if it is found gone."""
+        ...
+
+    def unwatch(self, owner: str) -> None:
+        """Stop renewing `owner`'s lease (its steps are done or stopped)."""
         ...

@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from pg_worker import QUEUED, Job, make_beat  # noqa: E402 # the worker module beside this file
 
+ODD = 'old "1", {x}\\y'  # a run id with a quote, a comma, braces and a backslash
+
 
 def _bin(name: str) -> str | None:
     found = shutil.which(name)
@@ -202,6 +204,7 @@ async def test_workers_share_the_queue_and_recover_a_killed_workers_runs(
 async def test_a_worker_whose_lease_is_taken_tells_lease_lost(dsn: str) -> None:
     import psycopg  # noqa: PLC0415 # the test's own connection
 
+    from cadence.durable import LeaseLostError  # noqa: PLC0415 # as above
     from cadence.events import CadenceEvent, LeaseLost, RunClaimed  # noqa: PLC0415 # as above
 
     store = PostgresStore(dsn, lease=0.3)
@@ -233,13 +236,302 @@ async def test_a_worker_whose_lease_is_taken_tells_lease_lost(dsn: str) -> None:
     assert isinstance(claimed, RunClaimed)
     assert (claimed.run_id, claimed.attempt, claimed.new) == ("lost-1", 1, True)
     lost = next(e for e in events if isinstance(e, LeaseLost))
-    assert (lost.run_id, lost.cadence, lost.owner, lost.error) == (
-        "lost-1",
-        "stealing",
-        claimed.owner,
-        None,
+    assert (lost.run_id, lost.cadence, lost.owner) == ("lost-1", "stealing", claimed.owner)
+    assert isinstance(lost.error, LeaseLostError)
+    assert "run 'lost-1': this caller lost the run (it is running, owned by thief)" in str(
+        lost.error
     )
+    assert "found by the heartbeat" in str(lost.error)
     record = await store.get("lost-1")
     assert record is not None
     assert (record.status, record.owner) == ("running", "thief")  # the thief's, untouched
+    await store.aclose()
+
+
+async def test_sigterm_hands_back_the_runs_still_running_after_the_grace(dsn: str) -> None:
+    from cadence.events import CadenceEvent, RunClaimed  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn)  # a 30 s lease: only the hand-back lets another take it now
+    entered = anyio.Event()
+    calls: list[str] = []
+
+    async def stuck(ctx: Job) -> None:
+        calls.append("stuck")
+        entered.set()
+        await anyio.sleep_forever()  # never finishes: the grace runs out
+
+    ran = anyio.Event()
+
+    async def quick(ctx: Job) -> None:
+        calls.append("quick")
+        ctx.n += 100
+        ran.set()
+
+    events: list[CadenceEvent] = []
+    first = Cadence("handback", Job()).then("a", make_beat("a")).then("b", stuck)
+    assert await enqueue(first, Job(n=1), run_id="hb-1", store=store)
+    worker = Worker(store, [first], concurrency=2, idle=0.01, grace=0.05)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)  # handles SIGTERM itself
+            await entered.wait()
+            os.kill(os.getpid(), signal.SIGTERM)
+    record = await store.get("hb-1")
+    assert record is not None
+    assert (record.status, record.owner, record.position, record.step) == ("pending", None, 1, "b")
+    assert calls == ["stuck"]
+
+    second = (
+        Cadence("handback", Job())
+        .then("a", make_beat("a"))
+        .then("b", quick)
+        .with_listener(events.append)
+    )
+    other = Worker(store, [second], concurrency=1, idle=0.01)
+    with anyio.fail_after(20):  # well inside the 30 s lease: the run was handed back
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(other.run, handle_signals=False))
+            await ran.wait()
+            other.stop()  # returns once the run in hand has finished
+    done = await store.get("hb-1")
+    assert done is not None
+    assert done.status == "completed"
+    assert calls == ["stuck", "quick"]  # "a" committed before the stop: not run again
+    assert (done.attempts, done.context is not None) == (2, True)
+    assert done.context is not None
+    assert b'"n":103' in done.context  # a: 1 * 2 + 1, then quick: + 100
+    claimed = next(e for e in events if isinstance(e, RunClaimed))
+    assert (claimed.run_id, claimed.attempt, claimed.new, claimed.position) == ("hb-1", 2, False, 1)
+    await store.aclose()
+
+
+async def test_a_caller_waiting_on_a_run_that_fails_gets_the_failure(dsn: str) -> None:
+    from cadence.durable import DurableError  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn, poll_interval=0.01)
+    gate, entered = anyio.Event(), anyio.Event()
+    calls: list[str] = []
+
+    async def charge(ctx: Job) -> None:
+        calls.append("charge")
+        entered.set()
+        await gate.wait()
+        raise RuntimeError("card declined")
+
+    flow = Cadence("waiting", Job()).then("a", make_beat("a")).then("charge", charge)
+    outcomes: dict[str, BaseException] = {}
+
+    async def call(name: str) -> None:
+        try:
+            await flow.run(Job(), run_id="w-1", store=store)
+        except Exception as exc:  # recorded and asserted below
+            outcomes[name] = exc
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(call, "runner")
+        await entered.wait()
+        group.start_soon(call, "waiter")  # finds the run busy and waits for it
+        await anyio.sleep(0.1)
+        gate.set()
+    assert calls == ["charge"]  # the waiter did not run it again
+    assert isinstance(outcomes["runner"], BeatError)
+    waited = outcomes["waiter"]
+    assert type(waited) is DurableError
+    assert waited.run_id == "w-1"
+    assert "run 'w-1' of cadence 'waiting' failed at step 'charge'" in str(waited)
+    assert "RuntimeError: card declined" in str(waited)
+    record = await store.get("w-1")
+    assert record is not None
+    assert (record.status, record.attempts, record.owner) == ("failed", 1, None)
+    gate, calls[:] = anyio.Event(), []
+    gate.set()
+    with pytest.raises(BeatError):  # a later call retries it: failed runs stay resumable
+        await flow.run(Job(), run_id="w-1", store=store)
+    assert calls == ["charge"]
+    await store.aclose()
+
+
+async def test_a_direct_run_keeps_its_lease_through_a_long_step(dsn: str) -> None:
+    import psycopg  # noqa: PLC0415 # the test's own connection
+
+    from cadence.durable import NewRun  # noqa: PLC0415 # as above
+
+    store = PostgresStore(dsn, lease=0.3)
+    rival = PostgresStore(dsn, lease=0.3)
+    seen: list[str] = []
+
+    async def slow(ctx: Job) -> None:
+        # Four leases long: without a heartbeat the rival would take the run over.
+        new = NewRun("long", ("then slow",), "x", b"{}", "slow")
+        for _ in range(12):
+            await anyio.sleep(0.1)
+            seen.append((await rival.claim("long-1", rival.new_owner(), new)).outcome)
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+            cursor = await connection.execute(
+                "SELECT lease_until > now() FROM cadence_runs WHERE run_id = 'long-1'"
+            )
+            assert await cursor.fetchone() == (True,)
+        ctx.n = 7
+
+    flow = Cadence("long", Job()).then("slow", slow)
+    assert await flow.run(Job(), run_id="long-1", store=store) == Job(n=7)
+    assert seen == ["busy"] * 12
+    record = await store.get("long-1")
+    assert record is not None
+    assert (record.status, record.attempts) == ("completed", 1)
+    await store.aclose()
+    await rival.aclose()
+
+
+async def test_the_claim_tells_a_new_run_from_a_taken_over_one(dsn: str) -> None:
+    from cadence.durable import NewRun  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn, lease=0.05)
+    new = NewRun("claims", ("then a",), "f", b'{"n":1,"trail":[]}', "a")
+    first = await store.claim("c-1", "owner-1", new)
+    assert (first.outcome, first.record.attempts, first.record.owner) == ("created", 1, "owner-1")
+    assert (await store.claim("c-1", "owner-2", new)).outcome == "busy"
+    await anyio.sleep(0.2)  # the lease runs out (nobody renews it)
+    taken = await store.claim("c-1", "owner-2", new)
+    assert (taken.outcome, taken.record.attempts, taken.record.owner) == ("claimed", 2, "owner-2")
+    await store.finish("c-1", "owner-2", status="failed", context=None, error=None)
+    waiting = NewRun("claims", ("then a",), "f", b"{}", "a", resume_failed=False)
+    assert (await store.claim("c-1", "owner-3", waiting)).outcome == "failed"
+    assert (await store.claim("c-1", "owner-3", new)).outcome == "claimed"
+    store.done("owner-1")
+    store.done("owner-2")
+    store.done("owner-3")
+    await store.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_postgres_under_trio_fails_at_once_saying_so() -> None:
+    from cadence.durable import StoreError  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore("postgresql://nobody@127.0.0.1:1/none")  # never reached
+    flow = Cadence("trio", Job()).then("a", make_beat("a"))
+    message = r"PostgresStore runs on asyncio only, and this is trio: psycopg 3's async API"
+    with pytest.raises(StoreError, match=message):
+        await flow.run(Job(), run_id="t-1", store=store)
+    with pytest.raises(StoreError, match=message):
+        await enqueue(flow, Job(), run_id="t-2", store=store)
+    with pytest.raises(StoreError, match=message):
+        await Worker(store, [flow]).run(handle_signals=False)
+    with pytest.raises(StoreError, match=message):
+        await store.list_runs()
+
+
+async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) -> None:
+    import psycopg  # noqa: PLC0415 # the test's own connection
+
+    store = PostgresStore(dsn)
+    ran = anyio.Event()
+    # An id every array literal must quote: the refused ids are passed as text[].
+
+    async def last(ctx: Job) -> None:
+        ctx.n += 1
+        ran.set()
+
+    flow = Cadence("mixed", Job()).then("a", make_beat("a")).then("last", last)
+    older = Cadence("mixed", Job()).then("a", make_beat("a")).then("gone", last)
+    assert await enqueue(flow, Job(), run_id="bad-1", store=store)
+    assert await enqueue(older, Job(), run_id=ODD, store=store)
+    assert await enqueue(flow, Job(n=4), run_id="good-1", store=store)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+        await connection.execute("UPDATE cadence_runs SET plan = 'not json' WHERE run_id = 'bad-1'")
+    worker = Worker(store, [flow], concurrency=1, idle=0.01)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(worker.run, handle_signals=False))
+            await ran.wait()  # good-1, queued last, ran: the worker got past the other two
+            await anyio.sleep(0.2)  # time to claim old-1 again, were it not refused
+            worker.stop()
+    good, old = await store.get("good-1"), await store.get(ODD)
+    assert good is not None
+    assert old is not None
+    assert (good.status, old.status, old.attempts, old.owner) == ("completed", "pending", 1, None)
+    assert good.context is not None
+    assert b'"n":10' in good.context  # 4 * 2 + 1, then + 1
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+        cursor = await connection.execute(
+            "SELECT status, owner, error FROM cadence_runs WHERE run_id = 'bad-1'"
+        )
+        status, owner, error = (await cursor.fetchone()) or (None, None, None)
+    assert (status, owner) == ("failed", None)
+    assert "run 'bad-1': its row is corrupted" in str(error)
+    await store.aclose()
+
+
+async def test_more_runs_at_once_than_the_pool_has_connections_all_complete(dsn: str) -> None:
+    store = PostgresStore(dsn, min_size=1, max_size=2)  # one run holds a connection at most
+    flow = Cadence("crowd", Job())
+    for name in "abc":
+        flow = flow.then(name, make_beat(name))
+    results: dict[int, Job] = {}
+
+    async def one(i: int) -> None:
+        results[i] = await flow.run(Job(n=i), run_id=f"crowd-{i}", store=store)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            for i in range(6):
+                group.start_soon(one, i)
+    assert results == {
+        i: Job(n=((i * 2 + 1) * 2 + 1) * 2 + 1, trail=["a", "b", "c"]) for i in range(6)
+    }
+    assert len(await store.list_runs(status="completed", cadence="crowd")) == 6
+    await store.aclose()
+
+
+async def test_a_run_cancelled_during_a_long_step_stops_as_cancelled(dsn: str) -> None:
+    from cadence.durable import RunCancelledError  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn, lease=0.3)  # the heartbeat, every 0.1 s, finds it first
+    entered = anyio.Event()
+
+    async def long(ctx: Job) -> None:
+        entered.set()
+        await anyio.sleep_forever()  # stopped by the heartbeat's finding
+
+    flow = Cadence("cancelled", Job()).then("long", long)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+
+            async def cancel() -> None:
+                await entered.wait()
+                assert await store.cancel("cx-1")
+
+            group.start_soon(cancel)
+            with pytest.raises(RunCancelledError, match="run 'cx-1' was cancelled"):
+                await flow.run(Job(), run_id="cx-1", store=store)
+    record = await store.get("cx-1")
+    assert record is not None
+    assert record.status == "cancelled"
+    await store.aclose()
+
+
+async def test_a_store_that_prepares_nothing_runs_and_works_the_queue(dsn: str) -> None:
+    store = PostgresStore(dsn, prepare=False)  # as behind PgBouncer in transaction mode
+    flow = Cadence("unprepared", Job())
+    for name in "ab":
+        flow = flow.then(name, make_beat(name))
+    assert await flow.run(Job(n=1), run_id="u-0", store=store) == Job(n=7, trail=["a", "b"])
+    for i in range(1, 4):
+        assert await enqueue(flow, Job(n=i), run_id=f"u-{i}", store=store)
+    worker = Worker(store, [flow], concurrency=2, idle=0.01)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(worker.run, handle_signals=False))
+            while True:
+                done = await store.list_runs(status="completed", cadence="unprepared")
+                if len(done) == 4:
+                    break
+                await anyio.sleep(0.02)
+            worker.stop()
+    for i in range(1, 4):
+        record = await store.get(f"u-{i}")
+        assert record is not None
+        assert record.context is not None
+        assert f'"n":{(i * 2 + 1) * 2 + 1},' in record.context.decode()
+        assert (record.attempts, record.created_at <= record.updated_at) == (1, True)
     await store.aclose()

@@ -238,6 +238,50 @@ async def test_two_callers_of_one_run_id_run_it_once(store: SQLiteStore) -> None
     assert beats.calls == ["add", "wait", "left", "right", "last"]
 
 
+async def test_a_caller_waiting_on_a_run_that_fails_gets_the_failure(store: SQLiteStore) -> None:
+    beats = Beats()
+    beats.gate = anyio.Event()
+    beats.entered = anyio.Event()
+    outcomes: dict[str, BaseException] = {}
+
+    async def call(name: str) -> None:
+        try:
+            await flow.run(Order(), run_id="r6f", store=store)
+        except Exception as exc:  # recorded and asserted below
+            outcomes[name] = exc
+
+    async def wait(ctx: Order) -> None:  # fails once the waiter waits: after the gate opens
+        assert beats.entered is not None
+        assert beats.gate is not None
+        beats.entered.set()
+        await beats.gate.wait()
+        beats.calls.append("wait")
+        raise Boom("wait failed")
+
+    flow = Cadence("checkout", Order()).then("add", beats.add).then("wait", wait)
+    async with anyio.create_task_group() as group:
+        group.start_soon(call, "runner")
+        await beats.entered.wait()
+        group.start_soon(call, "waiter")  # finds the run owned by a live caller and waits
+        await anyio.sleep(0.05)
+        beats.gate.set()
+    assert beats.calls == ["add", "wait"]  # the waiter did not run the failed step again
+    assert isinstance(outcomes["runner"], BeatError)
+    waited = outcomes["waiter"]
+    assert type(waited) is DurableError
+    assert "run 'r6f' of cadence 'checkout' failed at step 'wait'" in str(waited)
+    assert "Boom: wait failed" in str(waited)
+    record = await store.get("r6f")
+    assert record is not None
+    assert (record.status, record.owner, record.step) == ("failed", None, "wait")
+    assert record.error is not None
+    assert "Boom: wait failed" in str(record.error)
+    # attempts is 1, or 2 when the failure landed between the waiter's read and its claim:
+    # SQLiteStore does not honour NewRun.resume_failed yet, so the waiter took the failed
+    # run over and put it back, failed with its error, without running anything.
+    assert record.attempts in {1, 2}
+
+
 async def test_idempotency_keys_are_deterministic_and_per_step(store: SQLiteStore) -> None:
     beats = Beats()
     beats.fail_at = "last"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import importlib.util
 import json
 import logging
 import os
@@ -47,12 +48,21 @@ try:
     import psycopg
     import psycopg.errors
     from psycopg import pq
-    from psycopg.generators import execute as _pq_execute  # psycopg's own fetch loop (C)
     from psycopg_pool import AsyncConnectionPool
 except ImportError as exc:  # pragma: no cover - psycopg is installed in the test venv
     raise ImportError(
         "PostgresStore needs psycopg 3: pip install 'cadence-flow[postgres]'"
     ) from exc
+
+
+def _has_libpq_path() -> bool:
+    """Return whether psycopg has the lower layer `PostgresStore._fast` runs statements on."""
+    if importlib.util.find_spec("psycopg.generators") is None:  # psycopg's own fetch loop (C)
+        return False  # pragma: no cover # a psycopg without it: every statement via a cursor
+    return all(hasattr(psycopg.AsyncConnection, name) for name in ("wait", "lock", "pgconn"))
+
+
+_LIBPQ = _has_libpq_path()
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -338,6 +348,10 @@ class PostgresStore:
         self.dsn = dsn
         self.lease = lease
         self.prepare = prepare
+        # Prepared statements through libpq, past psycopg's cursors: a third of a commit's
+        # CPU. It leans on psycopg's lower layer (`pgconn`, its fetch generator, the
+        # connection's lock and wait); should a psycopg lack them, cursors do the same work.
+        self._libpq = prepare and _LIBPQ
         self._poll_interval = poll_interval
         self._min_size = min_size
         self._max_size = max_size
@@ -451,8 +465,8 @@ class PostgresStore:
         if connection is None:
             return len(await self._fetch(run_id, what, statement.query, values))
         try:
-            if not self.prepare:
-                cursor = await connection.execute(statement.query, values, prepare=False)
+            if not self._libpq:
+                cursor = await connection.execute(statement.query, values, prepare=self.prepare)
                 return len(await cursor.fetchall())
             return (await self._fast(connection, statement, values)).ntuples
         except psycopg.Error as exc:
@@ -469,6 +483,8 @@ class PostgresStore:
         values: Sequence[object],
     ) -> pq.abc.PGresult:  # Any: psycopg's connection class
         """Run a prepared statement through libpq (preparing them all on first use)."""
+        from psycopg.generators import execute as _pq_execute  # noqa: PLC0415 # see _LIBPQ
+
         pgconn = connection.pgconn
         async with connection.lock:
             if connection not in self._ready:
@@ -744,11 +760,11 @@ class PostgresStore:
         names, refused = list(cadences), list(skip)
         values = (names, refused, names, refused, owner, self.lease)
         try:
-            if self.prepare:
+            if self._libpq:
                 result = await self._fast(connection, _CLAIM_NEXT, values)
                 row = _claimed(result) if result.ntuples else None
             else:
-                cursor = await connection.execute(_CLAIM_NEXT.query, values, prepare=False)
+                cursor = await connection.execute(_CLAIM_NEXT.query, values, prepare=self.prepare)
                 found = await cursor.fetchone()
                 row = None if found is None else (*found[:11], *map(_utc, found[11:13]), found[13])
             record = None if row is None else await self._readable(connection, row)

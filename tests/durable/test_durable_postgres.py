@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from cadence import BeatError, Cadence
-from cadence.durable import PlanChangedError, PostgresStore, Worker, enqueue
+from cadence.durable import PlanChangedError, PostgresStore, Worker, _postgres, enqueue
 
 pytestmark = pytest.mark.anyio
 
@@ -510,26 +510,33 @@ async def test_a_run_cancelled_during_a_long_step_stops_as_cancelled(dsn: str) -
     await store.aclose()
 
 
-async def test_a_store_that_prepares_nothing_runs_and_works_the_queue(dsn: str) -> None:
-    store = PostgresStore(dsn, prepare=False)  # as behind PgBouncer in transaction mode
-    flow = Cadence("unprepared", Job())
+@pytest.mark.parametrize("way", ["unprepared", "cursors"])
+async def test_a_store_that_prepares_nothing_runs_and_works_the_queue(
+    dsn: str, way: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if way == "cursors":  # a psycopg without the lower layer: prepared through its cursors
+        monkeypatch.setattr(_postgres, "_LIBPQ", False)
+        store = PostgresStore(dsn)
+    else:
+        store = PostgresStore(dsn, prepare=False)  # as behind PgBouncer in transaction mode
+    flow = Cadence(way, Job())
     for name in "ab":
         flow = flow.then(name, make_beat(name))
-    assert await flow.run(Job(n=1), run_id="u-0", store=store) == Job(n=7, trail=["a", "b"])
+    assert await flow.run(Job(n=1), run_id=f"{way}-0", store=store) == Job(n=7, trail=["a", "b"])
     for i in range(1, 4):
-        assert await enqueue(flow, Job(n=i), run_id=f"u-{i}", store=store)
+        assert await enqueue(flow, Job(n=i), run_id=f"{way}-{i}", store=store)
     worker = Worker(store, [flow], concurrency=2, idle=0.01)
     with anyio.fail_after(30):
         async with anyio.create_task_group() as group:
             group.start_soon(functools.partial(worker.run, handle_signals=False))
             while True:
-                done = await store.list_runs(status="completed", cadence="unprepared")
+                done = await store.list_runs(status="completed", cadence=way)
                 if len(done) == 4:
                     break
                 await anyio.sleep(0.02)
             worker.stop()
     for i in range(1, 4):
-        record = await store.get(f"u-{i}")
+        record = await store.get(f"{way}-{i}")
         assert record is not None
         assert record.context is not None
         assert f'"n":{(i * 2 + 1) * 2 + 1},' in record.context.decode()

@@ -24,6 +24,7 @@ from cadence.durable._sqlite import Synchronous as Synchronous
 from cadence.durable._store import Claim as Claim
 from cadence.durable._store import ClaimOutcome as ClaimOutcome
 from cadence.durable._store import ErrorInfo as ErrorInfo
+from cadence.durable._store import Leased as Leased
 from cadence.durable._store import NewRun as NewRun
 from cadence.durable._store import RunRecord as RunRecord
 from cadence.durable._store import RunStatus as RunStatus
@@ -40,6 +41,7 @@ __all__ = [
     "DurableError",
     "ErrorInfo",
     "LeaseLostError",
+    "Leased",
     "Migration",
     "NewRun",
     "PlanChangedError",

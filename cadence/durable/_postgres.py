@@ -36,12 +36,14 @@ from cadence.durable._errors import (
 )
 from cadence.durable._plan import describe_plan, plan_fingerprint
 from cadence.durable._store import (
+    COLUMNS,
     Claim,
     ClaimOutcome,
     ErrorInfo,
     NewRun,
     RunRecord,
     RunStatus,
+    record_from_row,
 )
 
 try:
@@ -110,10 +112,7 @@ _MIGRATIONS: dict[int, str] = {
     """,
 }
 
-_COLUMNS = (
-    "run_id, cadence, status, position, step, plan, fingerprint, context, attempts, owner, "
-    "error, created_at, updated_at, inner_state"
-)
+_COLUMNS = f"{COLUMNS}, inner_state"
 
 _CLAIM = (
     f"INSERT INTO cadence_runs ({_COLUMNS}, lease_until) VALUES "  # noqa: S608 # constant columns
@@ -273,7 +272,6 @@ _CLAIM_NEXT = _Statement(
     binary=True,
 )
 _STATEMENTS = (_CHECKPOINT, _MIGRATED, _FINISH, _HEARTBEAT, _RELEASE, _CLAIM_NEXT)
-_STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
 _FOUND: dict[str, ClaimOutcome] = {
     "completed": "finished",
     "cancelled": "cancelled",
@@ -513,29 +511,7 @@ class PostgresStore:
 
     @staticmethod
     def _record(row: Sequence[Any]) -> RunRecord:  # Any: row values
-        run_id = str(row[0])
-        try:
-            status = str(row[2])
-            if status not in _STATUSES:
-                raise ValueError(f"unknown status {status!r}")  # noqa: TRY301 # one message for every bad column
-            return RunRecord(
-                run_id=run_id,
-                cadence=str(row[1]),
-                status=cast("RunStatus", status),
-                position=int(row[3]),
-                step=None if row[4] is None else str(row[4]),
-                plan=tuple(str(x) for x in json.loads(row[5])),
-                fingerprint=str(row[6]),
-                context=None if row[7] is None else bytes(row[7]),
-                attempts=int(row[8]),
-                owner=None if row[9] is None else str(row[9]),
-                error=None if row[10] is None else ErrorInfo.from_json(str(row[10])),
-                created_at=row[11],
-                updated_at=row[12],
-                inner=None if row[13] is None else bytes(row[13]),
-            )
-        except (ValueError, TypeError, KeyError) as exc:
-            raise RunDecodeError(run_id, f"run {run_id!r}: its row is corrupted: {exc}") from exc
+        return record_from_row(row, "in PostgreSQL")
 
     # ------------------------------------------------------------------ the runner's calls
 

@@ -16,11 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, cast
 
 from cadence.durable._errors import (
-    RunDecodeError,
     StoreError,
     lost_run_error,
 )
-from cadence.durable._store import Claim, ErrorInfo, NewRun, RunRecord, RunStatus
+from cadence.durable._store import (
+    COLUMNS,
+    Claim,
+    ErrorInfo,
+    NewRun,
+    RunRecord,
+    RunStatus,
+    record_from_row,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,12 +65,8 @@ CREATE TABLE IF NOT EXISTS cadence_runs (
 CREATE INDEX IF NOT EXISTS cadence_runs_status ON cadence_runs (status);
 """
 
-_COLUMNS = (
-    "run_id, cadence, status, position, step, plan, fingerprint, context, attempts, owner, "
-    "error, created_at, updated_at, inner"
-)
+_COLUMNS = f"{COLUMNS}, inner"
 _FINISHED = ("completed", "failed", "cancelled")
-_STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
 _CHECKPOINT_EVERY = 400  # inline writes between WAL checkpoints: ~1000 pages, as SQLite
 
 
@@ -341,34 +344,7 @@ class SQLiteStore:
             self._lock.release()
 
     def _record(self, row: tuple[object, ...]) -> RunRecord:
-        run_id = str(row[0])
-        try:
-            plan = tuple(str(line) for line in json.loads(cast("str", row[5])))
-            status = str(row[2])
-            if status not in _STATUSES:
-                raise ValueError(f"unknown status {status!r}")  # noqa: TRY301 # one message for every bad column
-            error = None if row[10] is None else ErrorInfo.from_json(cast("str", row[10]))
-            context = row[7]
-            return RunRecord(
-                run_id=run_id,
-                cadence=str(row[1]),
-                status=cast("RunStatus", status),
-                position=int(cast("int", row[3])),
-                step=None if row[4] is None else str(row[4]),
-                plan=plan,
-                fingerprint=str(row[6]),
-                context=_as_bytes(context),
-                attempts=int(cast("int", row[8])),
-                owner=None if row[9] is None else str(row[9]),
-                error=error,
-                created_at=_utc(cast("float", row[11])),
-                updated_at=_utc(cast("float", row[12])),
-                inner=_as_bytes(row[13]),
-            )
-        except (ValueError, TypeError, KeyError) as exc:
-            raise RunDecodeError(
-                run_id, f"run {run_id!r}: its row in {str(self.path)!r} is corrupted: {exc}"
-            ) from exc
+        return record_from_row(row, f"in {str(self.path)!r}")
 
     @staticmethod
     def _select(connection: sqlite3.Connection, run_id: str) -> tuple[object, ...] | None:
@@ -742,16 +718,3 @@ def _settle(future: asyncio.Future[T], value: object, error: BaseException | Non
         future.set_result(cast("T", value))
     else:
         future.set_exception(error)
-
-
-def _as_bytes(value: object) -> bytes | None:
-    """Return a stored context column as bytes (a row written as TEXT too)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.encode()
-    return bytes(cast("bytes", value))
-
-
-def _utc(seconds: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, cast
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias, cast, get_args
+
+from cadence.durable._errors import RunDecodeError
 
 if TYPE_CHECKING:
-    import datetime
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 __all__ = [
     "Claim",
@@ -124,6 +126,63 @@ class RunRecord:
     created_at: datetime.datetime
     updated_at: datetime.datetime
     inner: bytes | None = None
+
+
+STATUSES: Final = frozenset(get_args(RunStatus))
+
+COLUMNS: Final = (
+    "run_id, cadence, status, position, step, plan, fingerprint, context, attempts, owner, "
+    "error, created_at, updated_at"
+)
+"""A run row's columns, as `record_from_row` reads them (then the inner progress column)."""
+
+
+def record_from_row(row: Sequence[object], where: str) -> RunRecord:
+    """Return the record a run row holds (`COLUMNS`, then the inner progress), or refuse it.
+
+    Timestamps may be datetimes or epoch seconds, JSON columns bytes or text. A row that does
+    not decode raises `RunDecodeError` naming the run and `where` it is kept.
+    """
+    run_id = str(row[0])
+    try:
+        status = str(row[2])
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")  # noqa: TRY301 # one message for every bad column
+        return RunRecord(
+            run_id=run_id,
+            cadence=str(row[1]),
+            status=cast("RunStatus", status),
+            position=int(cast("int", row[3])),
+            step=None if row[4] is None else str(row[4]),
+            plan=tuple(str(line) for line in json.loads(cast("str", row[5]))),
+            fingerprint=str(row[6]),
+            context=_as_bytes(row[7]),
+            attempts=int(cast("int", row[8])),
+            owner=None if row[9] is None else str(row[9]),
+            error=None if row[10] is None else ErrorInfo.from_json(str(row[10])),
+            created_at=_timestamp(row[11]),
+            updated_at=_timestamp(row[12]),
+            inner=_as_bytes(row[13]),
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RunDecodeError(
+            run_id, f"run {run_id!r}: its row {where} is corrupted: {exc}"
+        ) from exc
+
+
+def _as_bytes(value: object) -> bytes | None:
+    """Return a stored JSON column as bytes (a row written as text too)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(cast("bytes", value))
+
+
+def _timestamp(value: object) -> datetime.datetime:
+    if isinstance(value, datetime.datetime):
+        return value
+    return datetime.datetime.fromtimestamp(cast("float", value), tz=datetime.UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -458,7 +458,7 @@ async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) ->
         )
         status, owner, error = (await cursor.fetchone()) or (None, None, None)
     assert (status, owner) == ("failed", None)
-    assert "run 'bad-1': its row is corrupted" in str(error)
+    assert "run 'bad-1': its row in PostgreSQL is corrupted" in str(error)
     await store.aclose()
 
 

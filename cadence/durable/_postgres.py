@@ -61,7 +61,7 @@ def _has_libpq_path() -> bool:
     """Return whether psycopg has the lower layer `PostgresStore._fast` runs statements on."""
     if importlib.util.find_spec("psycopg.generators") is None:  # psycopg's own fetch loop (C)
         return False  # pragma: no cover # a psycopg without it: every statement via a cursor
-    return all(hasattr(psycopg.AsyncConnection, name) for name in ("wait", "lock", "pgconn"))
+    return hasattr(psycopg.AsyncConnection, "wait")  # `pgconn` and `lock` are set per connection
 
 
 _LIBPQ = _has_libpq_path()

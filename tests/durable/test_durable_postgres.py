@@ -510,6 +510,11 @@ async def test_a_run_cancelled_during_a_long_step_stops_as_cancelled(dsn: str) -
     await store.aclose()
 
 
+def test_the_pinned_psycopg_runs_statements_through_libpq() -> None:
+    assert _postgres._LIBPQ  # pyright: ignore[reportPrivateUsage] # else every commit is dearer
+    assert PostgresStore("postgresql://unused")._libpq  # pyright: ignore[reportPrivateUsage] # as above
+
+
 @pytest.mark.parametrize("way", ["unprepared", "cursors"])
 async def test_a_store_that_prepares_nothing_runs_and_works_the_queue(
     dsn: str, way: str, monkeypatch: pytest.MonkeyPatch

@@ -626,10 +626,15 @@ def _open_frames(*, opening: bool = False) -> list[Frame]:
         frames.append(cast("Frame", stack[index]))
         index -= 1
     owners: list[Observer] = []
+    first: Run | None = None
     while index >= 0:
         run = stack[index]
         if type(run) is not Run or run.owner in owners:
             break
+        if first is None:
+            first = run
+        elif run.run_id != first.run_id:
+            break  # another run's records: an outer cadence's (a child's beat is pushed)
         owners.append(run.owner)
         if all(f.owner is not run.owner for f in frames):
             beat = run.beat
@@ -652,6 +657,25 @@ def _open_unnamed(run: Run) -> Frame:
         return frame
 
 
+def forget_unnamed() -> None:
+    """Drop what was noticed outside any beat (an error handler, a split's condition, ...).
+
+    The runner calls it after running code of its own between beats: a frame a notice opened
+    there (`_open_unnamed`) would otherwise be named by the next beat's end.
+    """
+    owners: list[Observer] = []
+    for entry in reversed(observed.get()):
+        if type(entry) is not Run or entry.owner in owners:
+            break  # a parallel beat's frame, or an outer cadence's run
+        owners.append(entry.owner)
+        frame = entry.beat
+        if frame is not None and not frame.path:
+            with _notice_lock:
+                entry.beat = None
+                frame.pending = ()
+                frame.fell_back = False
+
+
 def _spare(run: Run) -> Frame:
     """Return the frame the run fills in for each beat it holds (made the first time)."""
     frame = run.spare
@@ -665,7 +689,14 @@ def _spare(run: Run) -> Frame:
     return frame
 
 
+# The timed sync calls (`@timeout`) this thread runs inside: a notice from one its caller gave
+# up on belongs to no beat (the beat has ended; its run may be in another beat by now).
+abandoned: ContextVar[tuple[dict[str, bool], ...]] = ContextVar("cadence_abandoned", default=())
+
+
 def _notify(notice: Notice) -> None:
+    if any(state["abandoned"] for state in abandoned.get()):
+        return
     for frame in _open_frames(opening=True):
         if not frame.closed:
             if notice.kind == "fallback":
@@ -974,7 +1005,12 @@ class Observer(CadenceHooks[Context]):
         else:
             run = cast("Run", stack[index])
         frame = Frame(self, run, beat_name, context)
-        if index is not None and run.beat is None and _runs_only(stack[index + 1 :]):
+        if (
+            index is not None
+            and run.beat is None
+            and _runs_only(stack[index + 1 :])
+            and all(cast("Run", e).run_id == run.run_id for e in stack[index + 1 :])
+        ):
             run.beat = frame  # other observers' records of the run are all that is above
         else:
             frame.token = observed.set((*stack, frame))
@@ -999,7 +1035,7 @@ class Observer(CadenceHooks[Context]):
             if frame is None:
                 # A sequential beat not told of its start, that nothing noticed (else: not ours).
                 frame = None if self._tells_starts else run.spare or _spare(run)
-            elif (frame.path == beat_name and frame.context is context) or not frame.path:
+            elif frame.path == beat_name or not frame.path:
                 run.beat = None  # held since its start, or opened by a notice (`_open_frames`)
             else:
                 frame = None
@@ -1040,12 +1076,7 @@ class Observer(CadenceHooks[Context]):
         """Take this beat's frame off this context's stack, if it was pushed there."""
         for index in range(len(stack) - 1, -1, -1):
             entry = stack[index]
-            if (
-                type(entry) is Frame
-                and entry.owner is self
-                and entry.path == path
-                and entry.context is context
-            ):
+            if type(entry) is Frame and entry.owner is self and entry.path == path:
                 if index == len(stack) - 1 and entry.token is not None:
                     try:
                         observed.reset(entry.token)  # the stack it pushed: one step
@@ -1064,7 +1095,7 @@ class Observer(CadenceHooks[Context]):
         for entry in reversed(stack):
             if type(entry) is Run and entry.owner is self:
                 frame = entry.beat
-                if frame is not None and frame.path == path and frame.context is context:
+                if frame is not None and frame.path == path:
                     entry.beat = None
                     return frame
         return None

@@ -439,6 +439,7 @@ class Observers:
         "entries",
         "on_error",
         "parallel",
+        "shared_ends",
         "watches_beats",
     )
 
@@ -453,13 +454,22 @@ class Observers:
         self.after_cadence = calls("after_cadence", reverse=True)
         starts = calls("before_beat")
         self.before_beat = (
-            starts if parallel else tuple(c for c in starts if not _parallel_starts_only(c))
-        )
+            starts if parallel else tuple(c for c in starts if c[2] or not _parallel_starts_only(c))
+        )  # an outer cadence's hooks (with a prefix) are told a child's beats: not their run's
         self.parallel: Observers = (
             self if len(self.before_beat) == len(starts) else Observers(self.entries, parallel=True)
         )
         self.after_beat = calls("after_beat", reverse=True)
         self.on_error = calls("on_error", reverse=True)
+        # Whether a hook told of parallel starts only shares a beat's end with other hooks,
+        # whose code (a listener's retried client) runs after it: the runner forgets what
+        # they noticed (`forget_unnamed`), which no beat did.
+        quiet = (
+            len(starts) - len(self.before_beat)
+            if not parallel
+            else sum(1 for c in starts if _parallel_starts_only(c))
+        )
+        self.shared_ends = quiet > 0 and len(self.after_beat) + len(self.on_error) > quiet
         # Whether any hook hears of beats: if none does, the beats take the unobserved path.
         self.watches_beats = bool(self.before_beat or self.after_beat or self.on_error)
         # Each child run's observers, kept by prefix and the child's own hooks (held, so the

@@ -18,7 +18,7 @@ import anyio.to_thread
 
 from cadence._context import Context, context_info, is_frozen
 from cadence._errors import BeatError, BeatErrorGroup, CadenceError, MergeConflictError
-from cadence._events import tell_handled_conflict
+from cadence._events import forget_unnamed, tell_handled_conflict
 from cadence._hooks import Call, Observers, open_calls
 from cadence._isolation import DELETED, FingerprintCache, open_branches
 from cadence._merge import merge_branches
@@ -65,6 +65,7 @@ async def execute(
             pending = own.start_cadence(name, context, told)
             if pending is not None:
                 await pending
+            forget_unnamed()  # what the run's start hooks noticed is no beat's
             start = perf_counter()
         context = await run_steps(cadence, context, observers)
     except BaseException as exc:
@@ -99,7 +100,7 @@ async def _run_steps(cadence: Cadence[C], context: C, observers: Observers | Non
             else:
                 context = await _invoke(spec, context, step.name, observers)
         except Exception as exc:  # noqa: BLE001 # every failure goes to _fail; cancellation is a BaseException and passes
-            context = await _fail(cadence, step, context, exc)
+            context = await _fail(cadence, step, context, exc, observers)
     return context
 
 
@@ -123,10 +124,12 @@ async def run_step(
             return await _run_split(cadence.name, step, context, observers)
         return await _run_child(cadence.name, cast("Child", step), context, observers, child_walk)
     except Exception as exc:  # noqa: BLE001 # as in _run_steps: cancellation passes
-        return await _fail(cadence, step, context, exc)
+        return await _fail(cadence, step, context, exc, observers)
 
 
-async def _fail(cadence: Cadence[C], step: Step, context: C, exc: Exception) -> C:
+async def _fail(
+    cadence: Cadence[C], step: Step, context: C, exc: Exception, observers: Observers | None
+) -> C:
     """Hand a failed step to the error handler; return the context to go on with, or raise."""
     if type(step) is Then or not isinstance(exc, CadenceError):
         error: CadenceError = BeatError(step.name, cadence.name, cause=exc)
@@ -136,9 +139,13 @@ async def _fail(cadence: Cadence[C], step: Step, context: C, exc: Exception) -> 
     if handler is not None:
         # A recovery never runs under a cancelled scope (as retry and fallback): cancel wins.
         await anyio.lowlevel.checkpoint_if_cancelled()
-        outcome = handler(context, error)
-        if inspect.isawaitable(outcome):
-            await outcome
+        try:
+            outcome = handler(context, error)
+            if inspect.isawaitable(outcome):
+                await outcome
+        finally:
+            if observers is not None:
+                forget_unnamed()  # the handler's own retries and fallbacks are no beat's
         if not cadence.stop_on_error:
             if isinstance(error, MergeConflictError):
                 await tell_handled_conflict(error)
@@ -191,13 +198,19 @@ async def _invoke(spec: BeatSpec, context: C, path: str, observers: Observers | 
         else:
             context = await _call_beat(spec, context, path)
     except BaseException as exc:
-        pending = observers.end_beat(told, path, context, perf_counter() - start, exc)
-        if pending is not None:
-            await pending
+        try:
+            pending = observers.end_beat(told, path, context, perf_counter() - start, exc)
+            if pending is not None:
+                await pending
+        finally:
+            if observers.shared_ends:
+                forget_unnamed()
         raise
     pending = observers.end_beat(told, path, context, perf_counter() - start, None)
     if pending is not None:
         await pending
+    if observers.shared_ends:
+        forget_unnamed()
     return context
 
 
@@ -263,8 +276,12 @@ async def _run_sync(cadence_name: str, step: Sync, context: C, observers: Observ
         for spec, (_, state), result in zip(step.beats, states, results, strict=True)
     ]
     first = states[0][1]  # every branch shares the original's fields and class facts
-    fields = first.info.fields
-    changes = merge_branches(fields, first.origin, branches, step.merge, cadence_name, step.name)
+    fields, origin = first.info.fields, first.origin
+    try:
+        changes = merge_branches(fields, origin, branches, step.merge, cadence_name, step.name)
+    finally:
+        if observers is not None:
+            forget_unnamed()  # a merge strategy is no beat
     return _apply(context, changes)
 
 
@@ -332,6 +349,9 @@ async def _run_split(cadence_name: str, step: Split, context: C, observers: Obse
             decision = await decision
     except Exception as exc:
         raise BeatError(f"{step.name}.condition", cadence_name, cause=exc) from exc
+    finally:
+        if observers is not None:
+            forget_unnamed()  # the condition is no beat
     if not isinstance(decision, bool):
         raise BeatError(
             f"{step.name}.condition",
@@ -358,6 +378,9 @@ async def _run_child(
         child_context = child.fresh_context() if step.context is None else step.context(context)
     except Exception as exc:
         raise BeatError(f"{step.name}.context", cadence_name, cause=exc) from exc
+    finally:
+        if observers is not None:
+            forget_unnamed()  # the child's context function is no beat
     inner = None if observers is None else observers.nested(f"{step.name}.", ())
     try:
         child_context = await execute(child, child_context, inner, walk)
@@ -371,4 +394,7 @@ async def _run_child(
             result = await result
     except Exception as exc:
         raise BeatError(f"{step.name}.merge", cadence_name, cause=exc) from exc
+    finally:
+        if observers is not None:
+            forget_unnamed()  # nor its merge function
     return context if result is None else _next_context(context, result, f"{step.name}.merge")

@@ -175,6 +175,7 @@ def _run_in_thread(
     done = threading.Event()
     state = {"abandoned": False}
     context = contextvars.copy_context()
+    context.run(events.abandoned.set, (*events.abandoned.get(), state))
 
     def target() -> None:
         try:

@@ -58,6 +58,16 @@ def counted(registry: CollectorRegistry, name: str = "cadence_beats_total") -> d
     return found
 
 
+def outcomes_of(registry: CollectorRegistry) -> set[tuple[str, str]]:
+    """Return the `(beat, outcome)` pairs counted at least once."""
+    return {
+        (s.labels["beat"], s.labels["outcome"])
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+        if s.name == "cadence_beats_total" and s.value
+    }
+
+
 async def test_beats_that_return_new_contexts_are_all_counted(anyio_backend: str) -> None:
     async def bump(ctx: Frozen) -> Frozen:
         return ctx.with_field("n", ctx.n + 1)
@@ -193,12 +203,7 @@ async def test_a_thread_a_timeout_gave_up_on_credits_no_later_beat(anyio_backend
     )
     await cadence.run()
     assert counted(registry, "cadence_beat_retries_total") == {}
-    outcomes = {
-        (s.labels["beat"], s.labels["outcome"])
-        for family in text_string_to_metric_families(generate_latest(registry).decode())
-        for s in family.samples
-        if s.name == "cadence_beats_total" and s.value
-    }
+    outcomes = outcomes_of(registry)
     assert outcomes == {("slow", "timeout"), ("next", "success")}
 
 
@@ -220,12 +225,7 @@ async def test_a_notice_between_beats_is_no_beats(anyio_backend: str) -> None:
         .then("b", inc)
     )
     await cadence.run()
-    outcomes = {
-        (s.labels["beat"], s.labels["outcome"])
-        for family in text_string_to_metric_families(generate_latest(registry).decode())
-        for s in family.samples
-        if s.name == "cadence_beats_total" and s.value
-    }
+    outcomes = outcomes_of(registry)
     assert outcomes == {("a", "success"), ("route.inc", "success"), ("b", "success")}
 
 
@@ -301,12 +301,7 @@ async def test_code_between_beats_credits_no_beat(anyio_backend: str) -> None:
     )
     await cadence.run()
     assert counted(registry, "cadence_beat_retries_total") == {}
-    outcomes = {
-        (s.labels["beat"], s.labels["outcome"])
-        for family in text_string_to_metric_families(generate_latest(registry).decode())
-        for s in family.samples
-        if s.name == "cadence_beats_total" and s.value
-    }
+    outcomes = outcomes_of(registry)
     assert outcomes == {
         ("a", "success"),
         ("boom", "failure"),

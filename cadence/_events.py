@@ -470,7 +470,6 @@ class Frame:
 
     __slots__ = (
         "closed",
-        "context",
         "fell_back",
         "owner",
         "path",
@@ -486,11 +485,10 @@ class Frame:
     state: object
     token: Token[tuple[Run | Frame, ...]] | None
 
-    def __init__(self, owner: Observer, run: Run, path: str, context: object) -> None:
+    def __init__(self, owner: Observer, run: Run, path: str) -> None:
         self.owner = owner
         self.run = run
         self.path = path
-        self.context = context
         self.pending = ()
         self.fell_back = self.closed = False
         self.state = None
@@ -583,6 +581,24 @@ def _merge_conflict(error: BaseException) -> MergeConflictError | None:
     return None
 
 
+def _run_records(stack: tuple[Run | Frame, ...], index: int) -> list[Run]:
+    """Return the records of one run from `stack[index]` down: one per observer, one run id.
+
+    Observers of one run stack their records together; a second record of one observer, or a
+    record of another run id, is an outer cadence's (a cadence run inside a beat).
+    """
+    records: list[Run] = []
+    while index >= 0:
+        entry = stack[index]
+        if not isinstance(entry, Run) or any(r.owner is entry.owner for r in records):
+            break
+        if records and entry.run_id != records[0].run_id:
+            break
+        records.append(entry)
+        index -= 1
+    return records
+
+
 async def tell_handled_conflict(error: BaseException) -> None:
     """Tell the observers of the run in progress of a merge conflict its error handler took.
 
@@ -593,11 +609,7 @@ async def tell_handled_conflict(error: BaseException) -> None:
     if conflict is None:
         return
     stack = observed.get()
-    owners: list[Observer] = []
-    for entry in reversed(stack):  # the run's own records: one per observer, on top
-        if type(entry) is not Run or entry.owner in owners:
-            break
-        owners.append(entry.owner)
+    for entry in _run_records(stack, len(stack) - 1):  # the run in progress: on top
         try:
             pending = entry.owner.merge_conflict(entry, conflict)
             if pending is not None:
@@ -614,8 +626,8 @@ _notice_lock = threading.Lock()
 def _open_frames(*, opening: bool = False) -> list[Frame]:
     """Return the frames of the beat in progress here (every observer's), innermost first.
 
-    The frames pushed on this context's stack first, then the beats held by the runs below
-    them (one run per observer: a second run of one observer is an outer cadence's). With
+    The frames pushed on this context's stack first, then the beats held by the run's records
+    below them (`_run_records`). With
     `opening`, a run whose observer is not told of sequential starts, and holds no beat, is
     in a beat it has not heard of yet: its spare frame is opened for it, its path to come.
     """
@@ -625,24 +637,13 @@ def _open_frames(*, opening: bool = False) -> list[Frame]:
     while index >= 0 and type(stack[index]) is Frame:
         frames.append(cast("Frame", stack[index]))
         index -= 1
-    owners: list[Observer] = []
-    first: Run | None = None
-    while index >= 0:
-        run = stack[index]
-        if type(run) is not Run or run.owner in owners:
-            break
-        if first is None:
-            first = run
-        elif run.run_id != first.run_id:
-            break  # another run's records: an outer cadence's (a child's beat is pushed)
-        owners.append(run.owner)
+    for run in _run_records(stack, index):
         if all(f.owner is not run.owner for f in frames):
             beat = run.beat
             if beat is None and opening and getattr(run.owner, PARALLEL_STARTS_ONLY, False):
                 beat = _open_unnamed(run)
             if beat is not None:
                 frames.append(beat)
-        index -= 1
     return frames
 
 
@@ -653,7 +654,6 @@ def _open_unnamed(run: Run) -> Frame:
         if frame is None:
             frame = run.beat = _spare(run)
             frame.path = ""  # named when the beat ends
-            frame.context = None
         return frame
 
 
@@ -663,11 +663,8 @@ def forget_unnamed() -> None:
     The runner calls it after running code of its own between beats: a frame a notice opened
     there (`_open_unnamed`) would otherwise be named by the next beat's end.
     """
-    owners: list[Observer] = []
-    for entry in reversed(observed.get()):
-        if type(entry) is not Run or entry.owner in owners:
-            break  # a parallel beat's frame, or an outer cadence's run
-        owners.append(entry.owner)
+    stack = observed.get()
+    for entry in _run_records(stack, len(stack) - 1):
         frame = entry.beat
         if frame is not None and not frame.path:
             with _notice_lock:
@@ -990,7 +987,6 @@ class Observer(CadenceHooks[Context]):
             if top.owner is self and type(top) is Run and top.beat is None:  # the usual case
                 frame = top.spare or _spare(top)
                 frame.path = beat_name
-                frame.context = context
                 top.beat = frame
                 if self._tells_starts:
                     frame.state = None
@@ -1004,13 +1000,8 @@ class Observer(CadenceHooks[Context]):
             run.run_id = ""
         else:
             run = cast("Run", stack[index])
-        frame = Frame(self, run, beat_name, context)
-        if (
-            index is not None
-            and run.beat is None
-            and _runs_only(stack[index + 1 :])
-            and all(cast("Run", e).run_id == run.run_id for e in stack[index + 1 :])
-        ):
+        frame = Frame(self, run, beat_name)
+        if run.beat is None and any(r is run for r in _run_records(stack, len(stack) - 1)):
             run.beat = frame  # other observers' records of the run are all that is above
         else:
             frame.token = observed.set((*stack, frame))
@@ -1041,26 +1032,20 @@ class Observer(CadenceHooks[Context]):
                 frame = None
             if frame is not None:
                 frame.path = beat_name
-                frame.context = context
                 if frame.pending or frame.fell_back:
                     return self._end_held(frame, duration, error)
                 outcome = "success" if error is None else beat_outcome(error)
                 return self.beat_ended(frame, duration, error, outcome)
-        found = self._pushed(stack, beat_name, context)
+        found = self._pushed(stack, beat_name)
         if found is not None:
             found.closed = True  # its context's copies may still hold it
             return self.beat_ended(found, duration, error, beat_outcome(error, found.fell_back))
-        found = self._held(stack, beat_name, context)
+        found = self._held(stack, beat_name)
         return None if found is None else self._end_held(found, duration, error)
 
     def _run_on_top(self, stack: tuple[Run | Frame, ...]) -> Run | None:
         """Return this observer's run among the runs on top of the stack (one run's records)."""
-        for entry in reversed(stack):
-            if type(entry) is not Run:
-                return None
-            if entry.owner is self:
-                return entry
-        return None
+        return next((r for r in _run_records(stack, len(stack) - 1) if r.owner is self), None)
 
     def _end_held(
         self, frame: Frame, duration: float, error: BaseException | None
@@ -1072,7 +1057,7 @@ class Observer(CadenceHooks[Context]):
             frame.pending = ()
             frame.fell_back = False
 
-    def _pushed(self, stack: tuple[Run | Frame, ...], path: str, context: Context) -> Frame | None:
+    def _pushed(self, stack: tuple[Run | Frame, ...], path: str) -> Frame | None:
         """Take this beat's frame off this context's stack, if it was pushed there."""
         for index in range(len(stack) - 1, -1, -1):
             entry = stack[index]
@@ -1090,7 +1075,7 @@ class Observer(CadenceHooks[Context]):
                 return entry
         return None
 
-    def _held(self, stack: tuple[Run | Frame, ...], path: str, context: Context) -> Frame | None:
+    def _held(self, stack: tuple[Run | Frame, ...], path: str) -> Frame | None:
         """Take this beat's frame from the run holding it, if one of this observer's does."""
         for entry in reversed(stack):
             if type(entry) is Run and entry.owner is self:
@@ -1099,10 +1084,6 @@ class Observer(CadenceHooks[Context]):
                     entry.beat = None
                     return frame
         return None
-
-
-def _runs_only(entries: tuple[Run | Frame, ...]) -> bool:
-    return all(type(e) is Run for e in entries)
 
 
 async def _both(first: Awaitable[None] | None, then: Awaitable[None] | None) -> None:

@@ -464,12 +464,10 @@ class Observers:
         # Whether a hook told of parallel starts only shares a beat's end with other hooks,
         # whose code (a listener's retried client) runs after it: the runner forgets what
         # they noticed (`forget_unnamed`), which no beat did.
-        quiet = (
-            len(starts) - len(self.before_beat)
-            if not parallel
-            else sum(1 for c in starts if _parallel_starts_only(c))
+        quiet = {id(c[0]) for c in starts if _parallel_starts_only(c) and (parallel or not c[2])}
+        self.shared_ends = bool(quiet) and any(
+            id(c[0]) not in quiet for c in (*self.after_beat, *self.on_error)
         )
-        self.shared_ends = quiet > 0 and len(self.after_beat) + len(self.on_error) > quiet
         # Whether any hook hears of beats: if none does, the beats take the unobserved path.
         self.watches_beats = bool(self.before_beat or self.after_beat or self.on_error)
         # Each child run's observers, kept by prefix and the child's own hooks (held, so the

@@ -44,32 +44,6 @@ if TYPE_CHECKING:
     from cadence._cadence import Cadence
     from cadence.resilience._breaker import CircuitBreaker, CircuitState
 
-__all__ = [
-    "BeatCancelled",
-    "BeatCompleted",
-    "BeatEvent",
-    "BeatFailed",
-    "BeatFellBack",
-    "BeatRetried",
-    "BeatStarted",
-    "BeatTimedOut",
-    "BreakerStateChanged",
-    "CadenceEvent",
-    "CheckpointFailed",
-    "DurableEvent",
-    "Event",
-    "EventHooks",
-    "EventListener",
-    "LeaseLost",
-    "MergeConflict",
-    "Outcome",
-    "RunCancelled",
-    "RunClaimed",
-    "RunCompleted",
-    "RunFailed",
-    "RunResumed",
-    "RunStarted",
-]
 
 logger = logging.getLogger("cadence")
 

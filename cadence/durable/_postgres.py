@@ -523,17 +523,7 @@ class PostgresStore:
         lease run out; `xmax = 0` in its `RETURNING` tells a new row from a taken-over one.
         """
         pool = await self._open(run_id)
-        parameters = (
-            run_id,
-            new.cadence,
-            new.step,
-            json.dumps(list(new.plan)),
-            new.fingerprint,
-            new.context,
-            owner,
-            self.lease,
-            new.resume_failed,
-        )
+        parameters = (*new.row(run_id), owner, self.lease, new.resume_failed)
         connection = await pool.getconn()
         keep = False
         try:
@@ -711,14 +701,7 @@ class PostgresStore:
             f"INSERT INTO cadence_runs ({_COLUMNS}) VALUES "  # noqa: S608 # constant columns
             "(%s, %s, 'pending', 0, %s, %s, %s, %s, 0, NULL, NULL, now(), now(), NULL) "
             "ON CONFLICT (run_id) DO NOTHING RETURNING run_id",
-            (
-                run_id,
-                new.cadence,
-                new.step,
-                json.dumps(list(new.plan)),
-                new.fingerprint,
-                new.context,
-            ),
+            new.row(run_id),
         )
         return bool(rows)
 

@@ -369,17 +369,7 @@ class SQLiteStore:
                 connection.execute(
                     f"INSERT INTO cadence_runs ({_COLUMNS}) "  # noqa: S608 # constant columns
                     "VALUES (?, ?, 'running', 0, ?, ?, ?, ?, 1, ?, NULL, ?, ?, NULL)",
-                    (
-                        run_id,
-                        new.cadence,
-                        new.step,
-                        json.dumps(list(new.plan)),
-                        new.fingerprint,
-                        new.context,
-                        owner,
-                        now,
-                        now,
-                    ),
+                    (*new.row(run_id), owner, now, now),
                 )
                 outcome = "created"
                 _ACTIVE.add(owner)

@@ -128,7 +128,7 @@ class RunRecord:
     inner: bytes | None = None
 
 
-STATUSES: Final = frozenset(get_args(RunStatus))
+STATUSES: Final[frozenset[str]] = frozenset(get_args(RunStatus))
 
 COLUMNS: Final = (
     "run_id, cadence, status, position, step, plan, fingerprint, context, attempts, owner, "
@@ -208,6 +208,17 @@ class NewRun:
     context: bytes
     step: str | None
     resume_failed: bool = True
+
+    def row(self, run_id: str) -> tuple[str, str, str | None, str, str, bytes]:
+        """Return a new run's first columns: id, cadence, step, plan JSON, fingerprint, context."""
+        return (
+            run_id,
+            self.cadence,
+            self.step,
+            json.dumps(list(self.plan)),
+            self.fingerprint,
+            self.context,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -236,12 +236,12 @@ async def _run_sync(cadence_name: str, step: Sync, context: C, observers: Observ
     results: list[Any] = [view for view, _ in states]  # Any: each slot, that beat's final context
     errors: list[tuple[int, BeatError]] = []
 
-    told = None if observers is None else observers.parallel
+    parallel = None if observers is None else observers.parallel
 
     async def run_one(index: int, spec: BeatSpec, isolated: C) -> None:
         path = states[index][1].path
         try:
-            results[index] = await _invoke(spec, isolated, path, told)
+            results[index] = await _invoke(spec, isolated, path, parallel)
         except Exception as exc:  # noqa: BLE001 # each failure is kept, in declaration order
             errors.append((index, BeatError(path, cadence_name, cause=exc)))
             group.cancel_scope.cancel()

@@ -7,7 +7,7 @@ the callable and both types; the one error (`cadence-immutable`) is a beat over 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from mypy.errorcodes import ARG_TYPE, LIST_ITEM, ErrorCode
@@ -120,6 +120,24 @@ class _Checker:
         index = self.ctx.callee_arg_names.index(formal)
         return list(zip(self.ctx.args[index], self.ctx.arg_types[index], strict=True))
 
+    def _callables(self, formal: str) -> Iterator[tuple[Expression, Type, CallableType]]:
+        """Yield the arguments for `formal` worth checking: callables, not generic, no lambdas."""
+        for expr, typ in self._arguments(formal):
+            call = signature(typ)
+            if call is not None and not has_type_vars(call) and not isinstance(expr, LambdaExpr):
+                yield expr, typ, call
+
+    def _note_takes(
+        self, what: str, expr: Expression, parameter: Type, error: ErrorCode = ARG_TYPE
+    ) -> None:
+        """Note that `what` (`Beat "name"`, say) takes `parameter`, not the cadence's context."""
+        self._note(
+            f"{what} takes {self._format(parameter)}, "
+            f"but {self.runs_over} runs over {self._format(self.context_type)}",
+            expr,
+            error,
+        )
+
     def _expected_result(self, formal: str) -> Type | None:
         """Return what the callable expected by parameter `formal` must return."""
         if self.method is None or formal not in self.method.arg_names:
@@ -169,12 +187,7 @@ class _Checker:
         if parameter is None or has_type_vars(parameter):
             return  # a generic beat: mypy solves it, or says why not
         if not is_subtype(self.context_type, parameter):
-            self._note(
-                f'{what.capitalize()} "{name}" takes {self._format(parameter)}, '
-                f"but {self.runs_over} runs over {self._format(self.context_type)}",
-                expr,
-                error,
-            )
+            self._note_takes(f'{what.capitalize()} "{name}"', expr, parameter, error)
             return
         if what == "beat" and immutable_info(self.context_type) is not None and returns_none(typ):
             self.ctx.api.fail(
@@ -261,10 +274,7 @@ class _Checker:
 
     def _factory(self, child_context: Type) -> None:
         """Note a `context=` factory that does not build the child's context from the parent."""
-        for expr, typ in self._arguments("context"):
-            call = signature(typ)
-            if call is None or has_type_vars(call) or isinstance(expr, LambdaExpr):
-                continue
+        for expr, typ, call in self._callables("context"):
             name = callable_name(expr)
             if takes_one_argument(typ) is False:
                 self._note(
@@ -276,12 +286,7 @@ class _Checker:
                 continue
             parameter = first_parameter(typ)
             if parameter is not None and not is_subtype(self.context_type, parameter):
-                self._note(
-                    f'Context factory "{name}" takes {self._format(parameter)}, but '
-                    f"{self.runs_over} runs over {self._format(self.context_type)}",
-                    expr,
-                    ARG_TYPE,
-                )
+                self._note_takes(f'Context factory "{name}"', expr, parameter)
             elif not is_subtype(call.ret_type, child_context):
                 self._note(
                     f'Context factory "{name}" returns {self._format(call.ret_type)}, but the '
@@ -292,10 +297,7 @@ class _Checker:
 
     def handler(self) -> None:
         """Note an `on_error` handler for another context, or not of two arguments."""
-        for expr, typ in self._arguments("handler"):
-            call = signature(typ)
-            if call is None or has_type_vars(call) or isinstance(expr, LambdaExpr):
-                continue
+        for expr, typ, call in self._callables("handler"):
             name = callable_name(expr)
             if not call.min_args <= 2 <= call.max_possible_positional_args():
                 self._note(
@@ -308,12 +310,7 @@ class _Checker:
                 continue
             parameter = first_parameter(typ)
             if parameter is not None and not is_subtype(self.context_type, parameter):
-                self._note(
-                    f'Error handler "{name}" takes {self._format(parameter)}, but '
-                    f"{self.runs_over} runs over {self._format(self.context_type)}",
-                    expr,
-                    ARG_TYPE,
-                )
+                self._note_takes(f'Error handler "{name}"', expr, parameter)
 
     def hooks(self) -> None:
         """Note hooks (one object or a list) whose methods take another context."""
@@ -348,17 +345,9 @@ class _Checker:
 
     def reporter(self) -> None:
         """Note a reporter `reporter(beat_name, elapsed, context)` for another context."""
-        for expr, typ in self._arguments("reporter"):
-            call = signature(typ)
-            if call is None or has_type_vars(call) or isinstance(expr, LambdaExpr):
-                continue
+        for expr, _, call in self._callables("reporter"):
             if len(call.arg_types) < 3 or not call.min_args <= 3:
                 continue
             parameter = call.arg_types[2]
             if not is_subtype(self.context_type, parameter):
-                self._note(
-                    f'Reporter "{callable_name(expr)}" takes {self._format(parameter)}, but '
-                    f"{self.runs_over} runs over {self._format(self.context_type)}",
-                    expr,
-                    ARG_TYPE,
-                )
+                self._note_takes(f'Reporter "{callable_name(expr)}"', expr, parameter)

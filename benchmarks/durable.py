@@ -46,6 +46,8 @@ from cadence.durable import SQLiteStore, Synchronous
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from cadence.durable import PostgresStore
+
 STEPS = 10
 
 
@@ -79,6 +81,11 @@ async def durable(
 ) -> float:
     level = cast("Synchronous", synchronous)
     store = SQLiteStore(folder / f"d-{synchronous}.db", synchronous=level, offload=offload)
+    return await per_durable_step(runs, store)
+
+
+async def per_durable_step(runs: int, store: SQLiteStore | PostgresStore) -> float:
+    """Seconds per step of `runs` ten-step durable runs on `store` (after one warm-up run)."""
     c = flow()
     tag = uuid.uuid4().hex  # new ids every round: a finished id would return without running
     await c.run(run_id=f"warm-{tag}", store=store)
@@ -298,16 +305,7 @@ def dbos_per_step(runs: int, folder: Path, synchronous: str) -> float | str:
 async def durable_postgres(runs: int, dsn: str) -> float:
     from cadence.durable import PostgresStore  # noqa: PLC0415 # optional: psycopg
 
-    store = PostgresStore(dsn)
-    c = flow()
-    tag = uuid.uuid4().hex
-    await c.run(run_id=f"warm-{tag}", store=store)
-    start = time.perf_counter()
-    for i in range(runs):
-        await c.run(run_id=f"{tag}-{i}", store=store)
-    elapsed = time.perf_counter() - start
-    await store.aclose()
-    return elapsed / (runs * STEPS)
+    return await per_durable_step(runs, PostgresStore(dsn))
 
 
 async def bare_postgres(commits: int, dsn: str) -> float:

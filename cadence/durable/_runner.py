@@ -518,15 +518,15 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
             record.step,
             record.attempts,
         )
-    if cadence.hooks and claim.outcome in ("created", "claimed"):
-        await _tell_claim(cadence, claim, token)
     if claim.outcome == "finished":
         if record.context is None:
             raise RunDecodeError(run_id, f"run {run_id!r} completed but has no stored context")
         return codec.decode(record.context, context, run_id)
 
     position = record.position
-    try:
+    try:  # from here on the run is ours: however this attempt stops, `_stop` records it
+        if cadence.hooks and claim.outcome in ("created", "claimed"):  # observers hear first
+            await _tell_claim(cadence, claim, token)
         if claim.outcome == "claimed":
             context, position = await _resume_at(
                 store, record, token, context, codec, plan, migration, len(steps)

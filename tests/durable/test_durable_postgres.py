@@ -547,3 +547,34 @@ async def test_a_store_that_prepares_nothing_runs_and_works_the_queue(
         assert f'"n":{(i * 2 + 1) * 2 + 1},' in record.context.decode()
         assert (record.attempts, record.created_at <= record.updated_at) == (1, True)
     await store.aclose()
+
+
+async def test_a_run_cancelled_while_its_claim_is_told_is_handed_back_at_once(dsn: str) -> None:
+    from cadence.events import CadenceEvent, RunClaimed  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn)  # a 30 s lease: only a hand-back lets the next caller in now
+    telling = anyio.Event()
+
+    async def slow_listener(event: CadenceEvent) -> None:
+        if isinstance(event, RunClaimed):
+            telling.set()
+            await anyio.sleep_forever()  # cancelled while the claim is being told
+
+    flow = Cadence("told", Job()).then("a", make_beat("a"))
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+
+            async def first() -> None:
+                await flow.with_listener(slow_listener).run(Job(n=1), run_id="told-1", store=store)
+
+            group.start_soon(first)
+            await telling.wait()
+            group.cancel_scope.cancel()
+        record = await store.get("told-1")
+        assert record is not None
+        assert (record.status, record.owner, record.position) == ("pending", None, 0)
+        assert await flow.run(Job(n=1), run_id="told-1", store=store) == Job(n=3, trail=["a"])
+    done = await store.get("told-1")
+    assert done is not None
+    assert (done.status, done.attempts) == ("completed", 2)
+    await store.aclose()

@@ -191,6 +191,31 @@ async def test_a_cancelled_caller_hands_the_run_back(store: SQLiteStore) -> None
     assert beats.calls.count("wait") == 1  # the step in flight runs again
 
 
+async def test_a_caller_cancelled_while_its_claim_is_told_hands_the_run_back(
+    store: SQLiteStore,
+) -> None:
+    from cadence.events import CadenceEvent, RunClaimed  # noqa: PLC0415 # the test's own
+
+    beats = Beats()
+    telling = anyio.Event()
+
+    async def slow_listener(event: CadenceEvent) -> None:
+        if isinstance(event, RunClaimed):
+            telling.set()
+            await anyio.sleep_forever()  # cancelled while the claim is being told
+
+    async with anyio.create_task_group() as group:
+        flow = beats.flow().with_listener(slow_listener)
+        group.start_soon(lambda: flow.run(Order(), run_id="r3b", store=store))
+        await telling.wait()
+        group.cancel_scope.cancel()
+    record = await store.get("r3b")
+    assert record is not None
+    assert (record.status, record.owner, record.position) == ("pending", None, 0)
+    assert beats.calls == []
+    assert await beats.flow().run(Order(), run_id="r3b", store=store) == EXPECTED
+
+
 async def test_a_finished_run_returns_its_result_without_running(store: SQLiteStore) -> None:
     beats = Beats()
     client = Client()

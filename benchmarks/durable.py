@@ -369,6 +369,25 @@ async def postgres_pairs(pairs: int, dsn: str) -> tuple[float, float, float]:
     return statistics.median(steps), statistics.median(commits), statistics.median(ratios)
 
 
+async def trio_and_asyncio(rounds: int, runs: int, dsn: str) -> tuple[float, float]:
+    """Alternate rounds of durable runs on PostgreSQL under asyncio and under trio.
+
+    Under trio the store runs psycopg on an asyncio loop thread of its own; each round's
+    trio run has a thread of its own (this loop is asyncio's). Return the median seconds
+    per durable step on each.
+    """
+    on_asyncio: list[float] = []
+    on_trio: list[float] = []
+    for _ in range(rounds):
+        on_asyncio.append(await durable_postgres(runs, dsn))
+        on_trio.append(
+            await anyio.to_thread.run_sync(
+                lambda: anyio.run(durable_postgres, runs, dsn, backend="trio")
+            )
+        )
+    return statistics.median(on_asyncio), statistics.median(on_trio)
+
+
 # --------------------------------------------------------------------------- throughput
 # ruff: noqa: S603, ASYNC220 # the benchmark runs its own server, pgbench and workers
 
@@ -601,6 +620,12 @@ async def throughput_main(runs: int, concurrency: int) -> None:
             f"\none run at a time, alternating run by run: {step * 1e6:.0f} us per durable step, "
             f"{floor * 1e6:.0f} us per bare UPDATE-and-COMMIT; median of the pairs' ratios "
             f"{ratio:.2f}x (target <= 1.5x; 11 commits per 10-step run make 1.1x)"
+        )
+        mine, theirs = await trio_and_asyncio(5, 30, dsn)
+        print(
+            f"under trio (the store on a loop thread of its own): {theirs * 1e6:.0f} us per "
+            f"durable step, {theirs / mine:.2f}x asyncio's {mine * 1e6:.0f} us (median of 5 "
+            "alternating rounds)"
         )
         ceiling, (four, per_run, _, worker, server) = max(ceilings[2], again), results[2]
         print(

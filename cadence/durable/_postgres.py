@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import importlib.util
 import json
 import logging
@@ -20,12 +21,22 @@ import struct
 import sys
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any, ClassVar, LiteralString, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Concatenate,
+    LiteralString,
+    ParamSpec,
+    TypeVar,
+    cast,
+)
 
 import anyio
 import anyio.abc
 
 from cadence._errors import CadenceDefinitionError
+from cadence.durable._bridge import AsyncioThread
 from cadence.durable._codec import codec_for
 from cadence.durable._errors import (
     LeaseLostError,
@@ -67,12 +78,16 @@ def _has_libpq_path() -> bool:
 _LIBPQ = _has_libpq_path()
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Coroutine, Sequence
+    from types import CoroutineType
 
     from cadence._cadence import Cadence
     from cadence._context import Context
 
 __all__ = ["PostgresStore", "Worker", "enqueue"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 logger = logging.getLogger("cadence.durable")
 
@@ -291,20 +306,23 @@ def _in_trio() -> bool:
     return True
 
 
-def require_asyncio(run_id: str = "") -> None:
-    """Raise `StoreError` at once unless running under asyncio (psycopg's async API needs it)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        library = "trio" if _in_trio() else "no asyncio event loop"
-        name = f"run {run_id!r}: " if run_id else ""
-        raise StoreError(
-            run_id,
-            f"{name}PostgresStore runs on asyncio only, and this is {library}: psycopg 3's "
-            "async API (AsyncConnection, AsyncConnectionPool) is built on asyncio and does "
-            "not run under trio (psycopg issue #29); run the PostgreSQL store and its workers "
-            "under asyncio (anyio.run(..., backend='asyncio'))",
-        ) from None
+def _on_asyncio(
+    method: Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[PostgresStore, P], CoroutineType[Any, Any, T]]:  # Any: any coroutine's
+    """Run a store's method on asyncio: at once, or from trio on the store's own loop thread."""
+
+    @functools.wraps(method)
+    async def call(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            coroutine = method(self, *args, **kwargs)
+            return await self._on_loop_thread(coroutine)  # pyright: ignore[reportPrivateUsage] # the class's own decorator
+        return await method(self, *args, **kwargs)
+
+    # An `async def` is a `CoroutineType` to pyright (as the stores' protocol says), a
+    # `Coroutine` to mypy: the one type both accept.
+    return cast("Callable[Concatenate[PostgresStore, P], CoroutineType[Any, Any, T]]", call)
 
 
 class PostgresStore:
@@ -312,8 +330,9 @@ class PostgresStore:
 
     It holds a psycopg 3 async connection pool, opened on first use (in the event loop that
     uses it: give each event loop its own store). psycopg's async API runs on asyncio only:
-    under trio every call fails at once with `StoreError` saying so. The schema is created
-    and migrated by the store (versioned in `cadence_meta`).
+    under trio the store runs on an asyncio loop thread of its own, and each call crosses to
+    it and back (`aclose()` stops it). The schema is created and migrated by the store
+    (versioned in `cadence_meta`).
 
     A run being run holds one pooled connection from its claim to its finish (while fewer
     than `max_size - 1` runs hold one; the others check one out per commit), so a commit is
@@ -361,9 +380,22 @@ class PostgresStore:
         self._beating: asyncio.Task[None] | None = None
         self._opening: asyncio.Lock | None = None
         self._ready: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()  # prepared
+        self._bridge: AsyncioThread | None = None  # under trio: the loop the store runs on
 
     def __repr__(self) -> str:
         return f"PostgresStore(lease={self.lease})"
+
+    async def _on_loop_thread(self, coroutine: Coroutine[Any, Any, T]) -> T:  # Any: as above
+        """Run a call made outside asyncio on the store's asyncio loop thread (trio only)."""
+        if not _in_trio():
+            coroutine.close()
+            raise StoreError(
+                "",
+                "PostgresStore runs under asyncio or trio, and this is neither (no event loop)",
+            )
+        if self._bridge is None:
+            self._bridge = AsyncioThread("cadence-postgres")
+        return await self._bridge.run(coroutine)
 
     @property
     def poll_interval(self) -> float:
@@ -379,7 +411,6 @@ class PostgresStore:
             if self._orphans:
                 await self._return_orphans(self._pool)
             return self._pool
-        require_asyncio(run_id)
         if self._opening is None:
             self._opening = asyncio.Lock()
         async with self._opening:  # the first calls, made at once, open one pool
@@ -515,6 +546,7 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ the runner's calls
 
+    @_on_asyncio
     async def claim(self, run_id: str, owner: str, new: NewRun) -> Claim:
         """Create the run owned by `owner`, or take it over if its lease ran out.
 
@@ -568,6 +600,7 @@ class PostgresStore:
         )
         raise lost_run_error(run_id, (found[0][0], found[0][1]) if found else None)
 
+    @_on_asyncio
     async def checkpoint(
         self,
         run_id: str,
@@ -600,9 +633,13 @@ class PostgresStore:
 
     def done(self, owner: str) -> None:
         """Forget an owner token: its attempt has ended (its connection goes back to the pool)."""
+        if self._bridge is not None and self._bridge.elsewhere():
+            self._bridge.call_soon(self.done, owner)
+            return
         self.unwatch(owner)
         self._drop(owner)
 
+    @_on_asyncio
     async def heartbeat(self, run_id: str, owner: str) -> bool:
         """Extend the lease on a run; return whether `owner` still holds it."""
         values = (self.lease, run_id, owner)
@@ -612,6 +649,9 @@ class PostgresStore:
 
     def watch(self, run_id: str, owner: str, lost: Callable[[], None]) -> None:
         """Renew `owner`'s lease on `run_id` every third of the lease; call `lost()` if gone."""
+        if self._bridge is not None and self._bridge.elsewhere():  # `lost` runs on trio
+            self._bridge.call_soon(self.watch, run_id, owner, self._bridge.back_here(lost))
+            return
         self._watched[owner] = (run_id, lost)
         if self._beating is None or self._beating.done():
             self._beating = asyncio.get_running_loop().create_task(
@@ -620,6 +660,9 @@ class PostgresStore:
 
     def unwatch(self, owner: str) -> None:
         """Stop renewing `owner`'s lease; the heartbeat task ends with the last one."""
+        if self._bridge is not None and self._bridge.elsewhere():
+            self._bridge.call_soon(self.unwatch, owner)
+            return
         if self._watched.pop(owner, None) is not None and not self._watched:
             beating, self._beating = self._beating, None
             if beating is not None:
@@ -652,6 +695,7 @@ class PostgresStore:
                     logger.warning("run %r: the lease was lost", run_id)
                     lost()
 
+    @_on_asyncio
     async def finish(
         self,
         run_id: str,
@@ -683,6 +727,7 @@ class PostgresStore:
         finally:
             self._drop(owner)
 
+    @_on_asyncio
     async def release(self, run_id: str, owner: str) -> None:
         """Hand the run back (status `pending`) so another caller may resume it at once."""
         try:
@@ -693,6 +738,7 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ the queue
 
+    @_on_asyncio
     async def enqueue_row(self, run_id: str, new: NewRun) -> bool:
         """Queue a run for the workers; return False if the run id is taken."""
         rows = await self._fetch(
@@ -705,6 +751,7 @@ class PostgresStore:
         )
         return bool(rows)
 
+    @_on_asyncio
     async def claim_next(
         self, cadences: Sequence[str], owner: str, *, skip: Sequence[str] = ()
     ) -> RunRecord | None:
@@ -759,6 +806,7 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ inspecting runs
 
+    @_on_asyncio
     async def get(self, run_id: str) -> RunRecord | None:
         """Return the run, or `None` if the store does not hold it."""
         rows = await self._fetch(
@@ -769,6 +817,7 @@ class PostgresStore:
         )
         return self._record(rows[0]) if rows else None
 
+    @_on_asyncio
     async def list_runs(
         self, *, status: RunStatus | None = None, cadence: str | None = None, limit: int = 100
     ) -> list[RunRecord]:
@@ -782,6 +831,7 @@ class PostgresStore:
         )
         return [self._record(row) for row in rows]
 
+    @_on_asyncio
     async def cancel(self, run_id: str) -> bool:
         """Cancel a run that has not finished; return whether one was cancelled."""
         rows = await self._fetch(
@@ -793,6 +843,7 @@ class PostgresStore:
         )
         return bool(rows)
 
+    @_on_asyncio
     async def delete(self, run_id: str) -> bool:
         """Delete a run that is not running; return whether one was deleted."""
         rows = await self._fetch(
@@ -803,6 +854,7 @@ class PostgresStore:
         )
         return bool(rows)
 
+    @_on_asyncio
     async def prune(self, older_than: datetime.timedelta) -> int:
         """Delete finished runs (completed, failed, cancelled) last written before the age."""
         rows = await self._fetch(
@@ -816,6 +868,13 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         """Close the connection pool (a later call opens a new one)."""
+        await self._close()
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            await bridge.aclose()
+
+    @_on_asyncio
+    async def _close(self) -> None:
         beating, self._beating = self._beating, None
         if beating is not None:
             beating.cancel()
@@ -901,13 +960,7 @@ class Worker:
             self._claiming.cancel()
 
     async def run(self, *, handle_signals: bool = True) -> None:
-        """Work until `stop()` or SIGTERM, then finish or hand back the runs in hand and return.
-
-        Raises:
-            StoreError: not running under asyncio (psycopg's async API needs it).
-
-        """
-        require_asyncio()
+        """Work until `stop()` or SIGTERM, then finish or hand back the runs in hand and return."""
         hand = _Hand(self.concurrency)
         async with anyio.create_task_group() as outer:
             if handle_signals:

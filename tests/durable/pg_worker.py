@@ -1,6 +1,6 @@
 """A PostgreSQL worker process for tests/durable/test_durable_postgres.py.
 
-    python pg_worker.py DSN LOG
+    python pg_worker.py DSN LOG [BACKEND]
 
 Runs `Worker` over the `queued` cadence until SIGTERM. Every beat appends `run step pid` to LOG.
 """
@@ -57,4 +57,4 @@ async def main(dsn: str) -> None:
 
 if __name__ == "__main__":
     LOG[0] = sys.argv[2]
-    anyio.run(main, sys.argv[1])
+    anyio.run(main, sys.argv[1], backend=sys.argv[3] if len(sys.argv) > 3 else "asyncio")

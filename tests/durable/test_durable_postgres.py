@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import LiteralString
 
 import anyio
 import pytest
@@ -49,7 +50,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def dsn() -> Iterator[str]:
+def server() -> Iterator[str]:
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if initdb is None or pg_ctl is None:
         pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
@@ -85,9 +86,36 @@ def dsn() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+_databases = itertools.count()
+
+
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # psycopg's async API runs on asyncio
+def dsn(server: str) -> str:
+    """A database of the test's own on the module's server: run ids never meet another test's."""
+    import psycopg  # noqa: PLC0415 # the fixture's own connection
+
+    name = f"cadence_{next(_databases)}"
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return server.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def _sql(dsn: str, statement: LiteralString) -> list[tuple[object, ...]]:
+    """Run one statement on a connection of the test's own (on a thread: either backend)."""
+    import psycopg  # noqa: PLC0415 # the test's own connection
+
+    def run() -> list[tuple[object, ...]]:
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            cursor = connection.execute(statement)
+            return list(cursor.fetchall()) if cursor.description else []
+
+    return await anyio.to_thread.run_sync(run)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Both backends: under trio, the store runs psycopg on an asyncio loop thread of its own."""
+    return str(request.param)
 
 
 async def test_a_run_resumes_and_returns_its_result(dsn: str) -> None:
@@ -139,7 +167,7 @@ async def test_a_run_resumes_and_returns_its_result(dsn: str) -> None:
 
 
 async def test_workers_share_the_queue_and_recover_a_killed_workers_runs(
-    dsn: str, tmp_path: Path
+    dsn: str, tmp_path: Path, anyio_backend: str
 ) -> None:
     store = PostgresStore(dsn)
     count = 200
@@ -151,7 +179,10 @@ async def test_workers_share_the_queue_and_recover_a_killed_workers_runs(
     worker = Path(__file__).with_name("pg_worker.py")
     workers = [  # started once, not awaited: the test only polls them
         subprocess.Popen(  # noqa: ASYNC220 # started once and polled, never awaited
-            [sys.executable, str(worker), dsn, str(log)], env=env, stderr=subprocess.PIPE, text=True
+            [sys.executable, str(worker), dsn, str(log), anyio_backend],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(4)
     ]
@@ -202,19 +233,14 @@ async def test_workers_share_the_queue_and_recover_a_killed_workers_runs(
 
 
 async def test_a_worker_whose_lease_is_taken_tells_lease_lost(dsn: str) -> None:
-    import psycopg  # noqa: PLC0415 # the test's own connection
-
-    from cadence.durable import LeaseLostError  # noqa: PLC0415 # as above
+    from cadence.durable import LeaseLostError  # noqa: PLC0415 # the test's own
     from cadence.events import CadenceEvent, LeaseLost, RunClaimed  # noqa: PLC0415 # as above
 
     store = PostgresStore(dsn, lease=0.3)
     events: list[CadenceEvent] = []
 
     async def steal(ctx: Job) -> None:
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
-            await connection.execute(
-                "UPDATE cadence_runs SET owner = 'thief' WHERE run_id = 'lost-1'"
-            )
+        await _sql(dsn, "UPDATE cadence_runs SET owner = 'thief' WHERE run_id = 'lost-1'")
         await anyio.sleep_forever()  # cancelled when the heartbeat finds the lease gone
 
     told = anyio.Event()
@@ -352,9 +378,7 @@ async def test_a_caller_waiting_on_a_run_that_fails_gets_the_failure(dsn: str) -
 
 
 async def test_a_direct_run_keeps_its_lease_through_a_long_step(dsn: str) -> None:
-    import psycopg  # noqa: PLC0415 # the test's own connection
-
-    from cadence.durable import NewRun  # noqa: PLC0415 # as above
+    from cadence.durable import NewRun  # noqa: PLC0415 # the test's own
 
     store = PostgresStore(dsn, lease=0.3)
     rival = PostgresStore(dsn, lease=0.3)
@@ -366,11 +390,10 @@ async def test_a_direct_run_keeps_its_lease_through_a_long_step(dsn: str) -> Non
         for _ in range(12):
             await anyio.sleep(0.1)
             seen.append((await rival.claim("long-1", rival.new_owner(), new)).outcome)
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
-            cursor = await connection.execute(
-                "SELECT lease_until > now() FROM cadence_runs WHERE run_id = 'long-1'"
-            )
-            assert await cursor.fetchone() == (True,)
+        found = await _sql(
+            dsn, "SELECT lease_until > now() FROM cadence_runs WHERE run_id = 'long-1'"
+        )
+        assert found == [(True,)]
         ctx.n = 7
 
     flow = Cadence("long", Job()).then("slow", slow)
@@ -404,25 +427,7 @@ async def test_the_claim_tells_a_new_run_from_a_taken_over_one(dsn: str) -> None
     await store.aclose()
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio"])
-async def test_postgres_under_trio_fails_at_once_saying_so() -> None:
-    from cadence.durable import StoreError  # noqa: PLC0415 # the test's own
-
-    store = PostgresStore("postgresql://nobody@127.0.0.1:1/none")  # never reached
-    flow = Cadence("trio", Job()).then("a", make_beat("a"))
-    message = r"PostgresStore runs on asyncio only, and this is trio: psycopg 3's async API"
-    with pytest.raises(StoreError, match=message):
-        await flow.run(Job(), run_id="t-1", store=store)
-    with pytest.raises(StoreError, match=message):
-        await enqueue(flow, Job(), run_id="t-2", store=store)
-    with pytest.raises(StoreError, match=message):
-        await Worker(store, [flow]).run(handle_signals=False)
-    with pytest.raises(StoreError, match=message):
-        await store.list_runs()
-
-
 async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) -> None:
-    import psycopg  # noqa: PLC0415 # the test's own connection
 
     store = PostgresStore(dsn)
     ran = anyio.Event()
@@ -437,8 +442,7 @@ async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) ->
     assert await enqueue(flow, Job(), run_id="bad-1", store=store)
     assert await enqueue(older, Job(), run_id=ODD, store=store)
     assert await enqueue(flow, Job(n=4), run_id="good-1", store=store)
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
-        await connection.execute("UPDATE cadence_runs SET plan = 'not json' WHERE run_id = 'bad-1'")
+    await _sql(dsn, "UPDATE cadence_runs SET plan = 'not json' WHERE run_id = 'bad-1'")
     worker = Worker(store, [flow], concurrency=1, idle=0.01)
     with anyio.fail_after(30):
         async with anyio.create_task_group() as group:
@@ -452,11 +456,9 @@ async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) ->
     assert (good.status, old.status, old.attempts, old.owner) == ("completed", "pending", 1, None)
     assert good.context is not None
     assert b'"n":10' in good.context  # 4 * 2 + 1, then + 1
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
-        cursor = await connection.execute(
-            "SELECT status, owner, error FROM cadence_runs WHERE run_id = 'bad-1'"
-        )
-        status, owner, error = (await cursor.fetchone()) or (None, None, None)
+    [(status, owner, error)] = await _sql(
+        dsn, "SELECT status, owner, error FROM cadence_runs WHERE run_id = 'bad-1'"
+    )
     assert (status, owner) == ("failed", None)
     assert "run 'bad-1': its row in PostgreSQL is corrupted" in str(error)
     await store.aclose()
@@ -577,4 +579,28 @@ async def test_a_run_cancelled_while_its_claim_is_told_is_handed_back_at_once(ds
     done = await store.get("told-1")
     assert done is not None
     assert (done.status, done.attempts) == ("completed", 2)
+    await store.aclose()
+
+
+async def test_a_caller_cancelled_during_a_store_call_stops_waiting_at_once(dsn: str) -> None:
+    import psycopg  # noqa: PLC0415 # the test's own connection
+
+    store = PostgresStore(dsn)
+    flow = Cadence("blocked", Job()).then("a", make_beat("a"))
+    assert await enqueue(flow, Job(), run_id="blocked-1", store=store)
+    locker = psycopg.connect(dsn)  # holds the run's row: the store's UPDATE waits for it
+    try:
+        locker.execute("SELECT 1 FROM cadence_runs WHERE run_id = 'blocked-1' FOR UPDATE")
+        start = time.monotonic()
+        with anyio.move_on_after(0.3) as scope:
+            await store.cancel("blocked-1")
+        assert scope.cancelled_caught
+        assert time.monotonic() - start < 3
+    finally:
+        locker.rollback()
+        locker.close()
+    record = await store.get("blocked-1")  # the store goes on, on the same loop (or thread)
+    assert record is not None
+    assert record.status in ("pending", "cancelled")  # the UPDATE may have been sent already
+    assert await flow.run(Job(), run_id="plain-1", store=store) == Job(n=1, trail=["a"])
     await store.aclose()

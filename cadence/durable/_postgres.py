@@ -36,7 +36,7 @@ import anyio
 import anyio.abc
 
 from cadence._errors import CadenceDefinitionError
-from cadence.durable._bridge import AsyncioThread
+from cadence.durable._bridge import AsyncioThread, LoopClosedError
 from cadence.durable._codec import codec_for
 from cadence.durable._errors import (
     LeaseLostError,
@@ -318,6 +318,14 @@ def _on_asyncio(
         except RuntimeError:
             coroutine = method(self, *args, **kwargs)
             return await self._on_loop_thread(coroutine)  # pyright: ignore[reportPrivateUsage] # the class's own decorator
+        bridge = self._bridge  # pyright: ignore[reportPrivateUsage] # as above
+        if bridge is not None and bridge.elsewhere():
+            raise StoreError(
+                "",
+                "this PostgresStore runs on its own loop thread since it was used under trio, "
+                "and this call comes from another asyncio loop: give each event loop its own "
+                "store (or aclose() it first)",
+            )
         return await method(self, *args, **kwargs)
 
     # An `async def` is a `CoroutineType` to pyright (as the stores' protocol says), a
@@ -395,7 +403,10 @@ class PostgresStore:
             )
         if self._bridge is None:
             self._bridge = AsyncioThread("cadence-postgres")
-        return await self._bridge.run(coroutine)
+        try:
+            return await self._bridge.run(coroutine)
+        except LoopClosedError as exc:
+            raise StoreError("", f"PostgresStore was closed while a call ran: {exc}") from exc
 
     @property
     def poll_interval(self) -> float:
@@ -868,10 +879,13 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         """Close the connection pool (a later call opens a new one)."""
-        await self._close()
-        bridge, self._bridge = self._bridge, None
-        if bridge is not None:
-            await bridge.aclose()
+        try:
+            await self._close()
+        finally:
+            bridge, self._bridge = self._bridge, None
+            if bridge is not None:
+                with anyio.CancelScope(shield=True):
+                    await bridge.aclose()  # and with it, anything still running on it
 
     @_on_asyncio
     async def _close(self) -> None:

@@ -604,3 +604,122 @@ async def test_a_caller_cancelled_during_a_store_call_stops_waiting_at_once(dsn:
     assert record.status in ("pending", "cancelled")  # the UPDATE may have been sent already
     assert await flow.run(Job(), run_id="plain-1", store=store) == Job(n=1, trail=["a"])
     await store.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_under_trio_a_call_finished_on_the_loop_is_not_lost_to_a_cancel(dsn: str) -> None:
+    from cadence.durable import NewRun  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn)
+    await store.list_runs()  # the loop thread and the pool are up
+    owner, new = store.new_owner(), NewRun("kept", ("then a",), "f", b"{}", "a")
+    claims: list[str] = []
+    with anyio.CancelScope() as scope:
+
+        async def cancel_late() -> None:
+            time.sleep(0.5)  # noqa: ASYNC251 # blocks trio's thread: the loop's claim ends meanwhile
+            scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(cancel_late)
+            claims.append((await store.claim("kept-1", owner, new)).outcome)
+            await anyio.sleep_forever()  # the cancel lands here, after the claim returned
+    assert claims == ["created"]  # the claim the server made reached its caller
+    record = await store.get("kept-1")
+    assert record is not None
+    assert (record.status, record.owner) == ("running", owner)
+    await store.release("kept-1", owner)
+    store.done(owner)
+    await store.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_under_trio_aclose_ends_the_calls_still_running(dsn: str) -> None:
+    import psycopg  # noqa: PLC0415 # the test's own connection
+
+    from cadence.durable import StoreError  # noqa: PLC0415 # as above
+
+    store = PostgresStore(dsn)
+    await store.list_runs()
+    locker = psycopg.connect(dsn)  # holds the table: the store's next read waits
+    locker.execute("LOCK TABLE cadence_runs IN ACCESS EXCLUSIVE MODE")
+    errors: list[BaseException] = []
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+
+                async def read() -> None:
+                    try:
+                        await store.get("any")
+                    except StoreError as exc:
+                        errors.append(exc)
+
+                group.start_soon(read)
+                await anyio.sleep(0.3)
+                await store.aclose()
+    finally:
+        locker.rollback()
+        locker.close()
+    assert [str(e) for e in errors] == [
+        "PostgresStore was closed while a call ran: the event loop thread "
+        "'cadence-postgres' stopped"
+    ]
+    assert await store.list_runs() == []  # a later call opens the store again
+    await store.aclose()
+
+
+async def test_a_commit_cancelled_mid_statement_is_cleaned_up_before_the_hand_back(
+    dsn: str,
+) -> None:
+    import threading  # noqa: PLC0415 # the test's own
+
+    import psycopg  # noqa: PLC0415 # as above
+
+    from cadence.durable import NewRun  # noqa: PLC0415 # as above
+
+    store = PostgresStore(dsn)
+    owner, new = store.new_owner(), NewRun("mid", ("then a",), "f", b"{}", "a")
+    assert (await store.claim("mid-1", owner, new)).outcome == "created"
+    locker = psycopg.connect(dsn)  # holds the row: the checkpoint's UPDATE waits for it
+    locker.execute("SELECT 1 FROM cadence_runs WHERE run_id = 'mid-1' FOR UPDATE")
+    unlock = threading.Timer(1.5, locker.rollback)  # while the hand-back below waits
+    unlock.start()
+    try:
+        with anyio.move_on_after(0.3) as scope:
+            await store.checkpoint("mid-1", owner, position=1, step=None, context=b"{}")
+        assert scope.cancelled_caught
+
+        async def other() -> None:  # hands dropped connections back to the pool meanwhile
+            await anyio.sleep(0.4)
+            assert await store.get("other") is None
+
+        with anyio.fail_after(10):  # the cancelled commit's connection is not in use here
+            async with anyio.create_task_group() as group:
+                group.start_soon(other)
+                with anyio.CancelScope(shield=True):
+                    await store.release("mid-1", owner)
+    finally:
+        unlock.join()
+        locker.close()
+    store.done(owner)
+    record = await store.get("mid-1")
+    assert record is not None
+    assert (record.status, record.owner) == ("pending", None)
+    assert record.position in (0, 1)  # a commit cancelled once sent may still land
+    await store.aclose()
+
+
+def test_a_store_used_under_trio_refuses_another_loop_until_closed(dsn: str) -> None:
+    from cadence.durable import StoreError  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn)
+    assert anyio.run(store.list_runs, backend="trio") == []  # its loop thread now runs
+    with pytest.raises(StoreError, match="give each event loop its own store"):
+        anyio.run(store.list_runs, backend="asyncio")
+    anyio.run(store.aclose, backend="trio")
+
+    async def on_asyncio() -> None:  # one loop: the pool belongs to the loop that opened it
+        assert await store.list_runs() == []
+        await store.aclose()
+
+    anyio.run(on_asyncio, backend="asyncio")

@@ -10,17 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import threading
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
 import anyio
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
+    import outcome
+    import trio
+
 T = TypeVar("T")
 
 __all__ = ["AsyncioThread", "LoopClosedError"]
+
+logger = logging.getLogger("cadence.durable")
+
+_SHUTDOWN_WAIT = 2.0  # seconds `aclose` gives the loop's tasks to end, twice, before it stops
 
 
 class LoopClosedError(RuntimeError):
@@ -32,29 +40,45 @@ class AsyncioThread:
 
     Everything the loop runs stays on its thread: callers on trio hand it coroutines
     (`run`) and calls (`call_soon`), which start in the order handed, each in a context of
-    its own (the caller's would tell anyio and sniffio that this is trio).
+    its own (the caller's would tell anyio and sniffio that this is trio). However the
+    thread ends, every caller still waiting is woken (`LoopClosedError`).
     """
 
-    __slots__ = ("_loop", "_name", "_thread")
+    __slots__ = ("_ended", "_guard", "_loop", "_name", "_thread", "_waiting")
 
     def __init__(self, name: str) -> None:
         self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._waiting: dict[object, Callable[[], None]] = {}  # each open call's "loop ended"
+        self._ended = False  # the loop's thread ran its last: no call is woken any more
+        self._guard = threading.Lock()  # a call is either waiting before the end, or refused
 
     def elsewhere(self) -> bool:
         """Whether the loop runs, and the caller is on another thread than the loop's."""
         return self._thread is not None and threading.get_ident() != self._thread.ident
 
     def _started(self) -> asyncio.AbstractEventLoop:
+        """Return the running loop, starting it on first use (hold `_guard`)."""
         if self._loop is None:
             loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
+            thread = threading.Thread(target=self._serve, args=(loop,), name=self._name)
+            thread.daemon = True
+            self._loop, self._thread, self._ended = loop, thread, False
             thread.start()
-            self._loop, self._thread = loop, thread
-        elif self._thread is None or not self._thread.is_alive():
+        elif self._ended:
             raise LoopClosedError(f"the event loop thread {self._name!r} ended")
         return self._loop
+
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.run_forever()
+        finally:  # stopped, or ended by an exception out of a task: wake whoever still waits
+            with self._guard:
+                self._ended = True
+                waiting = list(self._waiting.values())
+            for loop_ended in waiting:
+                loop_ended()
 
     @staticmethod
     def back_here(fn: Callable[[], None]) -> Callable[[], None]:
@@ -70,8 +94,14 @@ class AsyncioThread:
         return call
 
     def call_soon(self, fn: Callable[..., object], *args: object) -> None:
-        """Call `fn(*args)` on the loop's thread, after what was handed before."""
-        self._started().call_soon_threadsafe(fn, *args, context=contextvars.Context())
+        """Call `fn(*args)` on the loop's thread, after what was handed before.
+
+        Once the loop has stopped the call is dropped: the state it would touch went with it.
+        """
+        with contextlib.suppress(LoopClosedError, RuntimeError):  # RuntimeError: loop closed
+            with self._guard:
+                loop = self._started()
+            loop.call_soon_threadsafe(fn, *args, context=contextvars.Context())
 
     async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:  # Any: any coroutine's
         """Run `coroutine` on the loop and return (or raise) what it did, from a trio task.
@@ -85,69 +115,155 @@ class AsyncioThread:
             LoopClosedError: the loop stopped before the coroutine ended.
 
         """
-        import outcome  # noqa: PLC0415 # trio's own dependency, on trio only
-        import trio  # noqa: PLC0415 # as above
+        import trio  # noqa: PLC0415 # trio only
 
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
-            loop = self._started()
         except BaseException:
             coroutine.close()
             raise
-        caller = trio.lowlevel.current_task()
-        token = trio.lowlevel.current_trio_token()
-        started: list[asyncio.Task[T]] = []
-        cancelled: list[Callable[[], object]] = []  # the caller's cancellation, once asked
-
-        def resume(task: asyncio.Task[T]) -> None:  # on the trio thread, once
-            if not task.cancelled():
-                trio.lowlevel.reschedule(caller, outcome.capture(task.result))
-            elif cancelled:
-                trio.lowlevel.reschedule(caller, outcome.capture(cancelled[0]))
-            else:
-                error = LoopClosedError(f"the event loop thread {self._name!r} stopped")
-                trio.lowlevel.reschedule(caller, outcome.Error(error))
-
-        def ended(task: asyncio.Task[T]) -> None:  # on the loop's thread
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(resume, task)
-
-        def start() -> None:  # on the loop's thread
-            task = loop.create_task(coroutine)
-            started.append(task)
-            task.add_done_callback(ended)
-
-        def cancel() -> None:  # on the loop's thread, after `start`
-            if started:
-                started[0].cancel()
-
-        def abort(raise_cancel: Callable[[], object]) -> trio.lowlevel.Abort:
-            cancelled.append(raise_cancel)
-            loop.call_soon_threadsafe(cancel)
-            return trio.lowlevel.Abort.FAILED  # `resume` wakes the caller once the task ends
-
-        loop.call_soon_threadsafe(start, context=contextvars.Context())
-        return cast("T", await trio.lowlevel.wait_task_rescheduled(abort))
+        call = _Call(self._name, self._waiting, coroutine)
+        try:
+            with self._guard:  # waiting before the thread's end, so woken by it; or refused
+                call.loop = self._started()
+                self._waiting[call] = call.loop_ended
+            call.loop.call_soon_threadsafe(call.start, context=contextvars.Context())
+        except (LoopClosedError, RuntimeError) as exc:  # RuntimeError: the loop is closed
+            self._waiting.pop(call, None)
+            coroutine.close()
+            raise LoopClosedError(f"the event loop thread {self._name!r} stopped") from exc
+        return cast("T", await trio.lowlevel.wait_task_rescheduled(call.abort))
 
     async def aclose(self) -> None:
         """Cancel what still runs on the loop, stop it and let its thread end (until next use)."""
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
-        if thread.is_alive():
-            with contextlib.suppress(LoopClosedError):
-                await self.run(_cancel_the_rest())
-            loop.call_soon_threadsafe(loop.stop)
-            await anyio.to_thread.run_sync(thread.join)
+        if not self._ended:
+            with contextlib.suppress(LoopClosedError):  # unless it ends on its own meanwhile
+                await self.run(_cancel_the_rest(self._name))
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(loop.stop)
+        await anyio.to_thread.run_sync(thread.join)
+        if asyncio.all_tasks(loop):  # it ended on its own: end the tasks it left behind
+            with contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(
+                    loop.run_until_complete, _cancel_the_rest(self._name)
+                )
         self._loop = self._thread = None
         loop.close()
 
 
-async def _cancel_the_rest() -> None:
-    """Cancel every other task on the running loop and wait for them to end."""
+class _Call(Generic[T]):
+    """One trio task's call on the loop: which thread each part runs on is said per method."""
+
+    __slots__ = (
+        "caller",
+        "cancelled",
+        "coroutine",
+        "loop",
+        "name",
+        "settled",
+        "task",
+        "token",
+        "waiting",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        waiting: dict[object, Callable[[], None]],
+        coroutine: Coroutine[Any, Any, T],  # Any: any coroutine's
+    ) -> None:
+        import trio  # noqa: PLC0415 # trio only
+
+        self.name = name
+        self.waiting = waiting  # the thread's open calls, this one among them
+        self.coroutine = coroutine
+        self.caller = trio.lowlevel.current_task()
+        self.token = trio.lowlevel.current_trio_token()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[T] | None = None
+        self.cancelled: Callable[[], NoReturn] | None = None  # the caller's cancellation
+        self.settled = False
+
+    def start(self) -> None:
+        """On the loop's thread: run the coroutine as a task."""
+        assert self.loop is not None  # noqa: S101 # set before `start` is handed over
+        self.task = self.loop.create_task(self.coroutine)
+        self.task.add_done_callback(self.ended)
+
+    def ended(self, task: asyncio.Task[T]) -> None:
+        """On the loop's thread: the task ended; wake the caller with its outcome."""
+        self._to_caller(self.resume)
+
+    def loop_ended(self) -> None:
+        """On the loop's thread, as it ends: wake the caller if it still waits."""
+        self._to_caller(self.closed)
+
+    def cancel(self) -> None:
+        """On the loop's thread (after `start`): cancel the task."""
+        if self.task is not None:
+            self.task.cancel()
+
+    def abort(self, raise_cancel: Callable[[], NoReturn]) -> trio.lowlevel.Abort:
+        """On the trio thread: the caller is cancelled; it is woken once the task ended."""
+        import trio  # noqa: PLC0415 # trio only
+
+        self.cancelled = raise_cancel
+        if self.loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: `closed` wakes it
+                self.loop.call_soon_threadsafe(self.cancel)
+        return trio.lowlevel.Abort.FAILED
+
+    def resume(self) -> None:
+        """On the trio thread: hand the caller the task's outcome."""
+        import outcome  # noqa: PLC0415 # trio's own dependency, on trio only
+
+        task = self.task
+        assert task is not None  # noqa: S101 # resumed only once the task ended
+        self._settle(self._stopped() if task.cancelled() else outcome.capture(task.result))
+
+    def closed(self) -> None:
+        """On the trio thread, once the loop's thread ended: nothing will end the call."""
+        if self.task is None:
+            self.coroutine.close()  # never started
+        self._settle(self._stopped())
+
+    def _stopped(self) -> outcome.Outcome[T]:
+        import outcome  # noqa: PLC0415 # as above
+
+        if self.cancelled is not None:
+            return cast("outcome.Outcome[T]", outcome.capture(self.cancelled))  # it raises
+        return outcome.Error(LoopClosedError(f"the event loop thread {self.name!r} stopped"))
+
+    def _settle(self, result: outcome.Outcome[T]) -> None:
+        import trio  # noqa: PLC0415 # trio only
+
+        if not self.settled:
+            self.settled = True
+            self.waiting.pop(self, None)
+            trio.lowlevel.reschedule(self.caller, result)
+
+    def _to_caller(self, fn: Callable[[], None]) -> None:
+        import trio  # noqa: PLC0415 # trio only
+
+        with contextlib.suppress(trio.RunFinishedError):  # the trio run is over: nobody waits
+            self.token.run_sync_soon(fn)
+
+
+async def _cancel_the_rest(name: str) -> None:
+    """Cancel every other task on the running loop; wait a little for them to end."""
     current = asyncio.current_task()
-    rest = [task for task in asyncio.all_tasks() if task is not current]
-    for task in rest:
-        task.cancel()
-    await asyncio.gather(*rest, return_exceptions=True)
+    for _ in range(2):  # a task that swallows one cancellation gets a second
+        rest = [task for task in asyncio.all_tasks() if task is not current]
+        if not rest:
+            break
+        for task in rest:
+            task.cancel()
+        await asyncio.wait(rest, timeout=_SHUTDOWN_WAIT)
+    else:
+        left = [task for task in asyncio.all_tasks() if task is not current]
+        if left:
+            logger.warning("%s: stopping with %d tasks that would not end", name, len(left))
     await asyncio.get_running_loop().shutdown_asyncgens()

@@ -471,6 +471,10 @@ class PostgresStore:
                 raise
             name = f"run {run_id!r}: " if run_id else ""
             raise StoreError(run_id, f"{name}PostgreSQL is unavailable: {exc}") from exc
+        except BaseException:  # cancelled while opening: no pool is left behind
+            with anyio.CancelScope(shield=True):
+                await pool.close(timeout=1.0)  # its workers, stuck connecting: not for long
+            raise
         return pool
 
     async def _return_orphans(self, pool: AsyncConnectionPool[Any]) -> None:  # Any: as above
@@ -882,10 +886,22 @@ class PostgresStore:
         try:
             await self._close()
         finally:
-            bridge, self._bridge = self._bridge, None
+            bridge = self._bridge
             if bridge is not None:
                 with anyio.CancelScope(shield=True):
                     await bridge.aclose()  # and with it, anything still running on it
+                self._bridge = None
+                self._forget_the_loop()
+
+    def _forget_the_loop(self) -> None:
+        """Drop what belonged to the stopped loop thread; the next call starts afresh.
+
+        A call racing `aclose` may have opened a pool there, which no loop runs any more.
+        """
+        self._pool, self._opening, self._beating = None, None, None
+        self._held.clear()
+        self._orphans.clear()
+        self._watched.clear()
 
     @_on_asyncio
     async def _close(self) -> None:

@@ -723,3 +723,16 @@ def test_a_store_used_under_trio_refuses_another_loop_until_closed(dsn: str) -> 
         await store.aclose()
 
     anyio.run(on_asyncio, backend="asyncio")
+
+
+async def test_a_call_cancelled_while_the_pool_opens_leaves_nothing_behind() -> None:
+    with socket.socket() as silent:  # takes connections and never answers them
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        store = PostgresStore(f"postgresql://nobody@127.0.0.1:{port}/none")
+        with anyio.move_on_after(1) as scope:
+            await store.get("any")
+        assert scope.cancelled_caught
+        with anyio.fail_after(20):  # no pool left opening, or its workers, to wait on
+            await store.aclose()

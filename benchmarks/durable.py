@@ -40,7 +40,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.to_thread
@@ -313,24 +313,35 @@ async def durable_postgres(runs: int, dsn: str) -> float:
     return await per_durable_step(runs, PostgresStore(dsn))
 
 
+BARE_ROW = b'{"x":1,"note":"' + b"n" * 200 + b'"}'  # a bare commit's context: a step's size
+
+
+async def _bare_table(connection: Any) -> None:  # Any: psycopg's connection, imported lazily
+    """Create the one-row table bare UPDATE-and-COMMITs write to."""
+    await connection.execute(
+        "CREATE TABLE IF NOT EXISTS bench_bare (id TEXT PRIMARY KEY, position INT, context BYTEA)"
+    )
+    await connection.execute(
+        "INSERT INTO bench_bare VALUES ('r', 0, '') ON CONFLICT (id) DO NOTHING"
+    )
+
+
+async def _bare_commits(connection: Any, commits: int) -> float:  # Any: as above
+    """Return seconds per bare UPDATE-and-COMMIT of a step-sized row, over `commits` of them."""
+    start = time.perf_counter()
+    for i in range(commits):
+        await connection.execute(
+            "UPDATE bench_bare SET position = %s, context = %s WHERE id = 'r'", (i, BARE_ROW)
+        )
+    return (time.perf_counter() - start) / commits
+
+
 async def bare_postgres(commits: int, dsn: str) -> float:
     import psycopg  # noqa: PLC0415 # optional
 
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
-        await connection.execute(
-            "CREATE TABLE IF NOT EXISTS bench_bare "
-            "(id TEXT PRIMARY KEY, position INT, context BYTEA)"
-        )
-        await connection.execute(
-            "INSERT INTO bench_bare VALUES ('r', 0, '') ON CONFLICT (id) DO NOTHING"
-        )
-        blob = b'{"x":1,"note":"' + b"n" * 200 + b'"}'
-        start = time.perf_counter()
-        for i in range(commits):
-            await connection.execute(
-                "UPDATE bench_bare SET position = %s, context = %s WHERE id = 'r'", (i, blob)
-            )
-        return (time.perf_counter() - start) / commits
+        await _bare_table(connection)
+        return await _bare_commits(connection, commits)
 
 
 async def postgres_pairs(pairs: int, dsn: str) -> tuple[float, float, float]:
@@ -348,27 +359,15 @@ async def postgres_pairs(pairs: int, dsn: str) -> tuple[float, float, float]:
     c = flow()
     tag = uuid.uuid4().hex
     await c.run(run_id=f"warm-{tag}", store=store)
-    blob = b'{"x":1,"note":"' + b"n" * 200 + b'"}'
     steps: list[float] = []
     commits: list[float] = []
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
-        await connection.execute(
-            "CREATE TABLE IF NOT EXISTS bench_bare "
-            "(id TEXT PRIMARY KEY, position INT, context BYTEA)"
-        )
-        await connection.execute(
-            "INSERT INTO bench_bare VALUES ('r', 0, '') ON CONFLICT (id) DO NOTHING"
-        )
+        await _bare_table(connection)
         for i in range(pairs):
             start = time.perf_counter()
             await c.run(run_id=f"{tag}-{i}", store=store)
             steps.append((time.perf_counter() - start) / STEPS)
-            start = time.perf_counter()
-            for j in range(STEPS):
-                await connection.execute(
-                    "UPDATE bench_bare SET position = %s, context = %s WHERE id = 'r'", (j, blob)
-                )
-            commits.append((time.perf_counter() - start) / STEPS)
+            commits.append(await _bare_commits(connection, STEPS))
     await store.aclose()
     ratios = [a / b for a, b in zip(steps, commits, strict=True)]
     return statistics.median(steps), statistics.median(commits), statistics.median(ratios)
@@ -484,22 +483,22 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def _server_ticks() -> int:
-    """Return the CPU ticks of every PostgreSQL process so far (and of those that exited)."""
+def _server_ticks(postmaster: int) -> int:
+    """Return the CPU ticks of the benchmark's server so far: the postmaster, its backends,
+    and (in the postmaster's own count) the backends that exited. Other servers on the
+    machine are left out."""
     total = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            text = (entry / "stat").read_text()
-            if "(postgres)" not in text:
-                continue
-            fields = text.rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-            if "(postgres)" not in Path(f"/proc/{fields[1]}/stat").read_text():
-                total += int(fields[13]) + int(fields[14])  # the postmaster: its exited children
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
+        if int(entry.name) == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # its own time, and exited children's
+        elif int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
     return total
 
 
@@ -524,7 +523,7 @@ async def worker_main(dsn: str, concurrency: int) -> None:
 
 
 async def throughput(
-    dsn: str, workers: int, runs: int, concurrency: int
+    dsn: str, postmaster: int, workers: int, runs: int, concurrency: int
 ) -> tuple[float, float, float, float, float]:
     """Run `runs` queued ten-step runs on `workers` processes.
 
@@ -559,7 +558,7 @@ async def throughput(
     started = sum(_cpu_ticks(proc.pid) for proc in procs)  # imports and pools: not per run
     with psycopg.connect(dsn, autocommit=True) as connection:
         before = connection.execute(commits).fetchone()
-        server0 = _server_ticks()
+        server0 = _server_ticks(postmaster)
         busy0, total0 = _busy()
         start = time.perf_counter()
         for proc in procs:
@@ -575,7 +574,7 @@ async def throughput(
             await anyio.sleep(0.02)
         elapsed = time.perf_counter() - start
         busy1, total1 = _busy()
-        server = (_server_ticks() - server0) / ticks
+        server = (_server_ticks(postmaster) - server0) / ticks
     cpu = (sum(_cpu_ticks(proc.pid) for proc in procs) - started) / ticks  # the workers' own
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
@@ -606,7 +605,8 @@ async def throughput_main(runs: int, concurrency: int) -> None:
         )
         print(f"{'clients or workers':<34} {'1':>9} {'2':>9} {'4':>9}")
         ceilings = [pgbench(dsn, n, 3, base) for n in (1, 2, 4)]
-        results = [await throughput(dsn, n, runs, concurrency) for n in (1, 2, 4)]
+        postmaster = int((base / "data" / "postmaster.pid").read_text().split()[0])
+        results = [await throughput(dsn, postmaster, n, runs, concurrency) for n in (1, 2, 4)]
         again = pgbench(dsn, 4, 3, base)
         print(f"{'pgbench one-row INSERT, TPS':<34}" + "".join(f"{t:>10.0f}" for t in ceilings))
         line = "".join(f"{r[0]:>10.1f}" for r in results)

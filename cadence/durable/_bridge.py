@@ -50,7 +50,7 @@ class AsyncioThread:
         self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._waiting: dict[object, Callable[[], None]] = {}  # each open call's "loop ended"
+        self._waiting: set[_Call[Any]] = set()  # the calls not settled yet (Any: any result)
         self._ended = False  # the loop's thread ran its last: no call is woken any more
         self._guard = threading.Lock()  # a call is either waiting before the end, or refused
 
@@ -76,9 +76,9 @@ class AsyncioThread:
         finally:  # stopped, or ended by an exception out of a task: wake whoever still waits
             with self._guard:
                 self._ended = True
-                waiting = list(self._waiting.values())
-            for loop_ended in waiting:
-                loop_ended()
+                waiting = list(self._waiting)
+            for call in waiting:
+                call.loop_ended()
 
     @staticmethod
     def back_here(fn: Callable[[], None]) -> Callable[[], None]:
@@ -126,10 +126,10 @@ class AsyncioThread:
         try:
             with self._guard:  # waiting before the thread's end, so woken by it; or refused
                 call.loop = self._started()
-                self._waiting[call] = call.loop_ended
+                self._waiting.add(call)
             call.loop.call_soon_threadsafe(call.start, context=contextvars.Context())
         except (LoopClosedError, RuntimeError) as exc:  # RuntimeError: the loop is closed
-            self._waiting.pop(call, None)
+            self._waiting.discard(call)
             coroutine.close()
             raise LoopClosedError(f"the event loop thread {self._name!r} stopped") from exc
         return cast("T", await trio.lowlevel.wait_task_rescheduled(call.abort))
@@ -172,7 +172,7 @@ class _Call(Generic[T]):
     def __init__(
         self,
         name: str,
-        waiting: dict[object, Callable[[], None]],
+        waiting: set[_Call[Any]],  # Any: any result
         coroutine: Coroutine[Any, Any, T],  # Any: any coroutine's
     ) -> None:
         import trio  # noqa: PLC0415 # trio only
@@ -242,7 +242,7 @@ class _Call(Generic[T]):
 
         if not self.settled:
             self.settled = True
-            self.waiting.pop(self, None)
+            self.waiting.discard(self)
             trio.lowlevel.reschedule(self.caller, result)
 
     def _to_caller(self, fn: Callable[[], None]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
-import importlib.util
 import json
 import logging
 import os
@@ -61,6 +60,7 @@ try:
     import psycopg
     import psycopg.errors
     from psycopg import pq
+    from psycopg.generators import execute as _pq_execute
     from psycopg_pool import AsyncConnectionPool
 except ImportError as exc:  # pragma: no cover - psycopg is installed in the test venv
     raise ImportError(
@@ -68,14 +68,10 @@ except ImportError as exc:  # pragma: no cover - psycopg is installed in the tes
     ) from exc
 
 
-def _has_libpq_path() -> bool:
-    """Return whether psycopg has the lower layer `PostgresStore._fast` runs statements on."""
-    if importlib.util.find_spec("psycopg.generators") is None:  # psycopg's own fetch loop (C)
-        return False  # pragma: no cover # a psycopg without it: every statement via a cursor
-    return hasattr(psycopg.AsyncConnection, "wait")  # `pgconn` and `lock` are set per connection
-
-
-_LIBPQ = _has_libpq_path()
+# Prepared statements through libpq, past psycopg's cursors (`PostgresStore._fast`), lean on
+# psycopg's lower layer: its fetch loop (`psycopg.generators`, in every psycopg 3) and each
+# connection's `pgconn`, `lock` and `wait`; should a psycopg lack `wait`, cursors do the work.
+_LIBPQ = hasattr(psycopg.AsyncConnection, "wait")
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -191,10 +187,6 @@ def _value(value: object) -> bytes | None:
     return repr(value).encode()  # an int or a float
 
 
-def _utc(seconds: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
-
-
 def _claimed(result: pq.abc.PGresult) -> tuple[object, ...]:
     """Return the row `_CLAIM_NEXT` returned (binary), as `_record` reads it."""
     row: list[object] = []
@@ -207,7 +199,7 @@ def _claimed(result: pq.abc.PGresult) -> tuple[object, ...]:
         elif kind == "int4":
             row.append(int.from_bytes(value, "big", signed=True))
         elif kind == "time":
-            row.append(_utc(struct.unpack(">d", value)[0]))
+            row.append(struct.unpack(">d", value)[0])  # epoch seconds: `record_from_row` reads them
         else:
             row.append(bytes(value))
     return tuple(row)
@@ -231,17 +223,10 @@ _CLAIMED_KINDS = (
 )
 
 
-_CHECKPOINT = _Statement(
+_CHECKPOINT = _Statement(  # a plan and fingerprint only when a migration changed them
     "checkpoint",
     "UPDATE cadence_runs SET position = %s, step = %s, context = %s, inner_state = %s, "
-    "updated_at = now(), lease_until = now() + make_interval(secs => %s) "
-    "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
-    ("int4", "text", "bytea", "bytea", "float8", "text", "text"),
-)
-_MIGRATED = _Statement(
-    "migrated",
-    "UPDATE cadence_runs SET position = %s, step = %s, context = %s, inner_state = %s, "
-    "plan = %s, fingerprint = %s, updated_at = now(), "
+    "plan = coalesce(%s, plan), fingerprint = coalesce(%s, fingerprint), updated_at = now(), "
     "lease_until = now() + make_interval(secs => %s) "
     "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
     ("int4", "text", "bytea", "bytea", "text", "text", "float8", "text", "text"),
@@ -254,12 +239,6 @@ _FINISH = _Statement(
     "step = CASE WHEN %s::int IS NULL THEN step END, error = %s, updated_at = now() "
     "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
     ("text", "bytea", "int4", "int4", "int4", "text", "text", "text"),
-)
-_HEARTBEAT = _Statement(
-    "heartbeat",
-    "UPDATE cadence_runs SET lease_until = now() + make_interval(secs => %s) "
-    "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
-    ("float8", "text", "text"),
 )
 _RELEASE = _Statement(
     "release",
@@ -286,7 +265,7 @@ _CLAIM_NEXT = _Statement(
     ("text[]", "text[]", "text[]", "text[]", "text", "float8"),
     binary=True,
 )
-_STATEMENTS = (_CHECKPOINT, _MIGRATED, _FINISH, _HEARTBEAT, _RELEASE, _CLAIM_NEXT)
+_STATEMENTS = (_CHECKPOINT, _FINISH, _RELEASE, _CLAIM_NEXT)
 _FOUND: dict[str, ClaimOutcome] = {
     "completed": "finished",
     "cancelled": "cancelled",
@@ -296,14 +275,9 @@ _FOUND: dict[str, ClaimOutcome] = {
 
 
 def _in_trio() -> bool:
+    """Whether the caller is a trio task (without importing trio where nothing did)."""
     trio = sys.modules.get("trio")
-    if trio is None:
-        return False
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
+    return trio is not None and bool(trio.lowlevel.in_trio_task())
 
 
 def _on_asyncio(
@@ -373,10 +347,7 @@ class PostgresStore:
         self.dsn = dsn
         self.lease = lease
         self.prepare = prepare
-        # Prepared statements through libpq, past psycopg's cursors: a third of a commit's
-        # CPU. It leans on psycopg's lower layer (`pgconn`, its fetch generator, the
-        # connection's lock and wait); should a psycopg lack them, cursors do the same work.
-        self._libpq = prepare and _LIBPQ
+        self._libpq = prepare and _LIBPQ  # past psycopg's cursors: a third of a commit's CPU
         self._poll_interval = poll_interval
         self._min_size = min_size
         self._max_size = max_size
@@ -527,8 +498,6 @@ class PostgresStore:
         values: Sequence[object],
     ) -> pq.abc.PGresult:  # Any: psycopg's connection class
         """Run a prepared statement through libpq (preparing them all on first use)."""
-        from psycopg.generators import execute as _pq_execute  # noqa: PLC0415 # see _LIBPQ
-
         pgconn = connection.pgconn
         async with connection.lock:
             if connection not in self._ready:
@@ -629,22 +598,18 @@ class PostgresStore:
         fingerprint: str | None = None,
     ) -> None:
         """Commit the context, position and inner progress (and extend the lease) at once."""
-        if plan is None:
-            values: tuple[object, ...] = (position, step, context, inner, self.lease, run_id, owner)
-            await self._owned(run_id, owner, "committing a checkpoint", _CHECKPOINT, values)
-            return
         values = (
             position,
             step,
             context,
             inner,
-            json.dumps(list(plan)),
+            None if plan is None else json.dumps(list(plan)),
             fingerprint,
             self.lease,
             run_id,
             owner,
         )
-        await self._owned(run_id, owner, "committing a checkpoint", _MIGRATED, values)
+        await self._owned(run_id, owner, "committing a checkpoint", _CHECKPOINT, values)
 
     def done(self, owner: str) -> None:
         """Forget an owner token: its attempt has ended (its connection goes back to the pool)."""
@@ -653,14 +618,6 @@ class PostgresStore:
             return
         self.unwatch(owner)
         self._drop(owner)
-
-    @_on_asyncio
-    async def heartbeat(self, run_id: str, owner: str) -> bool:
-        """Extend the lease on a run; return whether `owner` still holds it."""
-        values = (self.lease, run_id, owner)
-        return bool(
-            await self._owned_count(run_id, owner, "renewing the lease", _HEARTBEAT, values)
-        )
 
     def watch(self, run_id: str, owner: str, lost: Callable[[], None]) -> None:
         """Renew `owner`'s lease on `run_id` every third of the lease; call `lost()` if gone."""
@@ -787,7 +744,7 @@ class PostgresStore:
             else:
                 cursor = await connection.execute(_CLAIM_NEXT.query, values, prepare=self.prepare)
                 found = await cursor.fetchone()
-                row = None if found is None else (*found[:11], *map(_utc, found[11:13]), found[13])
+                row = None if found is None else tuple(found)
             record = None if row is None else await self._readable(connection, row)
             keep = record is not None and len(self._held) < self._max_size - 1
             if keep:
@@ -827,7 +784,7 @@ class PostgresStore:
         rows = await self._fetch(
             run_id,
             "reading the run",
-            f"SELECT {_COLUMNS} FROM cadence_runs WHERE run_id = %s",  # noqa: S608 # constant columns
+            _SELECT_RUN,
             (run_id,),
         )
         return self._record(rows[0]) if rows else None

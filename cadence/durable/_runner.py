@@ -570,21 +570,15 @@ async def _leased(
         return await execute(cadence, context, None, walk)
     leased = cast("Leased", store)
     run_id, owner = progress.run_id, progress.owner
-    scope = anyio.CancelScope()
-    lost: list[bool] = []
-
-    def on_lost() -> None:
-        lost.append(True)
-        scope.cancel()
-
-    leased.watch(run_id, owner, on_lost)
+    scope = anyio.CancelScope()  # cancelled by nothing but the heartbeat's finding
+    leased.watch(run_id, owner, scope.cancel)
     result: C | None = None
     try:
         with scope:
             result = await execute(cadence, context, None, walk)
     finally:
         leased.unwatch(owner)
-    if lost:  # the steps were stopped for it
+    if scope.cancel_called:  # the steps were stopped for it
         raise await _lease_lost(cadence, store, progress)
     return cast("C", result)
 

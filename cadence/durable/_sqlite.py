@@ -142,7 +142,6 @@ class SQLiteStore:
         if offload is None:
             offload = synchronous in ("FULL", "EXTRA")
         self.offload: bool = offload
-        self._any_inline = self._inline_claims or not offload  # checkpoints go to the thread
         self.path = Path(path)
         self.synchronous: Synchronous = synchronous
         self.busy_timeout = busy_timeout
@@ -203,7 +202,7 @@ class SQLiteStore:
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
-            if self._any_inline:
+            if self._inline_claims:
                 # A checkpoint inside a commit writes and fsyncs the database file, which
                 # must not happen on the event loop: the writer thread checkpoints instead.
                 connection.execute("PRAGMA wal_autocheckpoint=0")
@@ -304,7 +303,7 @@ class SQLiteStore:
             finally:
                 if not self.offload:
                     connection.execute("PRAGMA busy_timeout = 0")
-            if self._any_inline:
+            if self._inline_claims:
                 self._wrote()
             return value
 

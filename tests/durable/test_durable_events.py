@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from durable_tally import Tally, steal, tally  # tests/, beside conftest.py
 
-from cadence import BeatError, Cadence, Context
+from cadence import BeatError, Cadence
 from cadence.durable import LeaseLostError, SQLiteStore, StoreError
 from cadence.events import (
     BeatCompleted,
@@ -27,39 +26,11 @@ from cadence.events import (
 pytestmark = pytest.mark.anyio
 
 
-@dataclass
-class Tally(Context):
-    done: list[str] = field(default_factory=list[str])
-
-
-class Boom(Exception):
-    """A beat failed."""
-
-
 def flow(
     events: list[CadenceEvent], fail_at: list[str], hook: list[Callable[[], None]]
 ) -> Cadence[Tally]:
-    """Three steps; `fail_at` names a step to fail once; `hook` runs a callable in step b."""
-
-    def step(name: str) -> Callable[[Tally], Awaitable[None]]:
-        async def beat(ctx: Tally) -> None:
-            if name in fail_at:
-                fail_at.remove(name)
-                raise Boom(name)
-            if name == "b" and hook:
-                hook.pop()()
-            ctx.done.append(name)
-
-        beat.__name__ = name
-        return beat
-
-    return (
-        Cadence("tally", context_type=Tally)
-        .then("a", step("a"))
-        .then("b", step("b"))
-        .then("c", step("c"))
-        .with_listener(events.append)
-    )
+    """The shared three steps, telling `events`."""
+    return tally(fail_at, hook).with_listener(events.append)
 
 
 @pytest.fixture
@@ -123,14 +94,10 @@ async def test_a_run_taken_over_mid_run_tells_lease_lost(
 ) -> None:
     events: list[CadenceEvent] = []
 
-    def steal() -> None:
-        connection = sqlite3.connect(tmp_path / "runs.db")
-        connection.execute("UPDATE cadence_runs SET owner = 'elsewhere:1:1:x'")
-        connection.commit()
-        connection.close()
-
     with pytest.raises(LeaseLostError, match="lost the run"):
-        await flow(events, [], [steal]).run(Tally(), run_id="order-3", store=store)
+        await flow(events, [], [steal(tmp_path / "runs.db")]).run(
+            Tally(), run_id="order-3", store=store
+        )
     lost = [e for e in events if isinstance(e, LeaseLost)]
     assert len(lost) == 1
     assert (lost[0].run_id, lost[0].position, lost[0].step) == ("order-3", 2, "c")

@@ -14,10 +14,11 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import LiteralString
+from typing import Any, LiteralString
 
 import anyio
 import pytest
+import sniffio
 
 from cadence import BeatError, Cadence
 from cadence.durable import PlanChangedError, PostgresStore, Worker, _postgres, enqueue
@@ -110,6 +111,14 @@ async def _sql(dsn: str, statement: LiteralString) -> list[tuple[object, ...]]:
             return list(cursor.fetchall()) if cursor.description else []
 
     return await anyio.to_thread.run_sync(run)
+
+
+async def _in_the_stores_session(store: PostgresStore, sql: LiteralString) -> list[Any]:
+    """Run `sql` on the store's own pooled connection (on its loop thread, under trio)."""
+    fetch = store._fetch("", "asking", sql)  # pyright: ignore[reportPrivateUsage] # its session
+    if sniffio.current_async_library() == "trio":
+        return await store._on_loop_thread(fetch)  # pyright: ignore[reportPrivateUsage] # as above
+    return await fetch
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -323,7 +332,7 @@ async def test_sigterm_hands_back_the_runs_still_running_after_the_grace(dsn: st
     assert done is not None
     assert done.status == "completed"
     assert calls == ["stuck", "quick"]  # "a" committed before the stop: not run again
-    assert (done.attempts, done.context is not None) == (2, True)
+    assert done.attempts == 2
     assert done.context is not None
     assert b'"n":103' in done.context  # a: 1 * 2 + 1, then quick: + 100
     claimed = next(e for e in events if isinstance(e, RunClaimed))
@@ -428,10 +437,8 @@ async def test_the_claim_tells_a_new_run_from_a_taken_over_one(dsn: str) -> None
 
 
 async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) -> None:
-
     store = PostgresStore(dsn)
     ran = anyio.Event()
-    # An id every array literal must quote: the refused ids are passed as text[].
 
     async def last(ctx: Job) -> None:
         ctx.n += 1
@@ -440,7 +447,7 @@ async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) ->
     flow = Cadence("mixed", Job()).then("a", make_beat("a")).then("last", last)
     older = Cadence("mixed", Job()).then("a", make_beat("a")).then("gone", last)
     assert await enqueue(flow, Job(), run_id="bad-1", store=store)
-    assert await enqueue(older, Job(), run_id=ODD, store=store)
+    assert await enqueue(older, Job(), run_id=ODD, store=store)  # refused ids go as text[]
     assert await enqueue(flow, Job(n=4), run_id="good-1", store=store)
     await _sql(dsn, "UPDATE cadence_runs SET plan = 'not json' WHERE run_id = 'bad-1'")
     worker = Worker(store, [flow], concurrency=1, idle=0.01)
@@ -448,7 +455,7 @@ async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) ->
         async with anyio.create_task_group() as group:
             group.start_soon(functools.partial(worker.run, handle_signals=False))
             await ran.wait()  # good-1, queued last, ran: the worker got past the other two
-            await anyio.sleep(0.2)  # time to claim old-1 again, were it not refused
+            await anyio.sleep(0.2)  # time to claim ODD again, were it not refused
             worker.stop()
     good, old = await store.get("good-1"), await store.get(ODD)
     assert good is not None
@@ -521,11 +528,12 @@ def test_the_pinned_psycopg_runs_statements_through_libpq() -> None:
 async def test_a_store_that_prepares_nothing_runs_and_works_the_queue(
     dsn: str, way: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    one = {"min_size": 1, "max_size": 1}  # one session: the one the statements below ask
     if way == "cursors":  # a psycopg without the lower layer: prepared through its cursors
         monkeypatch.setattr(_postgres, "_LIBPQ", False)
-        store = PostgresStore(dsn)
+        store = PostgresStore(dsn, **one)
     else:
-        store = PostgresStore(dsn, prepare=False)  # as behind PgBouncer in transaction mode
+        store = PostgresStore(dsn, prepare=False, **one)  # as behind PgBouncer (transactions)
     flow = Cadence(way, Job())
     for name in "ab":
         flow = flow.then(name, make_beat(name))
@@ -548,6 +556,8 @@ async def test_a_store_that_prepares_nothing_runs_and_works_the_queue(
         assert record.context is not None
         assert f'"n":{(i * 2 + 1) * 2 + 1},' in record.context.decode()
         assert (record.attempts, record.created_at <= record.updated_at) == (1, True)
+    prepared = await _in_the_stores_session(store, "SELECT count(*) FROM pg_prepared_statements")
+    assert (prepared[0][0] > 0) == (way == "cursors")  # prepare=False prepares nothing
     await store.aclose()
 
 
@@ -725,7 +735,17 @@ def test_a_store_used_under_trio_refuses_another_loop_until_closed(dsn: str) -> 
     anyio.run(on_asyncio, backend="asyncio")
 
 
-async def test_a_call_cancelled_while_the_pool_opens_leaves_nothing_behind() -> None:
+async def test_a_call_cancelled_while_the_pool_opens_closes_that_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened: list[_postgres.AsyncConnectionPool[Any]] = []
+
+    class Recorded(_postgres.AsyncConnectionPool):  # type: ignore[type-arg] # psycopg's own
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+    monkeypatch.setattr(_postgres, "AsyncConnectionPool", Recorded)
     with socket.socket() as silent:  # takes connections and never answers them
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -736,3 +756,5 @@ async def test_a_call_cancelled_while_the_pool_opens_leaves_nothing_behind() -> 
         assert scope.cancelled_caught
         with anyio.fail_after(20):  # no pool left opening, or its workers, to wait on
             await store.aclose()
+    assert len(opened) == 1
+    assert opened[0].closed  # the pool the cancelled call was opening

@@ -262,11 +262,17 @@ async def test_a_full_stores_claim_waits_on_the_thread_while_another_process_wri
     tmp_path: Path,
 ) -> None:
     store = SQLiteStore(tmp_path / "w9.db")  # FULL: claims inline, commits on the thread
-    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump)
+    ticks: list[int] = []
+    seen: list[int] = []  # the ticks made when a run's first step starts
+
+    async def first(ctx: Count) -> None:
+        seen.append(len(ticks))
+        await bump(ctx)
+
+    flow = Cadence("count", context_type=Count).then("a", first).then("b", bump)
     await flow.run(Count(), run_id="warm", store=store)  # opens the connection
     other = sqlite3.connect(store.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
-    ticks: list[int] = []
 
     async def tick_then_release() -> None:
         for i in range(5):
@@ -274,11 +280,13 @@ async def test_a_full_stores_claim_waits_on_the_thread_while_another_process_wri
             ticks.append(i)  # the loop stays free while the claim waits on the thread
         other.execute("COMMIT")
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(tick_then_release)
-        assert (await flow.run(Count(), run_id="blocked", store=store)).n == 2
+    with anyio.fail_after(5):  # a claim waiting on the loop would block it for 30 s
+        async with anyio.create_task_group() as group:
+            group.start_soon(tick_then_release)
+            assert (await flow.run(Count(), run_id="blocked", store=store)).n == 2
     other.close()
     assert ticks == [0, 1, 2, 3, 4]
+    assert seen == [0, 5]  # the claim waited for the other writer, while the loop ticked
     record = await store.get("blocked")
     assert record is not None
     assert (record.status, record.attempts) == ("completed", 1)

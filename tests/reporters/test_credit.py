@@ -8,15 +8,14 @@ gave up on, and notices made between beats.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import CollectorRegistry
 
 from cadence import Cadence, CadenceHooks, Context, ImmutableContext
 from cadence.durable import SQLiteStore
@@ -24,7 +23,9 @@ from cadence.events import BeatCompleted, BeatRetried, CadenceEvent
 from cadence.reporters import PrometheusReporter
 from cadence.resilience import fallback, retry, set_testing, timeout
 
-pytestmark = pytest.mark.anyio
+from .exposition import samples
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("instant_retries")]
 
 
 @dataclass
@@ -40,31 +41,22 @@ class Frozen(ImmutableContext):
     m: int = 0
 
 
-@pytest.fixture(autouse=True)
-def instant_retries() -> Iterator[None]:
-    set_testing()
-    yield
-    set_testing(False)
-
-
 def counted(registry: CollectorRegistry, name: str = "cadence_beats_total") -> dict[str, float]:
     """Return `beat: value` of a counter's non-zero series (outcomes summed)."""
     found: dict[str, float] = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
-        for sample in family.samples:
-            if sample.name == name and sample.value:
-                beat = sample.labels["beat"]
-                found[beat] = found.get(beat, 0) + sample.value
+    for (sample, labels), count in samples(registry).items():
+        if sample == name and count:
+            beat = dict(labels)["beat"]
+            found[beat] = found.get(beat, 0) + count
     return found
 
 
 def outcomes_of(registry: CollectorRegistry) -> set[tuple[str, str]]:
     """Return the `(beat, outcome)` pairs counted at least once."""
     return {
-        (s.labels["beat"], s.labels["outcome"])
-        for family in text_string_to_metric_families(generate_latest(registry).decode())
-        for s in family.samples
-        if s.name == "cadence_beats_total" and s.value
+        (dict(labels)["beat"], dict(labels)["outcome"])
+        for (sample, labels), count in samples(registry).items()
+        if sample == "cadence_beats_total" and count
     }
 
 

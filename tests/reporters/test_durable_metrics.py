@@ -2,62 +2,34 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from durable_tally import Tally, steal, tally  # tests/, beside conftest.py
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import CollectorRegistry
 
-from cadence import BeatError, Cadence, Context
+from cadence import BeatError
 from cadence.durable import LeaseLostError, SQLiteStore
 from cadence.reporters import OpenTelemetryReporter, PrometheusReporter
+
+from .exposition import samples
 
 pytestmark = pytest.mark.anyio
 
 
-@dataclass
-class Tally(Context):
-    done: list[str] = field(default_factory=list[str])
-
-
-class Boom(Exception):
-    """A beat failed."""
-
-
-def step(
-    name: str, fail_at: list[str], hook: list[Callable[[], None]]
-) -> Callable[[Tally], Awaitable[None]]:
-    async def beat(ctx: Tally) -> None:
-        if name in fail_at:
-            fail_at.remove(name)
-            raise Boom(name)
-        if hook:
-            hook.pop()()
-        ctx.done.append(name)
-
-    beat.__name__ = name
-    return beat
-
-
 def counts(registry: CollectorRegistry, cadence: str) -> dict[str, float]:
-    text = generate_latest(registry).decode()
-    found: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if (
-                sample.name == "cadence_durable_events_total"
-                and sample.labels["cadence"] == cadence
-            ):
-                found[sample.labels["event"]] = sample.value
-    return found
+    """Return `event: value` of the cadence's durable-event counter."""
+    return {
+        dict(labels)["event"]: count
+        for (sample, labels), count in samples(registry).items()
+        if sample == "cadence_durable_events_total" and dict(labels)["cadence"] == cadence
+    }
 
 
 def otel_counts(reader: InMemoryMetricReader) -> dict[str, int]:
@@ -90,14 +62,7 @@ async def test_claims_resumes_and_lost_leases_are_counted_by_both_reporters(
     store = SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL")
     fail_at = ["b"]
     hook: list[Callable[[], None]] = []
-    cadence = (
-        Cadence("tally", context_type=Tally)
-        .with_reporter(prometheus.report)
-        .with_reporter(otel.report)
-        .then("a", step("a", fail_at, []))
-        .then("b", step("b", fail_at, hook))
-        .then("c", step("c", fail_at, []))
-    )
+    cadence = tally(fail_at, hook).with_reporter(prometheus.report).with_reporter(otel.report)
     assert counts(registry, "tally") == {}  # made at a cadence's first durable event
 
     with pytest.raises(BeatError):
@@ -116,13 +81,7 @@ async def test_claims_resumes_and_lost_leases_are_counted_by_both_reporters(
         "checkpoint_failed": 0,
     }
 
-    def steal() -> None:
-        connection = sqlite3.connect(tmp_path / "runs.db")
-        connection.execute("UPDATE cadence_runs SET owner = 'elsewhere:1:1:x'")
-        connection.commit()
-        connection.close()
-
-    hook.append(steal)
+    hook.append(steal(tmp_path / "runs.db"))
     with pytest.raises(LeaseLostError):
         await cadence.run(Tally(), run_id="order-2", store=store)
     assert counts(registry, "tally")["lease_lost"] == 1

@@ -6,20 +6,20 @@ import contextlib
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import anyio
 import anyio.lowlevel
 import pytest
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import CollectorRegistry, Counter
 
 from cadence import BeatError, Cadence, Context, beat
 from cadence.reporters import PrometheusReporter
-from cadence.resilience import CircuitBreaker, fallback, retry, set_testing, timeout
+from cadence.resilience import CircuitBreaker, fallback, retry, timeout
 
-pytestmark = pytest.mark.anyio
+from .exposition import samples
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("instant_retries")]
 
 
 @dataclass
@@ -49,23 +49,6 @@ async def inner_beat(ctx: Inner) -> None:
 
 async def fails(ctx: Ctx) -> None:
     raise ValueError("boom")
-
-
-@pytest.fixture(autouse=True)
-def instant_retries() -> Iterator[None]:
-    set_testing()
-    yield
-    set_testing(False)
-
-
-def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the registry, parsed back from its exposition text."""
-    text = generate_latest(registry).decode()
-    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[s.name, tuple(sorted(s.labels.items()))] = s.value
-    return out
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:

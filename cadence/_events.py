@@ -404,7 +404,7 @@ class Run:
     """One observed run, as an observer sees it.
 
     `beat` is the run's beat in progress in the run's own context (see `Observer.before_beat`);
-    `spare` the frame it held last, made again for the next beat.
+    `spare` the one frame it holds for each of its beats in turn, filled in again each time.
     """
 
     __slots__ = (
@@ -432,7 +432,11 @@ class Run:
         self.start = time.perf_counter()
         self.state: object = None  # the observer's own (a span, say)
         self.beat: Frame | None = None
-        self.spare: Frame | None = None
+        spare = self.spare = _new_frame(Frame)  # field by field: no __init__ per run
+        spare.owner, spare.run, spare.path = owner, self, ""
+        spare.pending = ()
+        spare.fell_back = spare.closed = False  # a held frame is let go of, never closed
+        spare.state = spare.token = None
 
 
 class Frame:
@@ -614,7 +618,7 @@ def _open_frames(*, opening: bool = False) -> list[Frame]:
     for run in _run_records(stack, index):
         if all(f.owner is not run.owner for f in frames):
             beat = run.beat
-            if beat is None and opening and getattr(run.owner, PARALLEL_STARTS_ONLY, False):
+            if beat is None and opening and getattr(run.owner, PARALLEL_STARTS_ONLY) is True:
                 beat = _open_unnamed(run)
             if beat is not None:
                 frames.append(beat)
@@ -626,7 +630,7 @@ def _open_unnamed(run: Run) -> Frame:
     with _notice_lock:  # a beat's threads may notice at once
         frame = run.beat
         if frame is None:
-            frame = run.beat = _spare(run)
+            frame = run.beat = run.spare
             frame.path = ""  # named when the beat ends
         return frame
 
@@ -645,19 +649,6 @@ def forget_unnamed() -> None:
                 entry.beat = None
                 frame.pending = ()
                 frame.fell_back = False
-
-
-def _spare(run: Run) -> Frame:
-    """Return the frame the run fills in for each beat it holds (made the first time)."""
-    frame = run.spare
-    if frame is None:
-        frame = run.spare = _new_frame(Frame)
-        frame.owner = run.owner
-        frame.run = run
-        frame.pending = ()
-        frame.fell_back = frame.closed = False  # a held frame is let go of, never closed
-        frame.state = frame.token = None
-    return frame
 
 
 # The timed sync calls (`@timeout`) this thread runs inside: a notice from one its caller gave
@@ -958,10 +949,12 @@ class Observer(CadenceHooks[Context]):
         stack = observed.get()
         if stack:
             top = stack[-1]
-            if top.owner is self and type(top) is Run and top.beat is None:  # the usual case
-                frame = top.spare or _spare(top)
+            # The usual case: this observer's record of the run on top (the last one pushed,
+            # or below other observers' records of the run) holds no beat yet.
+            run = top if type(top) is Run and top.owner is self else self._run_on_top(stack)
+            if run is not None and run.beat is None:
+                frame = run.beat = run.spare
                 frame.path = beat_name
-                top.beat = frame
                 if self._tells_starts:
                     frame.state = None
                     return self.beat_started(frame)
@@ -975,10 +968,7 @@ class Observer(CadenceHooks[Context]):
         else:
             run = cast("Run", stack[index])
         frame = Frame(self, run, beat_name)
-        if run.beat is None and any(r is run for r in _run_records(stack, len(stack) - 1)):
-            run.beat = frame  # other observers' records of the run are all that is above
-        else:
-            frame.token = observed.set((*stack, frame))
+        frame.token = observed.set((*stack, frame))
         return self.beat_started(frame) if self._tells_starts else None
 
     def _runs(self, entry: Run | Frame) -> bool:
@@ -999,7 +989,7 @@ class Observer(CadenceHooks[Context]):
             frame = run.beat
             if frame is None:
                 # A sequential beat not told of its start, that nothing noticed (else: not ours).
-                frame = None if self._tells_starts else run.spare or _spare(run)
+                frame = None if self._tells_starts else run.spare
             elif frame.path == beat_name or not frame.path:
                 run.beat = None  # held since its start, or opened by a notice (`_open_frames`)
             else:
@@ -1068,6 +1058,9 @@ async def _both(first: Awaitable[None] | None, then: Awaitable[None] | None) -> 
 
 
 # ----------------------------------------------------------------- events for a listener
+
+
+setattr(Observer, PARALLEL_STARTS_ONLY, True)  # as its subclasses that leave starts alone
 
 
 class EventHooks(Observer):

@@ -551,8 +551,13 @@ async def throughput(
     for proc in procs:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
-    # The runs not finished, from the queue's partial index: cheap however many finished.
-    count = "SELECT count(*) FROM cadence_runs WHERE status IN ('pending', 'running')"
+    # Whether a run is left, from the queue's partial indexes, read in order: the entries of
+    # finished runs are marked dead as the scans pass them, so a poll stays cheap however many
+    # runs finished (a count walked them all every time, 4 ms after 4000 runs).
+    left = (
+        "SELECT EXISTS (SELECT FROM cadence_runs WHERE status = 'pending') "
+        "OR EXISTS (SELECT FROM cadence_runs WHERE lease_until IS NOT NULL AND status = 'running')"
+    )
     commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"
     ticks = os.sysconf("SC_CLK_TCK")
     started = sum(_cpu_ticks(proc.pid) for proc in procs)  # imports and pools: not per run
@@ -568,8 +573,8 @@ async def throughput(
         polls = 0
         while True:
             polls += 1
-            row = connection.execute(count).fetchone()
-            if row is not None and row[0] == 0:
+            row = connection.execute(left).fetchone()
+            if row is not None and not row[0]:
                 break
             await anyio.sleep(0.02)
         elapsed = time.perf_counter() - start

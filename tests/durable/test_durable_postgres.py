@@ -21,7 +21,14 @@ import pytest
 import sniffio
 
 from cadence import BeatError, Cadence
-from cadence.durable import PlanChangedError, PostgresStore, Worker, _postgres, enqueue
+from cadence.durable import (
+    PlanChangedError,
+    PostgresStore,
+    StoreError,
+    Worker,
+    _postgres,
+    enqueue,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -413,6 +420,124 @@ async def test_a_direct_run_keeps_its_lease_through_a_long_step(dsn: str) -> Non
     assert (record.status, record.attempts) == ("completed", 1)
     await store.aclose()
     await rival.aclose()
+
+
+async def test_a_checkpoint_renews_only_a_lease_half_spent_and_updates_its_row_in_place(
+    dsn: str,
+) -> None:
+    store = PostgresStore(dsn, lease=30.0)
+    seen: list[tuple[object, ...]] = []
+    query: LiteralString = (
+        "SELECT lease_until, extract(epoch FROM lease_until - now()) FROM cadence_runs "
+        "WHERE run_id = 'lease-1'"
+    )
+
+    async def look(ctx: Job) -> None:
+        [row] = await _sql(dsn, query)
+        seen.append(row)
+        if len(seen) == 3:  # five of the thirty seconds left: more than half spent
+            await _sql(
+                dsn,
+                "UPDATE cadence_runs SET lease_until = now() + interval '5 seconds' "
+                "WHERE run_id = 'lease-1'",
+            )
+        ctx.n += 1
+
+    flow = Cadence("lease", Job())
+    for name in "abcde":
+        flow = flow.then(name, look)
+    assert await flow.run(Job(), run_id="lease-1", store=store) == Job(n=5)
+    await store.aclose()  # its sessions end, and report their statistics as they do
+    claimed, first, second, renewed, kept = seen
+    assert claimed[0] == first[0] == second[0]  # checkpoints left a fresh lease as it was
+    assert float(str(renewed[1])) > 25  # the next checkpoint renewed the one set to 5 s
+    assert kept[0] == renewed[0]
+    # Of the five updates (four checkpoints, the finish) and the test's own, the three
+    # checkpoints that kept the lease changed no indexed column: updated in place (HOT).
+    counts: LiteralString = (
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'cadence_runs'"
+    )
+    with anyio.fail_after(20):
+        while (found := await _sql(dsn, counts)) != [] and found[0][0] != 6:  # noqa: ASYNC110 # the server's statistics: nothing to wait on but them
+            await anyio.sleep(0.1)
+    assert found == [(6, 3)]
+
+
+async def test_a_claim_takes_the_oldest_run_of_its_cadences_pending_or_expired(dsn: str) -> None:
+    from cadence.durable import NewRun  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn, lease=0.2)
+
+    def new(cadence: str) -> NewRun:
+        return NewRun(cadence, ("then a",), "f", b"{}", "a")
+
+    for run_id in ("a1", "b1", "c1", "a2", "b2"):
+        assert await store.enqueue_row(run_id, new(run_id[0]))
+
+    async def claimed(*, skip: tuple[str, ...] = ()) -> str | None:
+        record = await store.claim_next(["a", "b"], "worker", skip=skip)
+        return None if record is None else record.run_id
+
+    assert await claimed() == "a1"
+    assert await claimed() == "b1"
+    assert await claimed(skip=("a2",)) == "b2"
+    assert await claimed(skip=("a2",)) is None  # c1 is another cadence's
+    await anyio.sleep(0.3)  # a1, b1 and b2's leases run out (nobody renews them)
+    assert await claimed() == "a1"  # expired, and older than a2, still pending
+    assert await claimed() == "b1"
+    assert await claimed() == "a2"
+    assert await claimed() == "b2"
+    assert await claimed() is None  # the others' fresh leases hold
+    found = await _sql(dsn, "SELECT run_id, attempts FROM cadence_runs ORDER BY run_id")
+    assert found == [("a1", 2), ("a2", 1), ("b1", 2), ("b2", 2), ("c1", 0)]
+    store.done("worker")
+    await store.aclose()
+
+
+async def test_the_schema_is_migrated_from_its_first_version(dsn: str) -> None:
+    store = PostgresStore(dsn)
+    assert await enqueue(QUEUED, Job(n=1), run_id="old-pending", store=store)
+    assert await enqueue(QUEUED, Job(), run_id="old-cancelled", store=store)
+    assert await store.cancel("old-cancelled")
+    await store.aclose()
+    # The database as the first schema left it: the table and its first index, version 1, a
+    # cancelled run still holding the lease it had (the first schema did not clear it).
+    await _sql(
+        dsn,
+        "DROP INDEX cadence_runs_queue; DROP INDEX cadence_runs_held; "
+        "CREATE INDEX cadence_runs_claim ON cadence_runs (cadence, status, created_at); "
+        "ALTER TABLE cadence_runs RESET (fillfactor); "
+        "UPDATE cadence_runs SET lease_until = now() WHERE run_id = 'old-cancelled'; "
+        "UPDATE cadence_meta SET value = '1' WHERE key = 'schema_version'",
+    )
+    store = PostgresStore(dsn)
+    assert await QUEUED.run(Job(), run_id="old-pending", store=store) == Job(
+        n=63, trail=["a", "b", "c", "d", "e"]
+    )
+    await store.aclose()
+    indexes = await _sql(
+        dsn, "SELECT indexname FROM pg_indexes WHERE tablename = 'cadence_runs' ORDER BY 1"
+    )
+    assert indexes == [("cadence_runs_held",), ("cadence_runs_pkey",), ("cadence_runs_queue",)]
+    assert await _sql(dsn, "SELECT value FROM cadence_meta") == [(str(_postgres.SCHEMA_VERSION),)]
+    assert await _sql(dsn, "SELECT reloptions FROM pg_class WHERE relname = 'cadence_runs'") == [
+        (["fillfactor=70"],)
+    ]
+    assert await _sql(
+        dsn, "SELECT lease_until FROM cadence_runs WHERE run_id = 'old-cancelled'"
+    ) == [(None,)]
+
+
+async def test_a_schema_newer_than_the_store_is_refused_by_name(dsn: str) -> None:
+    store = PostgresStore(dsn)
+    assert await store.get("any") is None
+    await store.aclose()
+    await _sql(dsn, "UPDATE cadence_meta SET value = '99' WHERE key = 'schema_version'")
+    store = PostgresStore(dsn)
+    known = _postgres.SCHEMA_VERSION
+    with pytest.raises(StoreError, match=f"schema version 99; this cadence knows up to {known}"):
+        await store.get("any")
+    await store.aclose()
 
 
 async def test_the_claim_tells_a_new_run_from_a_taken_over_one(dsn: str) -> None:

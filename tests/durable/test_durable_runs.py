@@ -452,6 +452,23 @@ async def test_misuse_is_refused_clearly(store: SQLiteStore, tmp_path: Path) -> 
         await beats.flow().run(Order(), run_id="y", store=missing)
 
 
+async def test_a_schema_newer_than_the_store_is_refused_by_name(store: SQLiteStore) -> None:
+    from cadence.durable._sqlite import SCHEMA_VERSION  # noqa: PLC0415 # the test's own
+
+    assert await store.get("any") is None  # the schema is made, at this cadence's version
+    await store.aclose()
+    with sqlite3.connect(store.path) as connection:
+        found = connection.execute("SELECT value FROM cadence_meta").fetchall()
+        connection.execute("UPDATE cadence_meta SET value = '99'")
+    assert found == [(str(SCHEMA_VERSION),)]
+    newer = SQLiteStore(store.path)
+    with pytest.raises(
+        StoreError, match=f"schema version 99; this cadence knows up to {SCHEMA_VERSION}"
+    ):
+        await Beats().flow().run(Order(), run_id="any", store=newer)
+    await newer.aclose()
+
+
 async def test_immutable_contexts_and_handled_errors(store: SQLiteStore) -> None:
     calls: list[str] = []
 

@@ -127,17 +127,23 @@ _MIGRATIONS: dict[int, str] = {
     # planner took the first index for a claim and sorted every pending run by age (28 ms
     # with 50,000 queued). Leases are indexed for the runs someone holds, not by status, so a
     # commit's `status = 'running'` matches no partial index and finds its row by primary
-    # key, instead of walking every run in progress.
+    # key, instead of walking every run in progress. A claim's scans step over the entries
+    # of every run claimed or finished since the last vacuum (15 ms per claim after 200,000
+    # runs, 0.16 ms after a vacuum): vacuum after a fixed number of dead rows, not after a
+    # fifth of the table, which on a table keeping its history means rarely.
     3: """
     DROP INDEX IF EXISTS cadence_runs_claim;
     DROP INDEX IF EXISTS cadence_runs_pending;
     DROP INDEX IF EXISTS cadence_runs_leases;
+    UPDATE cadence_runs SET lease_until = NULL
+        WHERE status != 'running' AND lease_until IS NOT NULL;
     CREATE INDEX IF NOT EXISTS cadence_runs_queue ON cadence_runs (cadence, created_at)
         WHERE status = 'pending';
     CREATE INDEX IF NOT EXISTS cadence_runs_held ON cadence_runs (cadence, lease_until)
         WHERE lease_until IS NOT NULL;
-    UPDATE cadence_runs SET lease_until = NULL
-        WHERE status != 'running' AND lease_until IS NOT NULL;
+    ALTER TABLE cadence_runs SET (
+        autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000
+    );
     """,
 }
 
@@ -268,24 +274,37 @@ _RELEASE = _Statement(
     "updated_at = now() WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
     ("text", "text"),
 )
-_CLAIM_NEXT = _Statement(  # the oldest of each cadence's oldest pending and expired runs
+# A claim looks each of the worker's cadences up in its own ordered index (one index step,
+# however many runs are queued), unlocked, then locks in the cadence whose head is oldest,
+# skipping what other claims hold: it locks at most one pending and one expired run, however
+# many cadences the worker serves (a lock on each cadence's head would send a concurrent
+# claim away empty-handed while runs are queued).
+_CLAIM_NEXT = _Statement(
     "claim_next",
-    "WITH candidates AS ("
-    "SELECT p.run_id, p.created_at FROM unnest(%s::text[]) AS n(name), LATERAL ("
-    "SELECT run_id, created_at FROM cadence_runs WHERE status = 'pending' AND cadence = n.name "
-    "AND NOT run_id = ANY(%s) ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) AS p "
-    "UNION ALL "
-    "SELECT e.run_id, e.created_at FROM unnest(%s::text[]) AS n(name), LATERAL ("
+    "WITH heads AS (SELECT n.name, h.created_at FROM unnest(%s::text[]) AS n(name), LATERAL ("
+    "SELECT created_at FROM cadence_runs WHERE status = 'pending' AND cadence = n.name "
+    "AND NOT run_id = ANY(%s) ORDER BY created_at LIMIT 1) AS h), "
+    "pending AS (SELECT p.run_id, p.created_at "
+    "FROM (SELECT name FROM heads ORDER BY created_at) AS o, LATERAL ("
+    "SELECT run_id, created_at FROM cadence_runs WHERE status = 'pending' AND cadence = o.name "
+    "AND NOT run_id = ANY(%s) ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) AS p LIMIT 1), "
+    "late AS (SELECT n.name, h.lease_until FROM unnest(%s::text[]) AS n(name), LATERAL ("
+    "SELECT lease_until FROM cadence_runs WHERE lease_until < now() AND status = 'running' "
+    "AND cadence = n.name AND NOT run_id = ANY(%s) ORDER BY lease_until LIMIT 1) AS h), "
+    "expired AS (SELECT e.run_id, e.created_at "
+    "FROM (SELECT name FROM late ORDER BY lease_until) AS o, LATERAL ("
     "SELECT run_id, created_at FROM cadence_runs WHERE lease_until < now() "
-    "AND status = 'running' AND cadence = n.name AND NOT run_id = ANY(%s) "
-    "ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED) AS e) "
+    "AND status = 'running' AND cadence = o.name AND NOT run_id = ANY(%s) "
+    "ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED) AS e LIMIT 1) "
     "UPDATE cadence_runs SET status = 'running', owner = %s, attempts = attempts + 1, "
     "lease_until = now() + make_interval(secs => %s), updated_at = now() "
-    "WHERE run_id = (SELECT run_id FROM candidates ORDER BY created_at LIMIT 1) "
+    "WHERE run_id = (SELECT run_id FROM "
+    "(SELECT * FROM pending UNION ALL SELECT * FROM expired) AS candidates "
+    "ORDER BY created_at LIMIT 1) "
     "RETURNING run_id, cadence, status, position, step, plan, fingerprint, context, attempts, "
     "owner, error, extract(epoch FROM created_at)::float8, "
     "extract(epoch FROM updated_at)::float8, inner_state",
-    ("text[]", "text[]", "text[]", "text[]", "text", "float8"),
+    ("text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text", "float8"),
     binary=True,
 )
 _STATEMENTS = (_CHECKPOINT, _FINISH, _RELEASE, _CLAIM_NEXT)
@@ -761,7 +780,7 @@ class PostgresStore:
         connection = await pool.getconn()
         keep = False
         names, refused = list(cadences), list(skip)
-        values = (names, refused, names, refused, owner, self.lease)
+        values = (names, refused, refused, names, refused, refused, owner, self.lease)
         try:
             if self._libpq:
                 result = await self._fast(connection, _CLAIM_NEXT, values)

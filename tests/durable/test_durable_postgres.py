@@ -466,7 +466,7 @@ async def test_a_checkpoint_renews_only_a_lease_half_spent_and_updates_its_row_i
 async def test_a_claim_takes_the_oldest_run_of_its_cadences_pending_or_expired(dsn: str) -> None:
     from cadence.durable import NewRun  # noqa: PLC0415 # the test's own
 
-    store = PostgresStore(dsn, lease=0.2)
+    store = PostgresStore(dsn)
 
     def new(cadence: str) -> NewRun:
         return NewRun(cadence, ("then a",), "f", b"{}", "a")
@@ -475,22 +475,91 @@ async def test_a_claim_takes_the_oldest_run_of_its_cadences_pending_or_expired(d
         assert await store.enqueue_row(run_id, new(run_id[0]))
 
     async def claimed(*, skip: tuple[str, ...] = ()) -> str | None:
-        record = await store.claim_next(["a", "b"], "worker", skip=skip)
+        owner = store.new_owner()
+        record = await store.claim_next(["a", "b"], owner, skip=skip)
+        store.done(owner)  # its connection back to the pool: the run stays claimed
         return None if record is None else record.run_id
 
     assert await claimed() == "a1"
     assert await claimed() == "b1"
     assert await claimed(skip=("a2",)) == "b2"
     assert await claimed(skip=("a2",)) is None  # c1 is another cadence's
-    await anyio.sleep(0.3)  # a1, b1 and b2's leases run out (nobody renews them)
+    await _sql(  # a1, b1 and b2's workers died: their leases ran out
+        dsn,
+        "UPDATE cadence_runs SET lease_until = now() - interval '1 second' "
+        "WHERE run_id IN ('a1', 'b1', 'b2')",
+    )
     assert await claimed() == "a1"  # expired, and older than a2, still pending
     assert await claimed() == "b1"
     assert await claimed() == "a2"
     assert await claimed() == "b2"
-    assert await claimed() is None  # the others' fresh leases hold
+    assert await claimed() is None  # the fresh leases hold
     found = await _sql(dsn, "SELECT run_id, attempts FROM cadence_runs ORDER BY run_id")
     assert found == [("a1", 2), ("a2", 1), ("b1", 2), ("b2", 2), ("c1", 0)]
-    store.done("worker")
+    await store.aclose()
+
+
+def _queue_rows(dsn: str, cadences: int, runs: int) -> None:
+    """Queue `runs` pending rows for each of `cadences` cadences (`c0`...), straight in SQL."""
+    import psycopg  # noqa: PLC0415 # the test's own connection
+
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(
+            "INSERT INTO cadence_runs (run_id, cadence, status, position, plan, fingerprint, "
+            "attempts, created_at) SELECT 'r' || i, 'c' || (i %% %s), 'pending', 0, '[]', 'f', 0, "
+            "now() + i * interval '1 microsecond' FROM generate_series(1, %s) AS i",
+            (cadences, cadences * runs),
+        )
+
+
+async def test_a_claim_reads_and_locks_one_run_however_many_are_queued(dsn: str) -> None:
+    import psycopg  # noqa: PLC0415 # the test's own connections
+
+    store = PostgresStore(dsn)
+    assert await store.get("any") is None  # the schema
+    await store.aclose()
+    names = [f"c{i}" for i in range(20)]
+
+    def claim_and_look() -> tuple[list[int], int]:
+        _queue_rows(dsn, 20, 250)  # 5000 queued, and no statistics: the planner's worst case
+        values = (names, [], [], names, [], [], "worker", 30.0)
+        with psycopg.connect(dsn) as claiming, psycopg.connect(dsn, autocommit=True) as other:
+            plan = claiming.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + _postgres._CLAIM_NEXT.query,  # pyright: ignore[reportPrivateUsage] # the statement under test
+                values,
+            ).fetchone()
+            assert plan is not None
+            claiming.rollback()
+            claiming.execute(_postgres._CLAIM_NEXT.query, values)  # pyright: ignore[reportPrivateUsage] # as above
+            free = other.execute(  # while the claim's transaction holds its locks
+                "SELECT count(*) FROM (SELECT FROM cadence_runs WHERE status = 'pending' "
+                "FOR UPDATE SKIP LOCKED) AS free"
+            ).fetchone()
+            assert free is not None
+            claiming.rollback()
+
+        def rows(node: dict[str, Any]) -> list[int]:
+            read = [int(node["Actual Rows"]) * int(node.get("Actual Loops", 1))]
+            return read + [n for child in node.get("Plans", []) for n in rows(child)]
+
+        return rows(plan[0][0]["Plan"]), int(free[0])
+
+    read, free = await anyio.to_thread.run_sync(claim_and_look)
+    assert max(read) <= 20  # one step into each cadence's index: no node read the queue
+    assert free == 4999  # the claimed run alone is locked, not each cadence's oldest
+
+
+async def test_a_cancelled_run_lets_go_of_its_lease(dsn: str) -> None:
+    from cadence.durable import NewRun  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn)
+    claim = await store.claim("held-1", "owner-1", NewRun("c", ("then a",), "f", b"{}", "a"))
+    assert claim.outcome == "created"
+    leased: LiteralString = "SELECT status, lease_until IS NULL FROM cadence_runs"
+    assert await _sql(dsn, leased) == [("running", False)]
+    assert await store.cancel("held-1")
+    assert await _sql(dsn, leased) == [("cancelled", True)]  # out of the index of leases held
+    store.done("owner-1")
     await store.aclose()
 
 
@@ -521,7 +590,13 @@ async def test_the_schema_is_migrated_from_its_first_version(dsn: str) -> None:
     assert indexes == [("cadence_runs_held",), ("cadence_runs_pkey",), ("cadence_runs_queue",)]
     assert await _sql(dsn, "SELECT value FROM cadence_meta") == [(str(_postgres.SCHEMA_VERSION),)]
     assert await _sql(dsn, "SELECT reloptions FROM pg_class WHERE relname = 'cadence_runs'") == [
-        (["fillfactor=70"],)
+        (
+            [
+                "fillfactor=70",
+                "autovacuum_vacuum_scale_factor=0",
+                "autovacuum_vacuum_threshold=10000",
+            ],
+        )
     ]
     assert await _sql(
         dsn, "SELECT lease_until FROM cadence_runs WHERE run_id = 'old-cancelled'"

@@ -769,18 +769,24 @@ class PostgresStore:
 
     @_on_asyncio
     async def claim_next(
-        self, cadences: Sequence[str], owner: str, *, skip: Sequence[str] = ()
+        self,
+        cadences: Sequence[str],
+        owner: str,
+        *,
+        skip: Sequence[str] = (),
+        expired: bool = True,
     ) -> RunRecord | None:
         """Claim the oldest pending run of `cadences`, or one whose lease ran out.
 
-        Runs named in `skip` are left to other workers. The connection the claim ran on
-        stays with the run (see the class docs).
+        Runs named in `skip` are left to other workers; `expired=False` looks at pending runs
+        only. The connection the claim ran on stays with the run (see the class docs).
         """
         pool = await self._open("")
         connection = await pool.getconn()
         keep = False
         names, refused = list(cadences), list(skip)
-        values = (names, refused, refused, names, refused, refused, owner, self.lease)
+        late = names if expired else []  # no cadence to look up: that half reads nothing
+        values = (names, refused, refused, late, refused, refused, owner, self.lease)
         try:
             if self._libpq:
                 result = await self._fast(connection, _CLAIM_NEXT, values)
@@ -1016,17 +1022,29 @@ class Worker:
             outer.cancel_scope.cancel()
 
     async def _claim_loop(self, runs: anyio.abc.TaskGroup, hand: _Hand) -> None:
-        """Claim runs while there is room, until stopped (cancelled by `stop()`)."""
+        """Claim runs while there is room, until stopped (cancelled by `stop()`).
+
+        Runs whose lease ran out are looked for every third of a lease, and on the next claim
+        again after one was found (a dead worker may have held several): an expired lease's
+        index also holds the entries of every run finished since the table's last vacuum
+        whose lease would have run out, which a claim on every turn would read each time.
+        """
         names = list(self.cadences)
+        late_at = 0.0  # when to look for expired leases next (at once, on starting)
         while not self._stopping:
             await hand.limiter.acquire()
             owner = self.store.new_owner()
             record: RunRecord | None = None
+            expired = anyio.current_time() >= late_at
             try:
                 with anyio.CancelScope(shield=True):  # a claim made is a claim kept
-                    record = await self.store.claim_next(names, owner, skip=list(self._refused))
+                    record = await self.store.claim_next(
+                        names, owner, skip=list(self._refused), expired=expired
+                    )
             except StoreError:
                 logger.exception("claiming a run failed")
+            if expired and (record is None or record.attempts == 1):
+                late_at = anyio.current_time() + self.store.lease / 3
             if record is None:
                 hand.limiter.release()
                 await anyio.sleep(self.idle)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, LiteralString
 
@@ -24,6 +24,7 @@ from cadence import BeatError, Cadence
 from cadence.durable import (
     PlanChangedError,
     PostgresStore,
+    RunRecord,
     StoreError,
     Worker,
     _postgres,
@@ -496,6 +497,47 @@ async def test_a_claim_takes_the_oldest_run_of_its_cadences_pending_or_expired(d
     assert await claimed() is None  # the fresh leases hold
     found = await _sql(dsn, "SELECT run_id, attempts FROM cadence_runs ORDER BY run_id")
     assert found == [("a1", 2), ("a2", 1), ("b1", 2), ("b2", 2), ("c1", 0)]
+    await store.aclose()
+
+
+async def test_a_worker_looks_for_expired_leases_until_it_finds_none_then_now_and_then(
+    dsn: str,
+) -> None:
+    looked: list[bool] = []
+
+    class Spied(PostgresStore):
+        async def claim_next(
+            self,
+            cadences: Sequence[str],
+            owner: str,
+            *,
+            skip: Sequence[str] = (),
+            expired: bool = True,
+        ) -> RunRecord | None:
+            looked.append(expired)
+            return await super().claim_next(cadences, owner, skip=skip, expired=expired)
+
+    store = Spied(dsn, lease=30.0)  # a look every 10 s: once more, in this test
+    for run_id in ("dead-1", "dead-2"):
+        assert await enqueue(QUEUED, Job(), run_id=run_id, store=store)
+        assert await store.claim_next(["queued"], "a-worker-that-died") is not None
+    await _sql(dsn, "UPDATE cadence_runs SET lease_until = now() - interval '1 second'")
+    for i in range(4):
+        assert await enqueue(QUEUED, Job(), run_id=f"fresh-{i}", store=store)
+    looked.clear()  # the claims above are the test's own
+    worker = Worker(store, [QUEUED], concurrency=1, idle=0.01)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(worker.run, handle_signals=False))
+            while len(await store.list_runs(status="completed")) < 6:  # noqa: ASYNC110 # the store's rows: nothing to wait on but them
+                await anyio.sleep(0.05)
+            worker.stop()
+    order = [r.run_id for r in sorted(await store.list_runs(), key=lambda r: r.updated_at)]
+    assert order[:2] == ["dead-1", "dead-2"]  # the dead worker's runs first: they are oldest
+    # Two finds, the look that found a fresh run, then pending runs only (the rest of 10 s).
+    assert looked[:3] == [True, True, True]
+    assert not any(looked[3:])
+    store.done("a-worker-that-died")
     await store.aclose()
 
 

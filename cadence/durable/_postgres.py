@@ -224,6 +224,8 @@ def _claimed(result: pq.abc.PGresult) -> tuple[object, ...]:
             row.append(int.from_bytes(value, "big", signed=True))
         elif kind == "time":
             row.append(struct.unpack(">d", value)[0])  # epoch seconds: `record_from_row` reads them
+        elif kind == "bool":
+            row.append(bytes(value) == b"\x01")
         else:
             row.append(bytes(value))
     return tuple(row)
@@ -244,6 +246,7 @@ _CLAIMED_KINDS = (
     "time",  # created_at
     "time",  # updated_at
     "bytea",  # inner_state
+    "bool",  # late: taken over from an expired lease (not part of the record)
 )
 
 
@@ -298,12 +301,12 @@ _CLAIM_NEXT = _Statement(
     "ORDER BY lease_until LIMIT 1 FOR UPDATE SKIP LOCKED) AS e LIMIT 1) "
     "UPDATE cadence_runs SET status = 'running', owner = %s, attempts = attempts + 1, "
     "lease_until = now() + make_interval(secs => %s), updated_at = now() "
-    "WHERE run_id = (SELECT run_id FROM "
-    "(SELECT * FROM pending UNION ALL SELECT * FROM expired) AS candidates "
-    "ORDER BY created_at LIMIT 1) "
-    "RETURNING run_id, cadence, status, position, step, plan, fingerprint, context, attempts, "
-    "owner, error, extract(epoch FROM created_at)::float8, "
-    "extract(epoch FROM updated_at)::float8, inner_state",
+    "FROM (SELECT run_id, late FROM (SELECT *, false AS late FROM pending "
+    "UNION ALL SELECT *, true FROM expired) AS candidates ORDER BY created_at LIMIT 1) AS pick "
+    "WHERE cadence_runs.run_id = pick.run_id "
+    "RETURNING cadence_runs.run_id, cadence, status, position, step, plan, fingerprint, "
+    "context, attempts, owner, error, extract(epoch FROM created_at)::float8, "
+    "extract(epoch FROM updated_at)::float8, inner_state, pick.late",
     ("text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text", "float8"),
     binary=True,
 )
@@ -767,7 +770,6 @@ class PostgresStore:
         )
         return bool(rows)
 
-    @_on_asyncio
     async def claim_next(
         self,
         cadences: Sequence[str],
@@ -781,6 +783,14 @@ class PostgresStore:
         Runs named in `skip` are left to other workers; `expired=False` looks at pending runs
         only. The connection the claim ran on stays with the run (see the class docs).
         """
+        record, _ = await self._claim_next(cadences, owner, skip=skip, expired=expired)
+        return record
+
+    @_on_asyncio
+    async def _claim_next(
+        self, cadences: Sequence[str], owner: str, *, skip: Sequence[str], expired: bool
+    ) -> tuple[RunRecord | None, bool]:
+        """`claim_next`, and whether the run claimed was taken over from an expired lease."""
         pool = await self._open("")
         connection = await pool.getconn()
         keep = False
@@ -795,7 +805,7 @@ class PostgresStore:
                 cursor = await connection.execute(_CLAIM_NEXT.query, values, prepare=self.prepare)
                 found = await cursor.fetchone()
                 row = None if found is None else tuple(found)
-            record = None if row is None else await self._readable(connection, row)
+            record = None if row is None else await self._readable(connection, row[:-1])
             keep = record is not None and len(self._held) < self._max_size - 1
             if keep:
                 self._held[owner] = connection
@@ -805,7 +815,7 @@ class PostgresStore:
             if not keep:
                 with anyio.CancelScope(shield=True):
                     await pool.putconn(connection)
-        return record
+        return record, row is not None and row[-1] is True
 
     async def _readable(
         self, connection: psycopg.AsyncConnection[Any], row: Sequence[Any]
@@ -1025,7 +1035,7 @@ class Worker:
         """Claim runs while there is room, until stopped (cancelled by `stop()`).
 
         Runs whose lease ran out are looked for every third of a lease, and on the next claim
-        again after one was found (a dead worker may have held several): an expired lease's
+        again after one was taken (a dead worker may have held several): an expired lease's
         index also holds the entries of every run finished since the table's last vacuum
         whose lease would have run out, which a claim on every turn would read each time.
         """
@@ -1035,16 +1045,18 @@ class Worker:
             await hand.limiter.acquire()
             owner = self.store.new_owner()
             record: RunRecord | None = None
+            late = False
             expired = anyio.current_time() >= late_at
             try:
                 with anyio.CancelScope(shield=True):  # a claim made is a claim kept
-                    record = await self.store.claim_next(
+                    record, late = await self.store._claim_next(  # pyright: ignore[reportPrivateUsage] # the store's worker
                         names, owner, skip=list(self._refused), expired=expired
                     )
             except StoreError:
-                logger.exception("claiming a run failed")
-            if expired and (record is None or record.attempts == 1):
-                late_at = anyio.current_time() + self.store.lease / 3
+                logger.exception("claiming a run failed")  # the next claim looks as this one
+            else:
+                if expired and not late:
+                    late_at = anyio.current_time() + self.store.lease / 3
             if record is None:
                 hand.limiter.release()
                 await anyio.sleep(self.idle)

@@ -485,9 +485,10 @@ async def test_a_claim_takes_the_oldest_run_of_its_cadences_pending_or_expired(d
     assert await claimed() == "b1"
     assert await claimed(skip=("a2",)) == "b2"
     assert await claimed(skip=("a2",)) is None  # c1 is another cadence's
-    await _sql(  # a1, b1 and b2's workers died: their leases ran out
+    await _sql(  # a1, b1 and b2's workers died: their leases ran out, in that order
         dsn,
-        "UPDATE cadence_runs SET lease_until = now() - interval '1 second' "
+        "UPDATE cadence_runs SET lease_until = now() - interval '1 second' * "
+        "CASE run_id WHEN 'a1' THEN 3 WHEN 'b1' THEN 2 ELSE 1 END "
         "WHERE run_id IN ('a1', 'b1', 'b2')",
     )
     assert await claimed() == "a1"  # expired, and older than a2, still pending
@@ -506,22 +507,22 @@ async def test_a_worker_looks_for_expired_leases_until_it_finds_none_then_now_an
     looked: list[bool] = []
 
     class Spied(PostgresStore):
-        async def claim_next(
-            self,
-            cadences: Sequence[str],
-            owner: str,
-            *,
-            skip: Sequence[str] = (),
-            expired: bool = True,
-        ) -> RunRecord | None:
+        async def _claim_next(
+            self, cadences: Sequence[str], owner: str, *, skip: Sequence[str], expired: bool
+        ) -> tuple[RunRecord | None, bool]:
             looked.append(expired)
-            return await super().claim_next(cadences, owner, skip=skip, expired=expired)
+            return await super()._claim_next(cadences, owner, skip=skip, expired=expired)
 
     store = Spied(dsn, lease=30.0)  # a look every 10 s: once more, in this test
-    for run_id in ("dead-1", "dead-2"):
+    for run_id in ("dead-1", "dead-2", "back-1"):
         assert await enqueue(QUEUED, Job(), run_id=run_id, store=store)
         assert await store.claim_next(["queued"], "a-worker-that-died") is not None
-    await _sql(dsn, "UPDATE cadence_runs SET lease_until = now() - interval '1 second'")
+    await store.release("back-1", "a-worker-that-died")  # handed back: pending, attempts 1
+    await _sql(  # the other two were held by a worker that died: their leases ran out
+        dsn,
+        "UPDATE cadence_runs SET lease_until = now() - interval '1 second' * "
+        "CASE run_id WHEN 'dead-1' THEN 2 ELSE 1 END WHERE run_id LIKE 'dead-%'",
+    )
     for i in range(4):
         assert await enqueue(QUEUED, Job(), run_id=f"fresh-{i}", store=store)
     looked.clear()  # the claims above are the test's own
@@ -529,12 +530,13 @@ async def test_a_worker_looks_for_expired_leases_until_it_finds_none_then_now_an
     with anyio.fail_after(30):
         async with anyio.create_task_group() as group:
             group.start_soon(functools.partial(worker.run, handle_signals=False))
-            while len(await store.list_runs(status="completed")) < 6:  # noqa: ASYNC110 # the store's rows: nothing to wait on but them
+            while len(await store.list_runs(status="completed")) < 7:  # noqa: ASYNC110 # the store's rows: nothing to wait on but them
                 await anyio.sleep(0.05)
             worker.stop()
     order = [r.run_id for r in sorted(await store.list_runs(), key=lambda r: r.updated_at)]
-    assert order[:2] == ["dead-1", "dead-2"]  # the dead worker's runs first: they are oldest
-    # Two finds, the look that found a fresh run, then pending runs only (the rest of 10 s).
+    assert order[:3] == ["dead-1", "dead-2", "back-1"]  # the oldest first
+    # Two runs taken over, the look that took a handed-back run (attempts 2, but no expired
+    # lease), then pending runs only (for the rest of 10 s).
     assert looked[:3] == [True, True, True]
     assert not any(looked[3:])
     store.done("a-worker-that-died")

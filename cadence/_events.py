@@ -432,11 +432,7 @@ class Run:
         self.start = time.perf_counter()
         self.state: object = None  # the observer's own (a span, say)
         self.beat: Frame | None = None
-        spare = self.spare = _new_frame(Frame)  # field by field: no __init__ per run
-        spare.owner, spare.run, spare.path = owner, self, ""
-        spare.pending = ()
-        spare.fell_back = spare.closed = False  # a held frame is let go of, never closed
-        spare.state = spare.token = None
+        self.spare = Frame(owner, self, "")  # a held frame is let go of, never closed
 
 
 class Frame:
@@ -492,7 +488,6 @@ class Notice:
 
 # The observed runs of this context, innermost last, with the parallel beats pushed above them.
 observed: ContextVar[tuple[Run | Frame, ...]] = ContextVar("cadence_observed", default=())
-_new_frame = object.__new__  # a frame made field by field: no __init__ call on the hot path
 _ids = itertools.count(1)
 _prefix = f"{os.getpid():x}"
 _prefix_pid = os.getpid()
@@ -1008,8 +1003,28 @@ class Observer(CadenceHooks[Context]):
         return None if found is None else self._end_held(found, duration, error)
 
     def _run_on_top(self, stack: tuple[Run | Frame, ...]) -> Run | None:
-        """Return this observer's run among the runs on top of the stack (one run's records)."""
-        return next((r for r in _run_records(stack, len(stack) - 1) if r.owner is self), None)
+        """Return this observer's run among the runs on top of the stack (one run's records).
+
+        `_run_records` from the top, stopping at this observer's record: no list is made (it
+        runs twice a beat for every observer whose record is not the last one pushed).
+        """
+        index = len(stack) - 1
+        top = stack[index]
+        if not isinstance(top, Run):
+            return None
+        seen: tuple[Observer, ...] = ()
+        while index >= 0:
+            entry = stack[index]
+            if not isinstance(entry, Run) or entry.run_id != top.run_id:
+                return None
+            owner = entry.owner
+            if owner is self:
+                return entry
+            if owner in seen:  # an outer cadence's records begin (observers compare by identity)
+                return None
+            seen = (*seen, owner)
+            index -= 1
+        return None
 
     def _end_held(
         self, frame: Frame, duration: float, error: BaseException | None
@@ -1050,6 +1065,9 @@ class Observer(CadenceHooks[Context]):
         return None
 
 
+setattr(Observer, PARALLEL_STARTS_ONLY, True)  # as its subclasses that leave starts alone
+
+
 async def _both(first: Awaitable[None] | None, then: Awaitable[None] | None) -> None:
     if first is not None:
         await first
@@ -1058,9 +1076,6 @@ async def _both(first: Awaitable[None] | None, then: Awaitable[None] | None) -> 
 
 
 # ----------------------------------------------------------------- events for a listener
-
-
-setattr(Observer, PARALLEL_STARTS_ONLY, True)  # as its subclasses that leave starts alone
 
 
 class EventHooks(Observer):

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
 import anyio
+from typing_extensions import TypeVarTuple
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     import trio
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 __all__ = ["AsyncioThread", "LoopClosedError"]
 
@@ -55,7 +58,7 @@ class AsyncioThread:
         self._guard = threading.Lock()  # a call is either waiting before the end, or refused
 
     def elsewhere(self) -> bool:
-        """Whether the loop runs, and the caller is on another thread than the loop's."""
+        """Return whether the loop runs and the caller is on another thread than the loop's."""
         return self._thread is not None and threading.get_ident() != self._thread.ident
 
     def _started(self) -> asyncio.AbstractEventLoop:
@@ -85,15 +88,9 @@ class AsyncioThread:
         """Return `fn` made to run on the calling trio thread when the loop calls it."""
         import trio  # noqa: PLC0415 # trio only
 
-        token = trio.lowlevel.current_trio_token()
+        return functools.partial(_run_soon, trio.lowlevel.current_trio_token(), fn)
 
-        def call() -> None:
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(fn)
-
-        return call
-
-    def call_soon(self, fn: Callable[..., object], *args: object) -> None:
+    def call_soon(self, fn: Callable[[*Ts], object], *args: *Ts) -> None:
         """Call `fn(*args)` on the loop's thread, after what was handed before.
 
         Once the loop has stopped the call is dropped: the state it would touch went with it.
@@ -246,10 +243,15 @@ class _Call(Generic[T]):
             trio.lowlevel.reschedule(self.caller, result)
 
     def _to_caller(self, fn: Callable[[], None]) -> None:
-        import trio  # noqa: PLC0415 # trio only
+        _run_soon(self.token, fn)
 
-        with contextlib.suppress(trio.RunFinishedError):  # the trio run is over: nobody waits
-            self.token.run_sync_soon(fn)
+
+def _run_soon(token: trio.lowlevel.TrioToken, fn: Callable[[], None]) -> None:
+    """Run `fn` soon on the trio thread of `token`, unless its run is over (nobody waits)."""
+    import trio  # noqa: PLC0415 # trio only
+
+    with contextlib.suppress(trio.RunFinishedError):
+        token.run_sync_soon(fn)
 
 
 async def _cancel_the_rest(name: str) -> None:

@@ -44,7 +44,9 @@ class AsyncioThread:
     Everything the loop runs stays on its thread: callers on trio hand it coroutines
     (`run`) and calls (`call_soon`), which start in the order handed, each in a context of
     its own (the caller's would tell anyio and sniffio that this is trio). However the
-    thread ends, every caller still waiting is woken (`LoopClosedError`).
+    thread ends, every caller still waiting is woken (`LoopClosedError`). A forked child has
+    no such thread (it was the parent's): it must start an `AsyncioThread` of its own, as
+    `PostgresStore` does.
     """
 
     __slots__ = ("_ended", "_guard", "_loop", "_name", "_thread", "_waiting")

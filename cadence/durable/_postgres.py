@@ -353,7 +353,8 @@ def _on_asyncio(
             coroutine = method(self, *args, **kwargs)
             return await self._on_loop_thread(coroutine)  # pyright: ignore[reportPrivateUsage] # the class's own decorator
         bridge = self._bridge  # pyright: ignore[reportPrivateUsage] # as above
-        if bridge is not None and bridge.elsewhere():
+        elsewhere = bridge is not None and bridge.elsewhere()
+        if elsewhere and not self._left_the_parent():  # pyright: ignore[reportPrivateUsage] # as above
             raise StoreError(
                 "",
                 "this PostgresStore runs on its own loop thread since it was used under trio, "
@@ -421,6 +422,7 @@ class PostgresStore:
         self._opening: asyncio.Lock | None = None
         self._ready: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()  # prepared
         self._bridge: AsyncioThread | None = None  # under trio: the loop the store runs on
+        self._pid = os.getpid()  # the process whose pool and loop thread these are
 
     def __repr__(self) -> str:
         return f"PostgresStore(lease={self.lease})"
@@ -433,6 +435,7 @@ class PostgresStore:
                 "",
                 "PostgresStore runs under asyncio or trio, and this is neither (no event loop)",
             )
+        self._left_the_parent()
         if self._bridge is None:
             self._bridge = AsyncioThread("cadence-postgres")
         try:
@@ -449,7 +452,21 @@ class PostgresStore:
         """Return a fresh owner token: this host, process and a nonce."""
         return f"{self._host}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
+    def _left_the_parent(self) -> bool:
+        """Return whether this is a forked child, now rid of its parent's pool and loop thread.
+
+        They are the parent's sockets and thread: the child forgets them (psycopg never closes
+        a connection in a process that did not open it) and opens its own on its next call.
+        """
+        if self._pid == os.getpid():
+            return False
+        self._pid = os.getpid()
+        self._bridge, self._ready = None, weakref.WeakSet()
+        self._forget_the_loop()
+        return True
+
     async def _open(self, run_id: str) -> AsyncConnectionPool[Any]:  # Any: as above
+        self._left_the_parent()
         if self._pool is not None:
             if self._orphans:
                 await self._return_orphans(self._pool)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import select
 import shutil
 import signal
 import socket
@@ -14,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, LiteralString
+from typing import Any, LiteralString, cast
 
 import anyio
 import pytest
@@ -1008,3 +1009,66 @@ async def test_a_call_cancelled_while_the_pool_opens_closes_that_pool(
             await store.aclose()
     assert len(opened) == 1
     assert opened[0].closed  # the pool the cancelled call was opening
+
+
+@pytest.mark.parametrize(
+    ("backend", "childs"), [("asyncio", "asyncio"), ("trio", "trio"), ("trio", "asyncio")]
+)
+def test_a_forked_child_opens_sessions_of_its_own_and_leaves_the_parents_alone(
+    dsn: str, backend: str, childs: str
+) -> None:
+    """A pre-forking server's master used the store: each child talks on its own sessions."""
+    import gc  # noqa: PLC0415 # the child's own clean-up
+    import traceback  # noqa: PLC0415 # as above
+
+    from anyio.from_thread import start_blocking_portal  # noqa: PLC0415 # the parent's loop
+
+    async def sessions() -> int:  # the store's, on the test's own database
+        rows = await _sql(
+            dsn,
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'forked' AND datname = current_database()",
+        )
+        return cast("int", rows[0][0])
+
+    store = PostgresStore(f"{dsn}?application_name=forked", min_size=1, max_size=2)
+    with start_blocking_portal(backend) as portal:  # the parent's loop, on a thread of its own
+        assert portal.call(store.list_runs) == []
+        assert portal.call(sessions) == 1
+        readable, writable = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its own loop, on the thread that forked
+            os.close(readable)
+            report = "ok"
+            try:
+
+                async def child() -> int:
+                    with anyio.fail_after(10):
+                        assert await store.list_runs() == []
+                        opened = await sessions()
+                        await store.aclose()
+                        return opened
+
+                opened = anyio.run(child, backend=childs)
+                if opened != 2:
+                    report = f"{opened} sessions of the store, not the parent's and its own"
+                del store  # and what it inherited: the parent's sessions must outlive that
+                gc.collect()
+            except BaseException:  # told to the parent, which asserts
+                report = traceback.format_exc()
+            finally:
+                os.write(writable, report.encode())
+                os._exit(0)
+        os.close(writable)
+        with os.fdopen(readable, "rb") as pipe:
+            if not select.select([pipe], [], [], 30)[0]:  # it would wait forever on a dead loop
+                os.kill(pid, signal.SIGKILL)
+            report = pipe.read().decode() or "the child hung"
+        os.waitpid(pid, 0)
+        assert report == "ok"
+        deadline = time.monotonic() + 10
+        while portal.call(sessions) > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the child's own session ends with it
+        assert portal.call(sessions) == 1  # the parent's outlived the child
+        assert portal.call(store.list_runs) == []  # and still answers
+        portal.call(store.aclose)

@@ -45,6 +45,7 @@ from cadence.durable._errors import (
     StoreError,
     lost_run_error,
 )
+from cadence.durable._held_socket import HeldSocket
 from cadence.durable._plan import describe_plan, plan_fingerprint
 from cadence.durable._store import (
     COLUMNS,
@@ -60,8 +61,8 @@ from cadence.durable._store import (
 try:
     import psycopg
     import psycopg.errors
+    import psycopg.generators
     from psycopg import pq
-    from psycopg.generators import execute as _pq_execute
     from psycopg_pool import AsyncConnectionPool
 except ImportError as exc:  # pragma: no cover - psycopg is installed in the test venv
     raise ImportError(
@@ -70,9 +71,10 @@ except ImportError as exc:  # pragma: no cover - psycopg is installed in the tes
 
 
 # Prepared statements through libpq, past psycopg's cursors (`PostgresStore._fast`), lean on
-# psycopg's lower layer: its fetch loop (`psycopg.generators`, in every psycopg 3) and each
-# connection's `pgconn`, `lock` and `wait`; should a psycopg lack `wait`, cursors do the work.
-_LIBPQ = hasattr(psycopg.AsyncConnection, "wait")
+# psycopg's lower layer: its send-and-fetch loop (`psycopg.generators.execute`) and each
+# connection's `pgconn` and `lock` (in every psycopg 3); should a psycopg lack the loop,
+# cursors do the work.
+_LIBPQ = hasattr(psycopg.generators, "execute")
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -421,6 +423,7 @@ class PostgresStore:
         self._beating: asyncio.Task[None] | None = None
         self._opening: asyncio.Lock | None = None
         self._ready: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()  # prepared
+        self._sockets: dict[psycopg.AsyncConnection[Any], HeldSocket] = {}  # watched by `_fast`
         self._bridge: AsyncioThread | None = None  # under trio: the loop the store runs on
         self._pid = os.getpid()  # the process whose pool and loop thread these are
 
@@ -462,7 +465,7 @@ class PostgresStore:
             return False
         self._pid = os.getpid()
         self._bridge, self._ready = None, weakref.WeakSet()
-        self._forget_the_loop()
+        self._forget_the_loop()  # and the sockets, watched by the parent's loop
         return True
 
     async def _open(self, run_id: str) -> AsyncConnectionPool[Any]:  # Any: as above
@@ -536,7 +539,14 @@ class PostgresStore:
         """Stop holding `owner`'s connection; it goes back to the pool at the next call."""
         connection = self._held.pop(owner, None)
         if connection is not None:
+            self._let_go(connection)
             self._orphans.append(connection)
+
+    def _let_go(self, connection: psycopg.AsyncConnection[Any]) -> None:  # Any: as above
+        """Stop watching a connection's socket: psycopg's own waits may use it again."""
+        socket = self._sockets.pop(connection, None)
+        if socket is not None:
+            socket.close()
 
     async def _fetch(
         self, run_id: str, what: str, sql: str, parameters: Sequence[object] = ()
@@ -575,21 +585,32 @@ class PostgresStore:
         statement: _Statement,
         values: Sequence[object],
     ) -> pq.abc.PGresult:  # Any: psycopg's connection class
-        """Run a prepared statement through libpq (preparing them all on first use)."""
-        pgconn = connection.pgconn
+        """Run a prepared statement through libpq (preparing them all on first use).
+
+        The connection's socket stays watched by the loop until the connection is let go
+        (`HeldSocket`), or until a statement raises: then its state is unknown.
+        """
+        pgconn, execute = connection.pgconn, psycopg.generators.execute
         async with connection.lock:
-            if connection not in self._ready:
-                for each in _STATEMENTS:
-                    pgconn.send_prepare(each.name, each.sql, param_types=each.types)
-                    self._check(connection, await connection.wait(_pq_execute(pgconn)), rows=False)
-                self._ready.add(connection)
-            pgconn.send_query_prepared(
-                statement.name,
-                [_value(v) for v in values],
-                param_formats=statement.formats,
-                result_format=statement.result_format,
-            )
-            results = await connection.wait(_pq_execute(pgconn))
+            socket = self._sockets.get(connection)
+            if socket is None:
+                socket = self._sockets[connection] = HeldSocket(pgconn)
+            try:
+                if connection not in self._ready:
+                    for each in _STATEMENTS:
+                        pgconn.send_prepare(each.name, each.sql, param_types=each.types)
+                        self._check(connection, await socket.run(execute(pgconn)), rows=False)
+                    self._ready.add(connection)
+                pgconn.send_query_prepared(
+                    statement.name,
+                    [_value(v) for v in values],
+                    param_formats=statement.formats,
+                    result_format=statement.result_format,
+                )
+                results = await socket.run(execute(pgconn))
+            except BaseException:
+                self._let_go(connection)
+                raise
         return self._check(connection, results, rows=True)
 
     @staticmethod
@@ -845,6 +866,7 @@ class PostgresStore:
             raise StoreError("", f"claiming a queued run failed in PostgreSQL: {exc}") from exc
         finally:
             if not keep:
+                self._let_go(connection)
                 with anyio.CancelScope(shield=True):
                     await pool.putconn(connection)
         return record, row is not None and row[-1] is True
@@ -861,6 +883,7 @@ class PostgresStore:
             return self._record(row)
         except RunDecodeError as exc:
             logger.error("%s; marking it failed", exc)  # noqa: TRY400 # the error names the run; no traceback needed
+            self._let_go(connection)  # psycopg's own wait from here on
             await connection.execute(
                 "UPDATE cadence_runs SET status = 'failed', owner = NULL, lease_until = NULL, "
                 "error = %s, updated_at = now() WHERE run_id = %s AND owner = %s",
@@ -949,6 +972,7 @@ class PostgresStore:
         A call racing `aclose` may have opened a pool there, which no loop runs any more.
         """
         self._pool, self._opening, self._beating = None, None, None
+        self._sockets.clear()
         self._held.clear()
         self._orphans.clear()
         self._watched.clear()
@@ -960,8 +984,10 @@ class PostgresStore:
             beating.cancel()
         self._watched.clear()
         self._opening = None  # bound to this event loop: a later call may be in another
-        self._orphans.extend(self._held.values())
-        self._held.clear()
+        for owner in list(self._held):
+            self._drop(owner)
+        for connection in list(self._sockets):  # any the store lost track of: not left watched
+            self._let_go(connection)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await self._return_orphans(pool)

@@ -539,6 +539,7 @@ async def test_a_worker_looks_for_expired_leases_until_it_finds_none_then_now_an
     assert all(b - a >= 0.25 for a, b in itertools.pairwise(looks))  # never on every claim
     store.done("a-worker-that-died")
     await store.aclose()
+    assert not store._sockets  # pyright: ignore[reportPrivateUsage] # none left watched
 
 
 def _queue_rows(dsn: str, cadences: int, runs: int) -> None:
@@ -741,6 +742,7 @@ async def test_more_runs_at_once_than_the_pool_has_connections_all_complete(dsn:
         i: Job(n=((i * 2 + 1) * 2 + 1) * 2 + 1, trail=["a", "b", "c"]) for i in range(6)
     }
     assert len(await store.list_runs(status="completed", cadence="crowd")) == 6
+    assert not store._sockets  # pyright: ignore[reportPrivateUsage] # let go with their runs
     await store.aclose()
 
 
@@ -931,9 +933,8 @@ async def test_under_trio_aclose_ends_the_calls_still_running(dsn: str) -> None:
 async def test_a_commit_cancelled_mid_statement_is_cleaned_up_before_the_hand_back(
     dsn: str,
 ) -> None:
-    # Only the asyncio run guards the drop of a connection cancelled mid-statement: under
-    # trio the bridge cancels the task once and psycopg's own cancel leaves it usable, so the
-    # trio run checks the hand-back alone.
+    # The connection of a commit cancelled mid-statement is dropped (the pool closes it),
+    # and the release must not wait for it: on either backend.
     import threading  # noqa: PLC0415 # the test's own
 
     import psycopg  # noqa: PLC0415 # as above
@@ -1072,3 +1073,56 @@ def test_a_forked_child_opens_sessions_of_its_own_and_leaves_the_parents_alone(
         assert portal.call(sessions) == 1  # the parent's outlived the child
         assert portal.call(store.list_runs) == []  # and still answers
         portal.call(store.aclose)
+
+
+async def test_a_run_whose_session_the_server_ends_fails_then_resumes(dsn: str) -> None:
+    """The server ends the run's session between two statements: no spin, a clear failure."""
+    store = PostgresStore(f"{dsn}?application_name=ended", min_size=1)
+    ended: dict[str, float] = {}
+
+    async def end_the_session(ctx: Job) -> None:
+        if not ended:
+            await _sql(
+                dsn,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'ended' AND datname = current_database()",
+            )
+            before = time.process_time()
+            await anyio.sleep(0.5)  # the server's farewell and EOF reach the watched socket
+            ended["cpu"] = time.process_time() - before
+        await make_beat("b")(ctx)
+
+    flow = Cadence("ended", Job()).then("a", make_beat("a")).then("b", end_the_session)
+    flow = flow.then("c", make_beat("c"))
+    with anyio.fail_after(30):
+        with pytest.raises(StoreError, match="run 'e1': committing a checkpoint failed"):
+            await flow.run(run_id="e1", store=store)
+        assert ended["cpu"] < 0.25  # a loop spinning on the closed socket would burn the 0.5 s
+        record = await store.get("e1")
+        assert record is not None
+        assert (record.status, record.position) == ("pending", 1)  # handed back, commit whole
+        assert await flow.run(run_id="e1", store=store) == Job(n=7, trail=["a", "b", "c"])
+    await store.aclose()
+
+
+async def test_a_context_bigger_than_the_sockets_buffer_is_committed_whole(dsn: str) -> None:
+    store = PostgresStore(dsn)
+    big = "x" * 8_000_000  # more than a socket takes at once: the statement waits to send it
+    failing = [True]
+
+    async def grow(ctx: Job) -> None:
+        ctx.trail.append(big)
+
+    async def fail_once(ctx: Job) -> None:
+        if failing and failing.pop():
+            raise RuntimeError("once")
+        ctx.n += 1
+
+    flow = Cadence("big", Job()).then("grow", grow).then("fail", fail_once)
+    with anyio.fail_after(30):
+        with pytest.raises(BeatError):
+            await flow.run(run_id="big1", store=store)
+        assert await flow.run(run_id="big1", store=store) == Job(n=1, trail=[big])
+        assert await store.list_runs(status="running") == []  # after the runs' hand-backs
+    assert not store._sockets  # pyright: ignore[reportPrivateUsage] # each let go with its run
+    await store.aclose()

@@ -20,7 +20,8 @@ FULL in fresh processes. The script prints; it checks nothing. About 30-60 s.
 
 `--throughput` starts its own PostgreSQL on 127.0.0.1 and prints ten-step runs per second on
 1, 2 and 4 `Worker` processes next to `pgbench`'s TPS for a one-row INSERT (the ceiling), the
-CPU each side spent per run, one run at a time against bare UPDATE-and-COMMITs, and the same
+CPU each side spent per run, 4 workers again with twice as many runs at once each (a worker's
+default is 4), one run at a time against bare UPDATE-and-COMMITs, and the same
 runs under trio (the store on its own asyncio loop thread) against asyncio. About 5 minutes.
 """
 
@@ -614,6 +615,7 @@ async def throughput_main(runs: int, concurrency: int) -> None:
         ceilings = [pgbench(dsn, n, 3, base) for n in (1, 2, 4)]
         postmaster = int((base / "data" / "postmaster.pid").read_text().split()[0])
         results = [await throughput(dsn, postmaster, n, runs, concurrency) for n in (1, 2, 4)]
+        doubled = await throughput(dsn, postmaster, 4, runs, concurrency * 2)
         again = pgbench(dsn, 4, 3, base)
         print(f"{'pgbench one-row INSERT, TPS':<34}" + "".join(f"{t:>10.0f}" for t in ceilings))
         line = "".join(f"{r[0]:>10.1f}" for r in results)
@@ -645,6 +647,11 @@ async def throughput_main(runs: int, concurrency: int) -> None:
             f"{ceiling:.0f} / {per_run:.1f} = {ceiling / per_run:.1f} runs/s "
             f"({four / (ceiling / per_run):.0%} of it; target >= 50%; 4 clients measured again "
             f"after the workers: {again:.0f} TPS)"
+        )
+        print(
+            f"4 workers running {concurrency * 2} at once each: {doubled[0]:.1f} runs/s "
+            f"({doubled[0] / (ceiling / doubled[1]):.0%} of the ceiling / commits; CPU per run "
+            f"{doubled[3] * 1e3:.2f} ms in the workers, {doubled[4] * 1e3:.2f} in the server)"
         )
         print(
             f"a run costs {(worker + server) * 1e3:.2f} ms of CPU (workers and server): "

@@ -1012,7 +1012,7 @@ class Observer(CadenceHooks[Context]):
         top = stack[index]
         if not isinstance(top, Run):
             return None
-        seen: tuple[Observer, ...] = ()
+        seen: tuple[int, ...] = ()  # the observers passed, by identity (as `_run_records`)
         while index >= 0:
             entry = stack[index]
             if not isinstance(entry, Run) or entry.run_id != top.run_id:
@@ -1020,9 +1020,9 @@ class Observer(CadenceHooks[Context]):
             owner = entry.owner
             if owner is self:
                 return entry
-            if owner in seen:  # an outer cadence's records begin (observers compare by identity)
+            if id(owner) in seen:  # an outer cadence's records begin
                 return None
-            seen = (*seen, owner)
+            seen = (*seen, id(owner))
             index -= 1
         return None
 

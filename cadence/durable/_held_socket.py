@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+_CLOSED = "the connection's socket was closed"
+
 __all__ = ["HeldSocket"]
 
 
@@ -53,7 +55,7 @@ class HeldSocket:
 
     async def _ready(self, wait: int) -> int:
         if self.closed:
-            raise psycopg.OperationalError("the connection's socket was closed")
+            raise psycopg.OperationalError(_CLOSED)
         waiter: asyncio.Future[int] = self._loop.create_future()
         self._waiter = waiter
         writing = bool(wait & WAIT_W)  # a statement too big for the socket's buffer: rare
@@ -92,7 +94,7 @@ class HeldSocket:
         """
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_exception(psycopg.OperationalError("the connection's socket was closed"))
+            waiter.set_exception(psycopg.OperationalError(_CLOSED))
         if not self.closed:
             self.closed = True
             with contextlib.suppress(OSError):  # a socket libpq closed: the selector forgets it

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 
@@ -41,24 +41,24 @@ payment_service = FakePaymentService()
 @dataclass
 class OrderContext(Context):
     order_id: str
-    items: list = None  # type: ignore[type-arg,assignment] # written as the README writes it
+    items: list[Item] = field(default_factory=list[Item])
     total: float = 0.0
     status: str = "pending"
 
 
 @beat
-async def fetch_items(ctx: OrderContext):
+async def fetch_items(ctx: OrderContext) -> None:
     # Fetch order items from database
     ctx.items = await db.get_items(ctx.order_id)
 
 
 @beat
-async def calculate_total(ctx: OrderContext):
+async def calculate_total(ctx: OrderContext) -> None:
     ctx.total = sum(item.price for item in ctx.items)
 
 
 @beat
-async def process_payment(ctx: OrderContext):
+async def process_payment(ctx: OrderContext) -> None:
     await payment_service.charge(ctx.order_id, ctx.total)
     ctx.status = "paid"
 

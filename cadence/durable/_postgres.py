@@ -26,6 +26,7 @@ from typing import (
     Any,
     ClassVar,
     Concatenate,
+    Literal,
     LiteralString,
     ParamSpec,
     TypeVar,
@@ -154,15 +155,20 @@ _MIGRATIONS: dict[int, str] = {
 _COLUMNS = f"{COLUMNS}, inner_state"
 
 _CLAIM = (
-    f"INSERT INTO cadence_runs ({_COLUMNS}, lease_until) VALUES "  # noqa: S608 # constant columns
+    # `found`, the status before the claim, is read where the update's condition asks for it:
+    # after the conflict locked the row and before the update replaced it (a CTE is read when
+    # first asked for; read in RETURNING only, it would see the update's own row). For a new
+    # row it is read in RETURNING, and finds nothing.
+    "WITH found AS (SELECT status FROM cadence_runs WHERE run_id = %s FOR UPDATE) "  # noqa: S608 # constant columns
+    f"INSERT INTO cadence_runs ({_COLUMNS}, lease_until) VALUES "
     "(%s, %s, 'running', 0, %s, %s, %s, %s, 1, %s, NULL, now(), now(), NULL, "
     "now() + make_interval(secs => %s)) "
     "ON CONFLICT (run_id) DO UPDATE SET status = 'running', owner = excluded.owner, "
     "attempts = cadence_runs.attempts + 1, updated_at = now(), lease_until = excluded.lease_until "
-    "WHERE cadence_runs.status = 'pending' OR (cadence_runs.status = 'failed' AND %s) "
-    "OR (cadence_runs.status = 'running' "
-    "AND (cadence_runs.lease_until IS NULL OR cadence_runs.lease_until < now())) "
-    f"RETURNING {_COLUMNS}, xmax = 0"
+    "WHERE (SELECT status FROM found) IS NOT NULL AND (cadence_runs.status = 'pending' "
+    "OR (cadence_runs.status = 'failed' AND %s) OR (cadence_runs.status = 'running' "
+    "AND (cadence_runs.lease_until IS NULL OR cadence_runs.lease_until < now()))) "
+    f"RETURNING {_COLUMNS}, xmax = 0, (SELECT status FROM found)"
 )
 _SELECT_RUN = f"SELECT {_COLUMNS} FROM cadence_runs WHERE run_id = %s"  # noqa: S608 # constant columns
 
@@ -327,7 +333,14 @@ _CLAIM_NEXT = _Statement(
     ("text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text", "float8"),
     binary=True,
 )
-_STATEMENTS = (_CHECKPOINT, _FINISH, _RELEASE, _CLAIM_NEXT)
+_UNCLAIM = _Statement(
+    "unclaim",
+    "UPDATE cadence_runs SET status = %s, owner = NULL, lease_until = NULL, "
+    "attempts = attempts - 1, updated_at = now() "
+    "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
+    ("text", "text", "text"),
+)
+_STATEMENTS = (_CHECKPOINT, _FINISH, _RELEASE, _CLAIM_NEXT, _UNCLAIM)
 _FOUND: dict[str, ClaimOutcome] = {
     "completed": "finished",
     "cancelled": "cancelled",
@@ -635,10 +648,11 @@ class PostgresStore:
 
         One statement: an insert that, on a taken run id, takes the run over only if it is
         `pending`, `failed` (unless `new.resume_failed` is false) or `running` with its
-        lease run out; `xmax = 0` in its `RETURNING` tells a new row from a taken-over one.
+        lease run out; `xmax = 0` in its `RETURNING` tells a new row from a taken-over one,
+        and `found` (which locks the row first) the status it had.
         """
         pool = await self._open(run_id)
-        parameters = (*new.row(run_id), owner, self.lease, new.resume_failed)
+        parameters = (run_id, *new.row(run_id), owner, self.lease, new.resume_failed)
         connection = await pool.getconn()
         keep = False
         try:
@@ -647,15 +661,17 @@ class PostgresStore:
                 row = await cursor.fetchone()
                 if row is not None:
                     outcome = "created" if row[14] else "claimed"
+                    previous = cast("RunStatus | None", row[15])
                     try:
                         record = self._record(row)
-                    except RunDecodeError:  # taken over, but unreadable: hand it back, name it
-                        await connection.execute(_RELEASE.query, (run_id, owner))
+                    except RunDecodeError:  # taken over, but unreadable: undo it, name it
+                        back = "failed" if previous == "failed" else "pending"
+                        await connection.execute(_UNCLAIM.query, (back, run_id, owner))
                         raise
                     keep = len(self._held) < self._max_size - 1
                     if keep:
                         self._held[owner] = connection
-                    return Claim(cast("ClaimOutcome", outcome), record)
+                    return Claim(cast("ClaimOutcome", outcome), record, previous)
                 cursor = await connection.execute(_SELECT_RUN, (run_id,), prepare=self.prepare)
                 row = await cursor.fetchone()
                 if row is None:
@@ -805,6 +821,15 @@ class PostgresStore:
         try:
             values = (run_id, owner)
             await self._owned_count(run_id, owner, "releasing the run", _RELEASE, values)
+        finally:
+            self._drop(owner)
+
+    @_on_asyncio
+    async def unclaim(self, run_id: str, owner: str, status: Literal["pending", "failed"]) -> None:
+        """Undo a claim this owner will not go on with: `status` again, the attempt uncounted."""
+        try:
+            values = (status, run_id, owner)
+            await self._owned_count(run_id, owner, "handing the run back", _UNCLAIM, values)
         finally:
             self._drop(owner)
 
@@ -1053,6 +1078,7 @@ class Worker:
         self._stopping = False
         self._claiming: anyio.CancelScope | None = None
         self._refused: set[str] = set()  # runs this worker cannot resume (plan, decoding)
+        self._in_hand: set[str] = set()  # not claimed again: one may be handed back any moment
 
     @property
     def stopping(self) -> bool:
@@ -1108,7 +1134,7 @@ class Worker:
             try:
                 with anyio.CancelScope(shield=True):  # a claim made is a claim kept
                     record, late = await self.store._claim_next(  # pyright: ignore[reportPrivateUsage] # the store's worker
-                        names, owner, skip=list(self._refused), expired=expired
+                        names, owner, skip=[*self._refused, *self._in_hand], expired=expired
                     )
             except StoreError:
                 logger.exception("claiming a run failed")  # the next claim looks as this one
@@ -1126,6 +1152,7 @@ class Worker:
                 self.store.done(owner)
                 return
             hand.count += 1
+            self._in_hand.add(record.run_id)
             runs.start_soon(self._one, record, owner, hand)
 
     async def _one(self, record: RunRecord, owner: str, hand: _Hand) -> None:
@@ -1152,7 +1179,8 @@ class Worker:
             self._refused.add(record.run_id)
         except Exception:
             logger.exception("run %r failed", record.run_id)
-        finally:
+        finally:  # a refused run is in `_refused` before it leaves `_in_hand`
+            self._in_hand.discard(record.run_id)
             hand.limiter.release()
             hand.count -= 1
             if hand.count == 0 and hand.stopping:

@@ -8,7 +8,7 @@ import dataclasses
 import inspect
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -141,7 +141,7 @@ class _Progress:
     `i - 1`, with its own context and position. A commit at one level drops the deeper ones.
     """
 
-    __slots__ = ("cadence", "frames", "owner", "resume", "run_id", "store")
+    __slots__ = ("cadence", "frames", "owner", "resume", "run_id", "store", "wrote")
 
     def __init__(  # noqa: PLR0917 # one run's progress, made in one place
         self,
@@ -159,6 +159,7 @@ class _Progress:
         self.owner = owner
         self.frames: list[tuple[int, str | None, bytes]] = [(position, step, context)]
         self.resume: list[tuple[int, bytes]] = []  # stored child frames, consumed on resume
+        self.wrote = False  # whether this attempt committed a step
 
     def load_inner(self, inner: bytes | None) -> None:
         """Take the stored child frames of a resumed run."""
@@ -175,6 +176,7 @@ class _Progress:
 
     async def commit(self, level: int, position: int, step: str | None, context: bytes) -> None:
         """Commit `context` and `position` at `level` (and keep the levels above it)."""
+        self.wrote = True
         del self.frames[level:]
         self.frames.append((position, step, context))
         top_position, top_step, top_context = self.frames[0]
@@ -503,7 +505,7 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
     if record.cadence != name:
         if claim.outcome == "claimed":
             with anyio.CancelScope(shield=True):
-                await store.release(run_id, token)
+                await store.unclaim(run_id, token, _found_as(claim))
         raise DurableError(
             run_id,
             f"run {run_id!r} belongs to cadence {record.cadence!r}, not {name!r}; "
@@ -524,6 +526,7 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
         return codec.decode(record.context, context, run_id)
 
     position = record.position
+    progress: _Progress | None = None
     try:  # from here on the run is ours: however this attempt stops, `_stop` records it
         if cadence.hooks and claim.outcome in ("created", "claimed"):  # observers hear first
             await _tell_claim(cadence, claim, token)
@@ -544,8 +547,9 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
         finally:
             end_durable_run(observed)
     except BaseException as exc:
+        untouched = progress is None or not progress.wrote
         with anyio.CancelScope(shield=True):
-            await _stop(store, run_id, token, exc)
+            await _stop(store, run_id, token, exc, _found_as(claim) if untouched else None)
         raise
     try:
         await store.finish(
@@ -679,8 +683,23 @@ async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
     return context, position
 
 
-async def _stop(store: Store, run_id: str, owner: str, exc: BaseException) -> None:
-    """Record why a run stopped: failed, or handed back to be resumed."""
+def _found_as(claim: Claim) -> Literal["pending", "failed"]:
+    """Return the status to undo a claim to: `failed` if the run was, else `pending`."""
+    return "failed" if claim.previous == "failed" else "pending"
+
+
+async def _stop(
+    store: Store,
+    run_id: str,
+    owner: str,
+    exc: BaseException,
+    back_to: Literal["pending", "failed"] | None,
+) -> None:
+    """Record why a run stopped: failed, or handed back to be resumed.
+
+    `back_to` is given when this attempt committed nothing: a resume it refused (another
+    plan, a row it cannot decode) then undoes its claim, back to that status.
+    """
     if isinstance(exc, RunCancelledError):
         logger.warning("run %r stopped: %s", run_id, exc)
         return  # the run is not ours any more: nothing to write
@@ -689,8 +708,11 @@ async def _stop(store: Store, run_id: str, owner: str, exc: BaseException) -> No
         with contextlib.suppress(CadenceError):
             await store.release(run_id, owner)  # if the store is back: resumable at once
         return
+    refused = isinstance(exc, PlanChangedError | RunDecodeError)
     try:
-        if isinstance(exc, Exception) and not isinstance(exc, PlanChangedError | RunDecodeError):
+        if refused and back_to is not None:
+            await store.unclaim(run_id, owner, back_to)
+        elif isinstance(exc, Exception) and not refused:
             await store.finish(
                 run_id, owner, status="failed", context=None, error=ErrorInfo.of(exc)
             )

@@ -360,10 +360,11 @@ class SQLiteStore:
     async def claim(self, run_id: str, owner: str, new: NewRun) -> Claim:
         """Create the run owned by `owner`, or take it over if nobody live holds it."""
 
-        def work(connection: sqlite3.Connection) -> tuple[str, RunRecord]:
+        def work(connection: sqlite3.Connection) -> tuple[str, RunRecord, RunStatus | None]:
             now = self._clock()
             connection.execute("BEGIN IMMEDIATE")
             row = self._select(connection, run_id)
+            previous = None if row is None else cast("RunStatus", row[2])
             if row is None:
                 connection.execute(
                     f"INSERT INTO cadence_runs ({_COLUMNS}) "  # noqa: S608 # constant columns
@@ -391,9 +392,9 @@ class SQLiteStore:
             # Read before the commit: a corrupted row rolls the claim back (and is named).
             record = self._record(cast("tuple[object, ...]", self._select(connection, run_id)))
             connection.execute("COMMIT")
-            return outcome, record
+            return outcome, record, previous
 
-        def relaxed(connection: sqlite3.Connection) -> tuple[str, RunRecord]:
+        def relaxed(connection: sqlite3.Connection) -> tuple[str, RunRecord, RunStatus | None]:
             # A claim needs no fsync: a power loss ends every owner anyway, and the next
             # commit's fsync of the WAL makes the claim durable with it. It saves one fsync
             # per run at FULL.
@@ -409,10 +410,10 @@ class SQLiteStore:
 
         fsyncs = self.synchronous in ("FULL", "EXTRA")
         call = relaxed if fsyncs else work
-        outcome, record = await self._call(
+        outcome, record, previous = await self._call(
             run_id, "claiming the run", call, inline=self._inline_claims
         )
-        return Claim(cast("Literal['created']", outcome), record)
+        return Claim(cast("Literal['created']", outcome), record, previous)
 
     def _owned_update(
         self, run_id: str, owner: str, sql: str, parameters: tuple[object, ...]
@@ -497,6 +498,19 @@ class SQLiteStore:
             )
 
         await self._call(run_id, "releasing the run", work)
+
+    async def unclaim(self, run_id: str, owner: str, status: Literal["pending", "failed"]) -> None:
+        """Undo a claim this owner will not go on with: `status` again, the attempt uncounted."""
+        now = self._clock()
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "UPDATE cadence_runs SET status = ?, owner = NULL, attempts = attempts - 1, "
+                "updated_at = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
+                (status, now, run_id, owner),
+            )
+
+        await self._call(run_id, "handing the run back", work)
 
     # ------------------------------------------------------------------ inspecting runs
 

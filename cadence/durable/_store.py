@@ -223,10 +223,14 @@ class NewRun:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """What `Store.claim` returns: the outcome and the record as it now stands."""
+    """What `Store.claim` returns: the outcome, the record as it now stands, the status before.
+
+    `previous` is `None` when the run is new (or the store does not tell).
+    """
 
     outcome: ClaimOutcome
     record: RunRecord
+    previous: RunStatus | None = None
 
 
 class Store(Protocol):
@@ -291,6 +295,13 @@ class Store(Protocol):
 
     async def release(self, run_id: str, owner: str) -> None:
         """Hand the run back (status `pending`) so another caller may resume it."""
+        ...
+
+    async def unclaim(self, run_id: str, owner: str, status: Literal["pending", "failed"]) -> None:
+        """Undo a claim this owner will not go on with: `status` again, the attempt uncounted.
+
+        For a resume refused before it ran a step (another plan, a row it cannot decode).
+        """
         ...
 
     async def get(self, run_id: str) -> RunRecord | None:

@@ -178,6 +178,9 @@ async def test_a_run_resumes_and_returns_its_result(dsn: str) -> None:
         await first_plan.run(run_id="p2", store=store)
     with pytest.raises(PlanChangedError, match="step 2 was 'then b' and is now 'then bb'"):
         await renamed.run(run_id="p2", store=store)
+    refused = await store.get("p2")
+    assert refused is not None
+    assert (refused.status, refused.attempts, refused.owner) == ("failed", 1, None)  # as it was
     assert [r.run_id for r in await store.list_runs(status="completed")] == ["p1"]
     assert await store.cancel("p2")
     assert await store.delete("p2")
@@ -675,21 +678,30 @@ async def test_the_claim_tells_a_new_run_from_a_taken_over_one(dsn: str) -> None
     new = NewRun("claims", ("then a",), "f", b'{"n":1,"trail":[]}', "a")
     first = await store.claim("c-1", "owner-1", new)
     assert (first.outcome, first.record.attempts, first.record.owner) == ("created", 1, "owner-1")
+    assert first.previous is None
     assert (await store.claim("c-1", "owner-2", new)).outcome == "busy"
     await anyio.sleep(0.2)  # the lease runs out (nobody renews it)
     taken = await store.claim("c-1", "owner-2", new)
     assert (taken.outcome, taken.record.attempts, taken.record.owner) == ("claimed", 2, "owner-2")
+    assert taken.previous == "running"
     await store.finish("c-1", "owner-2", status="failed", context=None, error=None)
     waiting = _one_step("claims", resume_failed=False)
     assert (await store.claim("c-1", "owner-3", waiting)).outcome == "failed"
-    assert (await store.claim("c-1", "owner-3", new)).outcome == "claimed"
+    again = await store.claim("c-1", "owner-3", new)
+    assert (again.outcome, again.previous, again.record.attempts) == ("claimed", "failed", 3)
+    await store.unclaim("c-1", "owner-3", "failed")
+    undone = await store.get("c-1")
+    assert undone is not None
+    assert (undone.status, undone.attempts, undone.owner) == ("failed", 2, None)
     store.done("owner-1")
     store.done("owner-2")
     store.done("owner-3")
     await store.aclose()
 
 
-async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) -> None:
+async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
     store = PostgresStore(dsn)
     ran = anyio.Event()
 
@@ -703,7 +715,8 @@ async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) ->
     assert await enqueue(older, Job(), run_id=ODD, store=store)  # refused ids go as text[]
     assert await enqueue(flow, Job(n=4), run_id="good-1", store=store)
     await _sql(dsn, "UPDATE cadence_runs SET plan = 'not json' WHERE run_id = 'bad-1'")
-    worker = Worker(store, [flow], concurrency=1, idle=0.01)
+    # Two at once: a claim made while ODD is being handed back must not take it again.
+    worker = Worker(store, [flow], concurrency=2, idle=0.01)
     with anyio.fail_after(30):
         async with anyio.create_task_group() as group:
             group.start_soon(functools.partial(worker.run, handle_signals=False))
@@ -713,7 +726,10 @@ async def test_a_worker_survives_a_corrupted_row_and_a_changed_plan(dsn: str) ->
     good, old = await store.get("good-1"), await store.get(ODD)
     assert good is not None
     assert old is not None
-    assert (good.status, old.status, old.attempts, old.owner) == ("completed", "pending", 1, None)
+    # ODD is as it was queued: pending, never attempted, claimed once by this worker.
+    assert (good.status, old.status, old.attempts, old.owner) == ("completed", "pending", 0, None)
+    handed_back = [r for r in caplog.records if r.getMessage().startswith(f"run {ODD!r} handed")]
+    assert len(handed_back) == 1
     assert good.context is not None
     assert b'"n":10' in good.context  # 4 * 2 + 1, then + 1
     [(status, owner, error)] = await _sql(

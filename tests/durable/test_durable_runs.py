@@ -336,6 +336,9 @@ async def test_a_changed_plan_is_refused_naming_the_difference(store: SQLiteStor
     beats.fail_at = "left"
     with pytest.raises(BeatError):
         await beats.flow().run(Order(), run_id="r8", store=store)
+    failed = await store.get("r8")
+    assert failed is not None
+    assert failed.error is not None
     beats.fail_at = None
     renamed = (
         Cadence("checkout", Order())
@@ -360,7 +363,9 @@ async def test_a_changed_plan_is_refused_naming_the_difference(store: SQLiteStor
         await reordered.run(Order(), run_id="r8", store=store)
     record = await store.get("r8")
     assert record is not None
-    assert (record.status, record.position) == ("pending", 2)  # handed back, untouched
+    # Each refusal undid its claim: still failed, with its error, its attempts uncounted.
+    assert (record.status, record.position, record.attempts) == ("failed", 2, 1)
+    assert record.error == failed.error
 
     beats.calls.clear()
     result = await renamed.run(
@@ -425,7 +430,7 @@ async def test_a_corrupted_row_is_an_error_naming_the_run(store: SQLiteStore) ->
         await beats.flow().run(Order(), run_id="bad", store=store)
     record = await store.get("bad")
     assert record is not None
-    assert record.status == "pending"  # handed back: fix the row, then resume
+    assert (record.status, record.attempts) == ("failed", 1)  # as it was: fix the row, resume
     with sqlite3.connect(store.path) as connection:
         connection.execute("UPDATE cadence_runs SET plan = '{' WHERE run_id = 'bad'")
     with pytest.raises(RunDecodeError, match=r"run 'bad': its row .* is corrupted"):
@@ -434,7 +439,33 @@ async def test_a_corrupted_row_is_an_error_naming_the_run(store: SQLiteStore) ->
         await beats.flow().run(Order(), run_id="bad", store=store)
     with sqlite3.connect(store.path) as connection:
         status = connection.execute("SELECT status FROM cadence_runs").fetchone()
-    assert status == ("pending",)  # the claim was rolled back: no caller is left waiting
+    assert status == ("failed",)  # the claim was rolled back: no caller is left waiting
+
+
+async def test_a_refused_resume_leaves_the_run_as_it_found_it(store: SQLiteStore) -> None:
+    beats = Beats()
+    beats.gate, beats.entered = anyio.Event(), anyio.Event()
+    flow = beats.flow()
+    async with anyio.create_task_group() as group:
+        group.start_soon(lambda: flow.run(Order(), run_id="back", store=store))
+        await beats.entered.wait()
+        group.cancel_scope.cancel()  # stopped in step 2: handed back, pending
+    beats.gate = None
+    other = Cadence("other", Order()).then("add", beats.add)
+    with pytest.raises(DurableError, match="belongs to cadence 'checkout', not 'other'"):
+        await other.run(Order(), run_id="back", store=store)
+    renamed = Cadence("checkout", Order()).then("plus", beats.add)
+    with pytest.raises(PlanChangedError, match="step 1 was 'then add' and is now 'then plus'"):
+        await renamed.run(Order(), run_id="back", store=store)
+    record = await store.get("back")
+    assert record is not None
+    assert (record.status, record.position, record.attempts) == ("pending", 1, 1)
+    assert record.owner is None
+    assert await flow.run(Order(), run_id="back", store=store) == EXPECTED
+    record = await store.get("back")
+    assert record is not None
+    assert (record.status, record.attempts) == ("completed", 2)
+    assert beats.calls == ["add", "wait", "wait", "left", "right", "last"]
 
 
 async def test_misuse_is_refused_clearly(store: SQLiteStore, tmp_path: Path) -> None:

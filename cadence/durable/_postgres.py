@@ -19,6 +19,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import uuid
 import weakref
 from typing import (
@@ -383,6 +384,20 @@ def _on_asyncio(
     return cast("Callable[Concatenate[PostgresStore, P], CoroutineType[Any, Any, T]]", call)
 
 
+_LAPSE = 0.9  # the share of a lease after which a lease not renewed is given up
+
+
+class _Watch:
+    """A lease the heartbeat renews: its run, what to call if it is lost, its last renewal."""
+
+    __slots__ = ("lost", "renewed", "run_id")
+
+    def __init__(self, run_id: str, lost: Callable[[], None], renewed: float) -> None:
+        self.run_id = run_id
+        self.lost = lost
+        self.renewed = renewed  # `time.monotonic()` before the last renewal was sent
+
+
 class PostgresStore:
     """Keep durable runs in PostgreSQL, shared by worker processes on many machines.
 
@@ -432,7 +447,7 @@ class PostgresStore:
         self._host = socket.gethostname()
         self._held: dict[str, psycopg.AsyncConnection[Any]] = {}  # owner -> its connection
         self._orphans: list[psycopg.AsyncConnection[Any]] = []  # to hand back to the pool
-        self._watched: dict[str, tuple[str, Callable[[], None]]] = {}  # owner -> run, lost
+        self._watched: dict[str, _Watch] = {}  # owner -> its run, `lost`, its last renewal
         self._beating: asyncio.Task[None] | None = None
         self._opening: asyncio.Lock | None = None
         self._ready: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()  # prepared
@@ -740,7 +755,7 @@ class PostgresStore:
         if self._bridge is not None and self._bridge.elsewhere():  # `lost` runs on trio
             self._bridge.call_soon(self.watch, run_id, owner, self._bridge.back_here(lost))
             return
-        self._watched[owner] = (run_id, lost)
+        self._watched[owner] = _Watch(run_id, lost, time.monotonic())
         if self._beating is None or self._beating.done():
             self._beating = asyncio.get_running_loop().create_task(
                 self._beat(), name="cadence-postgres-heartbeat"
@@ -757,31 +772,61 @@ class PostgresStore:
                 beating.cancel()
 
     async def _beat(self) -> None:
-        """Renew every watched lease in one statement, every third of the lease."""
+        """Renew every watched lease in one statement, every third of the lease.
+
+        A lease not renewed for `_LAPSE` of its length (the database unreachable, a renewal
+        hanging) is given up here, before the database lets another worker take the run: its
+        steps are stopped, so a worker cut off from the database does not go on running a run
+        that another worker may now be running.
+        """
+        lease = self.lease
         while self._watched:
-            await asyncio.sleep(self.lease / 3)
+            lapse = min(w.renewed for w in self._watched.values()) + lease * _LAPSE
+            await asyncio.sleep(max(0.0, min(lease / 3, lapse - time.monotonic())))
+            self._give_up_lapsed()
             watched = dict(self._watched)
             if not watched:
                 return
+            sent = time.monotonic()
+            lapse = min(w.renewed for w in watched.values()) + lease * _LAPSE
             try:
-                rows = await self._fetch(
-                    "",
-                    "renewing the leases",
-                    "UPDATE cadence_runs AS r SET lease_until = now() + make_interval(secs => %s) "
-                    "FROM unnest(%s::text[], %s::text[]) AS h(run_id, owner) "
-                    "WHERE r.run_id = h.run_id AND r.owner = h.owner AND r.status = 'running' "
-                    "RETURNING r.owner",
-                    (self.lease, [v[0] for v in watched.values()], list(watched)),
-                )
-            except StoreError as exc:  # the next beat (or the runs' next commits) try again
-                logger.warning("renewing %d leases failed: %s", len(watched), exc)
+                async with asyncio.timeout(max(0.0, lapse - sent)):
+                    rows = await self._fetch(
+                        "",
+                        "renewing the leases",
+                        "UPDATE cadence_runs AS r "
+                        "SET lease_until = now() + make_interval(secs => %s) "
+                        "FROM unnest(%s::text[], %s::text[]) AS h(run_id, owner) "
+                        "WHERE r.run_id = h.run_id AND r.owner = h.owner "
+                        "AND r.status = 'running' RETURNING r.owner",
+                        (lease, [w.run_id for w in watched.values()], list(watched)),
+                    )
+            except (StoreError, TimeoutError) as exc:  # the next beat tries again, in time
+                logger.warning("renewing %d leases failed: %s", len(watched), exc or "timed out")
                 continue
             alive = {row[0] for row in rows}
-            for owner, (run_id, lost) in watched.items():
-                if owner not in alive and self._watched.get(owner) is not None:
+            for owner, watch in watched.items():
+                if self._watched.get(owner) is not watch:
+                    continue  # unwatched (or watched anew) meanwhile
+                if owner in alive:
+                    watch.renewed = sent  # the database's lease began after this
+                else:
                     del self._watched[owner]
-                    logger.warning("run %r: the lease was lost", run_id)
-                    lost()
+                    logger.warning("run %r: the lease was lost", watch.run_id)
+                    watch.lost()
+
+    def _give_up_lapsed(self) -> None:
+        """Stop the runs whose lease may have run out unrenewed (see `_beat`)."""
+        now = time.monotonic()
+        for owner, watch in list(self._watched.items()):
+            if now >= watch.renewed + self.lease * _LAPSE:
+                del self._watched[owner]
+                logger.warning(
+                    "run %r: its lease could not be renewed for %.1f s; its steps stop",
+                    watch.run_id,
+                    now - watch.renewed,
+                )
+                watch.lost()
 
     @_on_asyncio
     async def finish(

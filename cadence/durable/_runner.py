@@ -288,6 +288,7 @@ class _Walk(Generic[C]):
         return context
 
 
+_LOOK_FOR = 10.0  # seconds a run whose lease is lost waits to read who holds it now
 _SYNC = -1  # the position of a stored frame that holds a `sync` step's finished branches
 
 
@@ -593,14 +594,26 @@ async def _lease_lost(
     """Return why the heartbeat found the lease gone (and tell observers of a lost run).
 
     `RunCancelledError` if the run was cancelled through the store, else `LeaseLostError`
-    naming who holds it now.
+    naming who holds it now, or saying that the lease could not be renewed in time.
     """
     run_id, owner = progress.run_id, progress.owner
     position, step, _ = progress.frames[0]
     record: RunRecord | None = None
-    with anyio.CancelScope(shield=True), contextlib.suppress(CadenceError):
-        record = await store.get(run_id)
-    error = lost_run_error(run_id, None if record is None else (record.status, record.owner))
+    why = "the store did not answer"
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_LOOK_FOR):  # cut off, maybe
+        try:
+            record = await store.get(run_id)
+            why = ""
+        except CadenceError as exc:
+            why = str(exc)
+    if why or (record is not None and (record.status, record.owner) == ("running", owner)):
+        error: DurableError = LeaseLostError(
+            run_id,
+            f"run {run_id!r}: this caller could not renew its lease in time, so it gave the run "
+            f"up before another could take it over ({why or 'the store holds it still'})",
+        )
+    else:
+        error = lost_run_error(run_id, None if record is None else (record.status, record.owner))
     if isinstance(error, LeaseLostError):
         error = LeaseLostError(
             run_id,

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ import sniffio
 
 from cadence import BeatError, Cadence
 from cadence.durable import (
+    LeaseLostError,
     NewRun,
     PlanChangedError,
     PostgresStore,
@@ -423,6 +425,107 @@ async def test_a_direct_run_keeps_its_lease_through_a_long_step(dsn: str) -> Non
     assert (record.status, record.attempts) == ("completed", 1)
     await store.aclose()
     await rival.aclose()
+
+
+class _Line:
+    """A TCP line to the server that can be cut (nothing passes, nothing is refused) and mended.
+
+    What a network partition looks like to a client: its sockets stay open and go silent.
+    """
+
+    def __init__(self, port: int) -> None:
+        self._to = port
+        self._open = threading.Event()
+        self._open.set()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        self._open.clear()
+
+    def mend(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self._open.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self._to))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with source, sink:
+            while True:
+                try:
+                    data = source.recv(65536)
+                except OSError:
+                    return
+                self._open.wait()  # a cut line holds what it got
+                if not data:
+                    return
+                try:
+                    sink.sendall(data)
+                except OSError:
+                    return
+
+
+async def test_a_run_cut_off_from_the_database_stops_before_another_caller_takes_it(
+    dsn: str,
+) -> None:
+    """A lease the heartbeat cannot renew is given up in time: the step never runs twice at once."""
+    port = int(dsn.rsplit(":", 1)[1].split("/", 1)[0])
+    line = _Line(port)
+    store = PostgresStore(dsn.replace(f":{port}/", f":{line.port}/"), lease=1.0)
+    rival = PostgresStore(dsn, lease=1.0)
+    seen: list[tuple[str, float]] = []
+    started = anyio.Event()
+
+    async def charge(ctx: Job) -> None:
+        seen.append(("start", time.monotonic()))
+        started.set()
+        try:
+            await anyio.sleep(3 if len(seen) == 1 else 0.5)  # the first caller's is long
+        except anyio.get_cancelled_exc_class():
+            seen.append(("stopped", time.monotonic()))
+            raise
+        seen.append(("end", time.monotonic()))
+        ctx.n += 1
+
+    flow = Cadence("cut", Job()).then("charge", charge)
+    lost: list[BaseException] = []
+
+    async def first() -> None:
+        try:
+            await flow.run(Job(), run_id="cut-1", store=store)
+        except LeaseLostError as exc:
+            lost.append(exc)
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            group.start_soon(first)
+            await started.wait()
+            line.cut()  # the first caller's heartbeat now goes nowhere
+            assert await flow.run(Job(), run_id="cut-1", store=rival) == Job(n=1)
+            line.mend()
+    kinds = [kind for kind, _ in seen]
+    assert kinds == ["start", "stopped", "start", "end"]
+    assert seen[1][1] < seen[2][1]  # stopped before the other caller began it
+    assert seen[1][1] - seen[0][1] < 1.0  # within the lease
+    assert len(lost) == 1
+    record = await rival.get("cut-1")
+    assert record is not None
+    assert (record.status, record.attempts) == ("completed", 2)
+    await store.aclose()
+    await rival.aclose()
+    line.close()
 
 
 async def test_a_checkpoint_renews_only_a_lease_half_spent_and_updates_its_row_in_place(

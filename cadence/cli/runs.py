@@ -24,7 +24,10 @@ _STATUSES = ["pending", "running", "completed", "failed", "cancelled"]
 def _store_options(fn: Callable[..., Any]) -> Callable[..., Any]:  # Any: click's callbacks
     fn = click.option("--dsn", help="A PostgreSQL store's connection string.")(fn)
     return click.option(
-        "--db", "db", type=click.Path(dir_okay=False), help="A SQLite store's file."
+        "--db",
+        "db",
+        type=click.Path(exists=True, dir_okay=False),  # a mistyped name must not make a store
+        help="A SQLite store's file.",
     )(fn)
 
 

@@ -28,10 +28,13 @@ from cadence._context import (
     is_frozen,
 )
 from cadence._errors import CadenceDefinitionError
+from cadence._steps import Child
 from cadence.durable._errors import RunDecodeError, StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from cadence._cadence import Cadence
 
 try:
     import msgspec
@@ -39,7 +42,7 @@ try:
 except ImportError as exc:  # pragma: no cover - msgspec is installed in the test venv
     raise ImportError("durable runs need msgspec: pip install 'cadence-flow[durable]'") from exc
 
-__all__ = ["ContextCodec", "codec_for"]
+__all__ = ["ContextCodec", "check_children", "codec_for"]
 
 C = TypeVar("C", bound=Context)
 
@@ -358,3 +361,16 @@ def codec_for(cls: type[C]) -> ContextCodec[C]:
         codec = ContextCodec(cls)
         _CODECS[cls] = codec
     return codec
+
+
+def check_children(cadence: Cadence[Any]) -> None:  # Any: any cadence
+    """Refuse, before anything runs, a `child` step whose context type cannot be stored.
+
+    A child whose cadence declares no context type is checked when it starts.
+    """
+    for step in cadence.steps:
+        if type(step) is Child:
+            kind = step.cadence.context_type
+            if kind is not None:
+                codec_for(kind)
+            check_children(step.cadence)

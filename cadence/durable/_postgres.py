@@ -39,7 +39,7 @@ import anyio.abc
 
 from cadence._errors import CadenceDefinitionError
 from cadence.durable._bridge import AsyncioThread, LoopClosedError
-from cadence.durable._codec import codec_for
+from cadence.durable._codec import check_children, codec_for
 from cadence.durable._errors import (
     LeaseLostError,
     PlanChangedError,
@@ -510,8 +510,21 @@ class PostgresStore:
                 opened = self._pool = await self._new_pool(run_id)
             return opened
 
+    async def _probe(self, run_id: str) -> None:
+        """Connect once, alone: a server that cannot be reached is an error at once, naming why.
+
+        The pool's own retries would time out after 10 s with the cause in its logs only.
+        """
+        try:
+            probe = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=10)
+        except psycopg.Error as exc:
+            name = f"run {run_id!r}: " if run_id else ""
+            raise StoreError(run_id, f"{name}PostgreSQL is unavailable: {exc}") from exc
+        await probe.close()
+
     async def _new_pool(self, run_id: str) -> AsyncConnectionPool[Any]:  # Any: as above
         """Open the pool, and create or migrate the schema."""
+        await self._probe(run_id)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             self.dsn,
             min_size=self._min_size,
@@ -1077,6 +1090,7 @@ async def enqueue(
 
     """
     codec = codec_for(type(context))
+    check_children(cadence)
     plan = describe_plan(cadence)
     first = cadence.steps[0].name if cadence.steps else None
     new = NewRun(cadence.name, plan, plan_fingerprint(plan), codec.encode(context, run_id), first)
@@ -1117,6 +1131,9 @@ class Worker:
                 raise CadenceDefinitionError(
                     f"Worker: cadence {c.name!r} has no template context to resume runs onto"
                 )
+            if c.context_type is not None:  # a context that cannot be stored: refused here
+                codec_for(c.context_type)
+            check_children(c)
         self.concurrency = concurrency
         self.idle = idle
         self.grace = grace

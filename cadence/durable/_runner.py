@@ -31,7 +31,7 @@ from cadence._isolation import DELETED, FingerprintCache
 from cadence._isolation import _state_of as state_of  # pyright: ignore[reportPrivateUsage] # a branch view's state
 from cadence._run import execute, run_step
 from cadence._steps import Child, Split, Sync
-from cadence.durable._codec import codec_for
+from cadence.durable._codec import check_children, codec_for
 from cadence.durable._errors import (
     DurableError,
     LeaseLostError,
@@ -419,6 +419,7 @@ async def run_durable(
             f"cadence {name!r}: run_id={run_id!r} needs a store (store=SQLiteStore(path))"
         )
     codec = codec_for(type(context))
+    check_children(cadence)
     steps = cadence.steps
     plan = describe_plan(cadence)
     fingerprint = plan_fingerprint(plan)
@@ -690,6 +691,7 @@ async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
         position=position,
         step=_step_name(plan[position]) if position < count else None,
         context=codec.encode(context, run_id),
+        inner=record.inner if position == record.position else None,  # a child's progress kept
         plan=plan,
         fingerprint=fingerprint,
     )

@@ -85,3 +85,8 @@ def test_cancel_and_errors(db: Path) -> None:
     neither = runner.invoke(runs, ["list"])
     assert neither.exit_code == 2
     assert "name one store" in neither.output
+    typo = db.with_name("typo.db")
+    mistyped = runner.invoke(runs, ["list", "--db", str(typo)])
+    assert mistyped.exit_code == 2
+    assert "Invalid value for '--db'" in mistyped.output
+    assert not typo.exists()  # no store made for a mistyped name

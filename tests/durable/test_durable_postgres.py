@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, LiteralString, cast
 
@@ -22,7 +23,7 @@ import anyio
 import pytest
 import sniffio
 
-from cadence import BeatError, Cadence
+from cadence import BeatError, Cadence, CadenceDefinitionError, Context
 from cadence.durable import (
     LeaseLostError,
     NewRun,
@@ -892,6 +893,28 @@ async def test_a_run_cancelled_during_a_long_step_stops_as_cancelled(dsn: str) -
     await store.aclose()
 
 
+async def test_a_server_that_cannot_be_reached_is_a_clear_error_at_once() -> None:
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres")
+    flow = Cadence("nowhere", Job()).then("a", make_beat("a"))
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=r"run 'n-1': PostgreSQL is unavailable: .*refused"):
+        await flow.run(Job(), run_id="n-1", store=store)
+    assert time.monotonic() - started < 5  # not the pool's 10 s of retries
+    await store.aclose()
+
+
+@dataclass
+class _Holds(Context):
+    line: socket.socket | None = None  # a resource not marked Shared[...]
+
+
+def test_a_worker_refuses_a_cadence_whose_child_context_cannot_be_stored() -> None:
+    holds = Cadence("holds", _Holds()).then("a", lambda ctx: None)
+    flow = Cadence("outer", Job()).then("a", make_beat("a")).child("h", holds, lambda p, c: None)
+    with pytest.raises(CadenceDefinitionError, match=r"_Holds: field 'line' cannot be"):
+        Worker(PostgresStore("postgresql://unused"), [flow])
+
+
 def test_the_pinned_psycopg_runs_statements_through_libpq() -> None:
     assert _postgres._LIBPQ  # pyright: ignore[reportPrivateUsage] # else every commit is dearer
     assert PostgresStore("postgresql://unused")._libpq  # pyright: ignore[reportPrivateUsage] # as above
@@ -1106,10 +1129,18 @@ def test_a_store_used_under_trio_refuses_another_loop_until_closed(dsn: str) -> 
     anyio.run(on_asyncio, backend="asyncio")
 
 
+@pytest.mark.parametrize("probed", [True, False])
 async def test_a_call_cancelled_while_the_pool_opens_closes_that_pool(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, probed: bool
 ) -> None:
+    """Cancelled in the first, lone connection (`probed`) or, past it, in the pool's."""
     opened: list[_postgres.AsyncConnectionPool[Any]] = []
+
+    async def through(self: PostgresStore, run_id: str) -> None:
+        return
+
+    if not probed:
+        monkeypatch.setattr(PostgresStore, "_probe", through)
 
     class Recorded(_postgres.AsyncConnectionPool):  # type: ignore[type-arg] # psycopg's own
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -1127,8 +1158,8 @@ async def test_a_call_cancelled_while_the_pool_opens_closes_that_pool(
         assert scope.cancelled_caught
         with anyio.fail_after(20):  # no pool left opening, or its workers, to wait on
             await store.aclose()
-    assert len(opened) == 1
-    assert opened[0].closed  # the pool the cancelled call was opening
+    assert len(opened) == (0 if probed else 1)
+    assert all(pool.closed for pool in opened)  # the pool the cancelled call was opening
 
 
 @pytest.mark.parametrize(

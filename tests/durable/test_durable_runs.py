@@ -539,6 +539,80 @@ class Leaf(Context):
     seen: list[str] = field(default_factory=list)
 
 
+class RecordingStore(SQLiteStore):
+    """A SQLiteStore that keeps the `inner` of every checkpoint it commits."""
+
+    inners: list[bytes | None]
+
+    async def checkpoint(self, run_id: str, owner: str, **fields: Any) -> None:
+        self.inners.append(fields.get("inner"))
+        await super().checkpoint(run_id, owner, **fields)
+
+
+async def test_a_migration_keeps_a_childs_stored_progress(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path / "runs.db")
+    store.inners = []
+    calls: list[str] = []
+    failing = {"b"}
+
+    def beat(name: str) -> Callable[[Leaf], Awaitable[None]]:
+        async def run(ctx: Leaf) -> None:
+            calls.append(name)
+            if name in failing:
+                raise Boom(name)
+            ctx.seen.append(name)
+
+        return run
+
+    def into(parent: Leaf, child: Leaf) -> None:
+        parent.seen.extend(child.seen)
+
+    inner = Cadence("inner", Leaf()).then("a", beat("a")).then("b", beat("b"))
+
+    def flow(first: str) -> Cadence[Leaf]:
+        return Cadence("outer", Leaf()).then(first, beat("t")).child("in", inner, into)
+
+    with pytest.raises(BeatError):
+        await flow("t").run(run_id="m1", store=store)
+    record = await store.get("m1")
+    assert record is not None
+    assert record.inner is not None  # the child's step a, committed
+    failing.clear()
+    calls.clear()
+    store.inners.clear()
+    migrated = Migration(renamed={"t": "t2"})
+    result = await flow("t2").run(run_id="m1", store=store, migration=migrated)
+    assert result.seen == ["t", "a", "b"]
+    assert calls == ["b"]
+    assert store.inners[0] == record.inner  # the migration's commit kept it: a crash after
+    # it resumes the child at b, not at a
+
+
+@dataclass
+class Unstorable(Context):
+    client: Client | None = None  # a resource not marked Shared[...]
+
+
+async def test_a_child_whose_context_cannot_be_stored_is_refused_before_anything_runs(
+    store: SQLiteStore,
+) -> None:
+    ran: list[str] = []
+
+    async def charge(ctx: Leaf) -> None:
+        ran.append("charge")
+
+    async def call(ctx: Unstorable) -> None:
+        ran.append("call")
+
+    deep = Cadence("deep", Unstorable()).then("call", call)
+    mid = Cadence("mid", Leaf()).then("charge", charge).child("deep", deep, lambda p, c: None)
+    flow = Cadence("top", Leaf()).then("charge", charge).child("mid", mid, lambda p, c: None)
+    with pytest.raises(CadenceDefinitionError, match=r"Unstorable: field 'client' cannot be"):
+        await flow.run(run_id="kid", store=store)
+    assert ran == []
+    assert await store.get("kid") is None
+
+
 async def test_a_child_commits_after_each_of_its_steps(store: SQLiteStore) -> None:
     calls: list[str] = []
     failing = {"deep.b"}

@@ -539,6 +539,23 @@ class Leaf(Context):
     seen: list[str] = field(default_factory=list)
 
 
+def leaf_beat(name: str, calls: list[str], failing: set[str]) -> Callable[[Leaf], Awaitable[None]]:
+    """A beat that records `name@key`, fails if `name` is in `failing`, else adds `name`."""
+
+    async def run(ctx: Leaf) -> None:
+        calls.append(f"{name}@{idempotency_key()}")
+        if name in failing:
+            raise Boom(name)
+        ctx.seen.append(name)
+
+    return run
+
+
+def into(parent: Leaf, child: Leaf) -> None:
+    """Merge a child's `seen` into its parent's."""
+    parent.seen.extend(child.seen)
+
+
 class RecordingStore(SQLiteStore):
     """A SQLiteStore that keeps the `inner` of every checkpoint it commits."""
 
@@ -556,16 +573,7 @@ async def test_a_migration_keeps_a_childs_stored_progress(tmp_path: Path) -> Non
     failing = {"b"}
 
     def beat(name: str) -> Callable[[Leaf], Awaitable[None]]:
-        async def run(ctx: Leaf) -> None:
-            calls.append(name)
-            if name in failing:
-                raise Boom(name)
-            ctx.seen.append(name)
-
-        return run
-
-    def into(parent: Leaf, child: Leaf) -> None:
-        parent.seen.extend(child.seen)
+        return leaf_beat(name, calls, failing)
 
     inner = Cadence("inner", Leaf()).then("a", beat("a")).then("b", beat("b"))
 
@@ -583,7 +591,7 @@ async def test_a_migration_keeps_a_childs_stored_progress(tmp_path: Path) -> Non
     migrated = Migration(renamed={"t": "t2"})
     result = await flow("t2").run(run_id="m1", store=store, migration=migrated)
     assert result.seen == ["t", "a", "b"]
-    assert calls == ["b"]
+    assert calls == ["b@m1:in.b"]
     assert store.inners[0] == record.inner  # the migration's commit kept it: a crash after
     # it resumes the child at b, not at a
 
@@ -617,26 +625,17 @@ async def test_a_child_commits_after_each_of_its_steps(store: SQLiteStore) -> No
     calls: list[str] = []
     failing = {"deep.b"}
 
-    def leaf_beat(name: str) -> Callable[[Leaf], Awaitable[None]]:
-        async def run(ctx: Leaf) -> None:
-            calls.append(f"{name}@{idempotency_key()}")
-            if name in failing:
-                raise Boom(name)
-            ctx.seen.append(name)
+    def beat(name: str) -> Callable[[Leaf], Awaitable[None]]:
+        return leaf_beat(name, calls, failing)
 
-        return run
-
-    def into(parent: Leaf, child: Leaf) -> None:
-        parent.seen.extend(child.seen)
-
-    deep = Cadence("deep", Leaf()).then("a", leaf_beat("deep.a")).then("b", leaf_beat("deep.b"))
+    deep = Cadence("deep", Leaf()).then("a", beat("deep.a")).then("b", beat("deep.b"))
     mid = (
         Cadence("mid", Leaf())
-        .then("x", leaf_beat("mid.x"))
+        .then("x", beat("mid.x"))
         .child("deep", deep, into)
-        .then("y", leaf_beat("mid.y"))
+        .then("y", beat("mid.y"))
     )
-    flow = Cadence("top", Leaf()).then("t", leaf_beat("t")).child("mid", mid, into)
+    flow = Cadence("top", Leaf()).then("t", beat("t")).child("mid", mid, into)
     with pytest.raises(BeatError, match=r"deep\.b"):
         await flow.run(run_id="c1", store=store)
     assert calls == ["t@c1:t", "mid.x@c1:mid.x", "deep.a@c1:mid.deep.a", "deep.b@c1:mid.deep.b"]

@@ -73,7 +73,6 @@ _CONTAINERS: frozenset[object] = frozenset(
         set,
         frozenset,
         dict,
-        Sequence,
         MutableSequence,
         Mapping,
         MutableMapping,
@@ -126,6 +125,8 @@ def _unsupported(kind: object, seen: set[int]) -> str | None:  # noqa: PLR0911, 
             if reason is not None:
                 return reason
         return None
+    if origin is Sequence or kind is Sequence:  # a tuple would come back as a list
+        return "Sequence (JSON cannot tell a tuple from a list: write list[...] or tuple[...])"
     if origin in _CONTAINERS:
         for arg in args:
             if arg is not Ellipsis:

@@ -10,6 +10,7 @@ import math
 import re
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -122,6 +123,11 @@ class Nested(Context):
     bad: dict[str, list[Opaque]] = field(default_factory=dict)
 
 
+@dataclass
+class Loosely(Context):
+    names: Sequence[str] = ()
+
+
 def test_a_type_that_cannot_be_stored_is_refused_naming_the_field() -> None:
     with pytest.raises(CadenceDefinitionError, match=r"HasResource: field 'client' cannot be"):
         ContextCodec(HasResource)
@@ -131,6 +137,8 @@ def test_a_type_that_cannot_be_stored_is_refused_naming_the_field() -> None:
         ContextCodec(AmbiguousUnion)
     with pytest.raises(CadenceDefinitionError, match=r"field 'bad'.*Opaque"):
         ContextCodec(Nested)
+    with pytest.raises(CadenceDefinitionError, match=r"field 'names'.*tell a tuple from a list"):
+        ContextCodec(Loosely)  # its tuple would be resumed as a list
 
 
 @dataclass

@@ -735,3 +735,5 @@ async def _stop(
             await store.release(run_id, owner)
     except CadenceError as error:
         exc.add_note(f"recording the stop of run {run_id!r} also failed: {error}")
+        with contextlib.suppress(CadenceError):  # at least resumable: pending, or owed so
+            await store.release(run_id, owner)

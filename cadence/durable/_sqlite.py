@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -154,6 +155,7 @@ class SQLiteStore:
         self._writes = 0  # inline writes since the last WAL checkpoint was handed off
         self._host = socket.gethostname()
         self._writer = _Writer(f"cadence-sqlite {self.path.name}")
+        self._owed: dict[str, str] = {}  # run id -> owner: hand-backs that failed, made later
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
@@ -359,6 +361,8 @@ class SQLiteStore:
 
     async def claim(self, run_id: str, owner: str, new: NewRun) -> Claim:
         """Create the run owned by `owner`, or take it over if nobody live holds it."""
+        if self._owed:
+            await self._hand_back_owed()
 
         def work(connection: sqlite3.Connection) -> tuple[str, RunRecord, RunStatus | None]:
             now = self._clock()
@@ -487,7 +491,11 @@ class SQLiteStore:
         await self._call(run_id, "finishing the run", work)
 
     async def release(self, run_id: str, owner: str) -> None:
-        """Hand the run back (status `pending`) so another caller may resume it."""
+        """Hand the run back (status `pending`) so another caller may resume it.
+
+        A hand-back that fails (the store failing still) is made again at the store's next
+        claim or `aclose()`: until then, other processes wait for the run, its owner alive.
+        """
         now = self._clock()
 
         def work(connection: sqlite3.Connection) -> None:
@@ -497,7 +505,18 @@ class SQLiteStore:
                 (now, run_id, owner),
             )
 
-        await self._call(run_id, "releasing the run", work)
+        try:
+            await self._call(run_id, "releasing the run", work)
+        except StoreError:
+            self._owed[run_id] = owner
+            raise
+        self._owed.pop(run_id, None)
+
+    async def _hand_back_owed(self) -> None:
+        """Make the hand-backs that failed before; those failing again wait for the next."""
+        for run_id, owner in list(self._owed.items()):
+            with contextlib.suppress(StoreError):
+                await self.release(run_id, owner)
 
     async def unclaim(self, run_id: str, owner: str, status: Literal["pending", "failed"]) -> None:
         """Undo a claim this owner will not go on with: `status` again, the attempt uncounted."""
@@ -586,6 +605,8 @@ class SQLiteStore:
 
     async def aclose(self) -> None:
         """Close the store's connection (a later call opens it again)."""
+        if self._owed:
+            await self._hand_back_owed()
 
         def work(_: None) -> None:
             with self._lock:

@@ -82,3 +82,27 @@ async def test_a_full_database_fails_the_run_whole_and_it_resumes_later(tmp_path
     assert result.blobs == [f"s{i}" * 20_000 for i in range(STEPS)]
     assert ran == [f"s{i}" for i in range(done, STEPS)]  # completed steps are not run again
     await store.aclose()
+
+
+async def test_a_hand_back_that_failed_is_made_at_the_stores_next_call(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path, synchronous="NORMAL", busy_timeout=0.05)
+    other = sqlite3.connect(path, isolation_level=None)  # another process's writer, say
+
+    async def lock_out(ctx: Big) -> None:
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock past the store's busy_timeout
+
+    async def after(ctx: Big) -> None:
+        ctx.blobs.append("after")
+
+    flow = Cadence("locked", Big()).then("a", lock_out).then("b", after)
+    with pytest.raises(StoreError, match="locked"):
+        await flow.run(Big(), run_id="r", store=store)
+    row = other.execute("SELECT status FROM cadence_runs WHERE run_id = 'r'").fetchone()
+    assert row == ("running",)  # the hand-back could not be written either
+    other.execute("ROLLBACK")  # the store can write again
+    await Cadence("plain", Big()).then("x", after).run(Big(), run_id="another", store=store)
+    row = other.execute("SELECT status, owner FROM cadence_runs WHERE run_id = 'r'").fetchone()
+    assert row == ("pending", None)  # handed back at the store's next claim: resumable by all
+    await store.aclose()
+    other.close()

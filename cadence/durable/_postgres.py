@@ -57,6 +57,7 @@ from cadence.durable._store import (
     NewRun,
     RunRecord,
     RunStatus,
+    listed_from_row,
     record_from_row,
 )
 
@@ -999,7 +1000,7 @@ class PostgresStore:
             "AND (%s::text IS NULL OR cadence = %s) ORDER BY created_at DESC, run_id LIMIT %s",
             (status, status, cadence, cadence, limit),
         )
-        return [self._record(row) for row in rows]
+        return [listed_from_row(row, "in PostgreSQL") for row in rows]
 
     @_on_asyncio
     async def cancel(self, run_id: str) -> bool:

@@ -27,6 +27,7 @@ from cadence.durable._store import (
     NewRun,
     RunRecord,
     RunStatus,
+    listed_from_row,
     record_from_row,
 )
 
@@ -561,7 +562,7 @@ class SQLiteStore:
             )
 
         rows = await self._call("", "listing runs", work)
-        return [self._record(row) for row in rows]
+        return [listed_from_row(row, f"in {str(self.path)!r}") for row in rows]
 
     async def cancel(self, run_id: str) -> bool:
         """Cancel a run that has not finished; return whether one was cancelled.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias, cast, get_args
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias, TypeVar, cast, get_args
 
 from cadence.durable._errors import RunDecodeError
 
@@ -168,6 +168,46 @@ def record_from_row(row: Sequence[object], where: str) -> RunRecord:
         raise RunDecodeError(
             run_id, f"run {run_id!r}: its row {where} is corrupted: {exc}"
         ) from exc
+
+
+T = TypeVar("T")
+
+
+def listed_from_row(row: Sequence[object], where: str) -> RunRecord:
+    """Return a row's record for a listing: one that does not decode is listed all the same.
+
+    Its columns are read as far as they go, and its `error` is the decoding error, so that
+    one corrupted row neither hides the others nor stops the listing (`get` still refuses it).
+    """
+    try:
+        return record_from_row(row, where)
+    except RunDecodeError as exc:
+        error = ErrorInfo("cadence.durable.RunDecodeError", str(exc))
+
+    def read(index: int, convert: Callable[[object], T], default: T) -> T:
+        try:
+            return convert(row[index])
+        except (ValueError, TypeError, KeyError, OverflowError, OSError):
+            return default
+
+    status = str(row[2])
+    epoch = datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
+    return RunRecord(
+        run_id=str(row[0]),
+        cadence=str(row[1]),
+        status=cast("RunStatus", status) if status in STATUSES else "failed",
+        position=read(3, lambda v: int(cast("int", v)), 0),
+        step=None if row[4] is None else str(row[4]),
+        plan=(),
+        fingerprint=str(row[6]),
+        context=read(7, _as_bytes, None),
+        attempts=read(8, lambda v: int(cast("int", v)), 0),
+        owner=None if row[9] is None else str(row[9]),
+        error=error,
+        created_at=read(11, _timestamp, epoch),
+        updated_at=read(12, _timestamp, epoch),
+        inner=read(13, _as_bytes, None),
+    )
 
 
 def _as_bytes(value: object) -> bytes | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,3 +91,18 @@ def test_cancel_and_errors(db: Path) -> None:
     assert mistyped.exit_code == 2
     assert "Invalid value for '--db'" in mistyped.output
     assert not typo.exists()  # no store made for a mistyped name
+
+
+def test_a_corrupted_row_is_listed_with_its_decoding_error(db: Path) -> None:
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE cadence_runs SET plan = '{' WHERE run_id = 'r-bad'")
+    runner = CliRunner()
+    listed = runner.invoke(runs, ["list", "--db", str(db), "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    by_id = {r["run_id"]: r for r in json.loads(listed.output)}
+    assert by_id["r-ok"]["status"] == "completed"
+    assert by_id["r-bad"]["error"][0]["type"] == "cadence.durable.RunDecodeError"
+    assert "is corrupted" in by_id["r-bad"]["error"][0]["message"]
+    shown = runner.invoke(runs, ["show", "r-bad", "--db", str(db)])
+    assert shown.exit_code == 2  # shown alone, the row is refused by name
+    assert "run 'r-bad': its row" in shown.output

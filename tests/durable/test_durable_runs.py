@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
@@ -435,10 +436,20 @@ async def test_a_corrupted_row_is_an_error_naming_the_run(store: SQLiteStore) ->
         connection.execute("UPDATE cadence_runs SET plan = '{' WHERE run_id = 'bad'")
     with pytest.raises(RunDecodeError, match=r"run 'bad': its row .* is corrupted"):
         await store.get("bad")
+    await Beats().flow().run(Order(), run_id="good", store=store)
+    listed = {record.run_id: record for record in await store.list_runs()}
+    assert listed.keys() == {"bad", "good"}  # one corrupted row hides nothing, stops nothing
+    assert listed["good"].error is None
+    bad = listed["bad"]
+    assert (bad.status, bad.plan, bad.attempts) == ("failed", (), 1)
+    assert bad.error is not None
+    assert re.search(r"run 'bad': its row .* is corrupted", bad.error.message)
     with pytest.raises(RunDecodeError, match=r"run 'bad': its row .* is corrupted"):
         await beats.flow().run(Order(), run_id="bad", store=store)
     with sqlite3.connect(store.path) as connection:
-        status = connection.execute("SELECT status FROM cadence_runs").fetchone()
+        status = connection.execute(
+            "SELECT status FROM cadence_runs WHERE run_id = 'bad'"
+        ).fetchone()
     assert status == ("failed",)  # the claim was rolled back: no caller is left waiting
 
 

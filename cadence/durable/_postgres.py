@@ -816,7 +816,8 @@ class PostgresStore:
                         (lease, [w.run_id for w in watched.values()], list(watched)),
                     )
             except (StoreError, TimeoutError) as exc:  # the next beat tries again, in time
-                logger.warning("renewing %d leases failed: %s", len(watched), exc or "timed out")
+                why = str(exc) or "timed out"
+                logger.warning("renewing %d leases failed: %s", len(watched), why)
                 continue
             alive = {row[0] for row in rows}
             for owner, watch in watched.items():

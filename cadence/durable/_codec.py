@@ -42,7 +42,7 @@ try:
 except ImportError as exc:  # pragma: no cover - msgspec is installed in the test venv
     raise ImportError("durable runs need msgspec: pip install 'cadence-flow[durable]'") from exc
 
-__all__ = ["ContextCodec", "check_children", "codec_for"]
+__all__ = ["ContextCodec", "check_storable", "codec_for"]
 
 C = TypeVar("C", bound=Context)
 
@@ -364,14 +364,13 @@ def codec_for(cls: type[C]) -> ContextCodec[C]:
     return codec
 
 
-def check_children(cadence: Cadence[Any]) -> None:  # Any: any cadence
-    """Refuse, before anything runs, a `child` step whose context type cannot be stored.
+def check_storable(cadence: Cadence[Any]) -> None:  # Any: any cadence
+    """Refuse, before anything runs, a cadence or `child` context type that cannot be stored.
 
-    A child whose cadence declares no context type is checked when it starts.
+    A cadence that declares no context type (a child built by its step) is checked when it runs.
     """
+    if cadence.context_type is not None:
+        codec_for(cadence.context_type)
     for step in cadence.steps:
         if type(step) is Child:
-            kind = step.cadence.context_type
-            if kind is not None:
-                codec_for(kind)
-            check_children(step.cadence)
+            check_storable(step.cadence)

@@ -39,7 +39,7 @@ import anyio.abc
 
 from cadence._errors import CadenceDefinitionError
 from cadence.durable._bridge import AsyncioThread, LoopClosedError
-from cadence.durable._codec import check_children, codec_for
+from cadence.durable._codec import check_storable, codec_for
 from cadence.durable._errors import (
     LeaseLostError,
     PlanChangedError,
@@ -59,6 +59,7 @@ from cadence.durable._store import (
     RunStatus,
     listed_from_row,
     record_from_row,
+    undone_to,
 )
 
 try:
@@ -160,7 +161,7 @@ _CLAIM = (
     # `found`, the status before the claim, is read where the update's condition asks for it:
     # after the conflict locked the row and before the update replaced it (a CTE is read when
     # first asked for; read in RETURNING only, it would see the update's own row). For a new
-    # row it is read in RETURNING, and finds nothing.
+    # row it is read in RETURNING, and finds nothing: a row returned without it was inserted.
     "WITH found AS (SELECT status FROM cadence_runs WHERE run_id = %s FOR UPDATE) "  # noqa: S608 # constant columns
     f"INSERT INTO cadence_runs ({_COLUMNS}, lease_until) VALUES "
     "(%s, %s, 'running', 0, %s, %s, %s, %s, 1, %s, NULL, now(), now(), NULL, "
@@ -170,7 +171,7 @@ _CLAIM = (
     "WHERE (SELECT status FROM found) IS NOT NULL AND (cadence_runs.status = 'pending' "
     "OR (cadence_runs.status = 'failed' AND %s) OR (cadence_runs.status = 'running' "
     "AND (cadence_runs.lease_until IS NULL OR cadence_runs.lease_until < now()))) "
-    f"RETURNING {_COLUMNS}, xmax = 0, (SELECT status FROM found)"
+    f"RETURNING {_COLUMNS}, (SELECT status FROM found)"
 )
 _SELECT_RUN = f"SELECT {_COLUMNS} FROM cadence_runs WHERE run_id = %s"  # noqa: S608 # constant columns
 
@@ -283,11 +284,12 @@ _FINISH = _Statement(
     "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
     ("text", "bytea", "int4", "int4", "int4", "text", "text", "text"),
 )
-_RELEASE = _Statement(
+_RELEASE = _Statement(  # status `pending`, or the status a claim undone found (one less attempt)
     "release",
-    "UPDATE cadence_runs SET status = 'pending', owner = NULL, lease_until = NULL, "
-    "updated_at = now() WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
-    ("text", "text"),
+    "UPDATE cadence_runs SET status = %s, owner = NULL, lease_until = NULL, "
+    "attempts = attempts - %s, updated_at = now() "
+    "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
+    ("text", "int4", "text", "text"),
 )
 
 
@@ -335,14 +337,7 @@ _CLAIM_NEXT = _Statement(
     ("text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text", "float8"),
     binary=True,
 )
-_UNCLAIM = _Statement(
-    "unclaim",
-    "UPDATE cadence_runs SET status = %s, owner = NULL, lease_until = NULL, "
-    "attempts = attempts - 1, updated_at = now() "
-    "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
-    ("text", "text", "text"),
-)
-_STATEMENTS = (_CHECKPOINT, _FINISH, _RELEASE, _CLAIM_NEXT, _UNCLAIM)
+_STATEMENTS = (_CHECKPOINT, _FINISH, _RELEASE, _CLAIM_NEXT)
 _FOUND: dict[str, ClaimOutcome] = {
     "completed": "finished",
     "cancelled": "cancelled",
@@ -397,6 +392,10 @@ class _Watch:
         self.run_id = run_id
         self.lost = lost
         self.renewed = renewed  # `time.monotonic()` before the last renewal was sent
+
+    def lapses_at(self, lease: float) -> float:
+        """Return the `time.monotonic()` at which this lease, not renewed, is given up."""
+        return self.renewed + lease * _LAPSE
 
 
 class PostgresStore:
@@ -677,8 +676,8 @@ class PostgresStore:
 
         One statement: an insert that, on a taken run id, takes the run over only if it is
         `pending`, `failed` (unless `new.resume_failed` is false) or `running` with its
-        lease run out; `xmax = 0` in its `RETURNING` tells a new row from a taken-over one,
-        and `found` (which locks the row first) the status it had.
+        lease run out. Its `RETURNING` tells the status the row had (`found`, which locks the
+        row first), none for a new row.
         """
         pool = await self._open(run_id)
         parameters = (run_id, *new.row(run_id), owner, self.lease, new.resume_failed)
@@ -689,13 +688,13 @@ class PostgresStore:
                 cursor = await connection.execute(_CLAIM, parameters, prepare=self.prepare)
                 row = await cursor.fetchone()
                 if row is not None:
-                    outcome = "created" if row[14] else "claimed"
-                    previous = cast("RunStatus | None", row[15])
+                    previous = cast("RunStatus | None", row[14])
+                    outcome = "created" if previous is None else "claimed"
                     try:
                         record = self._record(row)
                     except RunDecodeError:  # taken over, but unreadable: undo it, name it
-                        back = "failed" if previous == "failed" else "pending"
-                        await connection.execute(_UNCLAIM.query, (back, run_id, owner))
+                        undo = (undone_to(previous), 1, run_id, owner)
+                        await connection.execute(_RELEASE.query, undo)
                         raise
                     keep = len(self._held) < self._max_size - 1
                     if keep:
@@ -795,14 +794,14 @@ class PostgresStore:
         """
         lease = self.lease
         while self._watched:
-            lapse = min(w.renewed for w in self._watched.values()) + lease * _LAPSE
+            lapse = min(w.lapses_at(lease) for w in self._watched.values())
             await asyncio.sleep(max(0.0, min(lease / 3, lapse - time.monotonic())))
             self._give_up_lapsed()
             watched = dict(self._watched)
             if not watched:
                 return
             sent = time.monotonic()
-            lapse = min(w.renewed for w in watched.values()) + lease * _LAPSE
+            lapse = min(w.lapses_at(lease) for w in watched.values())
             try:
                 async with asyncio.timeout(max(0.0, lapse - sent)):
                     rows = await self._fetch(
@@ -834,7 +833,7 @@ class PostgresStore:
         """Stop the runs whose lease may have run out unrenewed (see `_beat`)."""
         now = time.monotonic()
         for owner, watch in list(self._watched.items()):
-            if now >= watch.renewed + self.lease * _LAPSE:
+            if now >= watch.lapses_at(self.lease):
                 del self._watched[owner]
                 logger.warning(
                     "run %r: its lease could not be renewed for %.1f s; its steps stop",
@@ -876,20 +875,13 @@ class PostgresStore:
             self._drop(owner)
 
     @_on_asyncio
-    async def release(self, run_id: str, owner: str) -> None:
-        """Hand the run back (status `pending`) so another caller may resume it at once."""
+    async def release(
+        self, run_id: str, owner: str, *, undo: Literal["pending", "failed"] | None = None
+    ) -> None:
+        """Hand the run back (`pending`) to be resumed at once; `undo`: see `Store.release`."""
         try:
-            values = (run_id, owner)
+            values = (undo or "pending", int(undo is not None), run_id, owner)
             await self._owned_count(run_id, owner, "releasing the run", _RELEASE, values)
-        finally:
-            self._drop(owner)
-
-    @_on_asyncio
-    async def unclaim(self, run_id: str, owner: str, status: Literal["pending", "failed"]) -> None:
-        """Undo a claim this owner will not go on with: `status` again, the attempt uncounted."""
-        try:
-            values = (status, run_id, owner)
-            await self._owned_count(run_id, owner, "handing the run back", _UNCLAIM, values)
         finally:
             self._drop(owner)
 
@@ -1092,7 +1084,7 @@ async def enqueue(
 
     """
     codec = codec_for(type(context))
-    check_children(cadence)
+    check_storable(cadence)
     plan = describe_plan(cadence)
     first = cadence.steps[0].name if cadence.steps else None
     new = NewRun(cadence.name, plan, plan_fingerprint(plan), codec.encode(context, run_id), first)
@@ -1133,9 +1125,7 @@ class Worker:
                 raise CadenceDefinitionError(
                     f"Worker: cadence {c.name!r} has no template context to resume runs onto"
                 )
-            if c.context_type is not None:  # a context that cannot be stored: refused here
-                codec_for(c.context_type)
-            check_children(c)
+            check_storable(c)
         self.concurrency = concurrency
         self.idle = idle
         self.grace = grace

@@ -31,7 +31,7 @@ from cadence._isolation import DELETED, FingerprintCache
 from cadence._isolation import _state_of as state_of  # pyright: ignore[reportPrivateUsage] # a branch view's state
 from cadence._run import execute, run_step
 from cadence._steps import Child, Split, Sync
-from cadence.durable._codec import check_children, codec_for
+from cadence.durable._codec import check_storable, codec_for
 from cadence.durable._errors import (
     DurableError,
     LeaseLostError,
@@ -50,7 +50,7 @@ from cadence.durable._plan import (
 from cadence.durable._plan import (
     step_name as _step_name,
 )
-from cadence.durable._store import Claim, ErrorInfo, NewRun
+from cadence.durable._store import Claim, ErrorInfo, NewRun, undone_to
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -419,7 +419,7 @@ async def run_durable(
             f"cadence {name!r}: run_id={run_id!r} needs a store (store=SQLiteStore(path))"
         )
     codec = codec_for(type(context))
-    check_children(cadence)
+    check_storable(cadence)
     steps = cadence.steps
     plan = describe_plan(cadence)
     fingerprint = plan_fingerprint(plan)
@@ -507,7 +507,7 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
     if record.cadence != name:
         if claim.outcome == "claimed":
             with anyio.CancelScope(shield=True):
-                await store.unclaim(run_id, token, _found_as(claim))
+                await store.release(run_id, token, undo=undone_to(claim.previous))
         raise DurableError(
             run_id,
             f"run {run_id!r} belongs to cadence {record.cadence!r}, not {name!r}; "
@@ -549,9 +549,9 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
         finally:
             end_durable_run(observed)
     except BaseException as exc:
-        untouched = progress is None or not progress.wrote
+        untouched = progress is None or not progress.wrote  # nothing committed: undo the claim
         with anyio.CancelScope(shield=True):
-            await _stop(store, run_id, token, exc, _found_as(claim) if untouched else None)
+            await _stop(store, run_id, token, exc, undone_to(claim.previous) if untouched else None)
         raise
     try:
         await store.finish(
@@ -698,22 +698,17 @@ async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
     return context, position
 
 
-def _found_as(claim: Claim) -> Literal["pending", "failed"]:
-    """Return the status to undo a claim to: `failed` if the run was, else `pending`."""
-    return "failed" if claim.previous == "failed" else "pending"
-
-
 async def _stop(
     store: Store,
     run_id: str,
     owner: str,
     exc: BaseException,
-    back_to: Literal["pending", "failed"] | None,
+    undo: Literal["pending", "failed"] | None,
 ) -> None:
     """Record why a run stopped: failed, or handed back to be resumed.
 
-    `back_to` is given when this attempt committed nothing: a resume it refused (another
-    plan, a row it cannot decode) then undoes its claim, back to that status.
+    `undo` is given when this attempt committed nothing: a resume it refused (another plan, a
+    row it cannot decode) then undoes its claim, back to that status.
     """
     if isinstance(exc, RunCancelledError):
         logger.warning("run %r stopped: %s", run_id, exc)
@@ -724,16 +719,16 @@ async def _stop(
             await store.release(run_id, owner)  # if the store is back: resumable at once
         return
     refused = isinstance(exc, PlanChangedError | RunDecodeError)
-    try:
-        if refused and back_to is not None:
-            await store.unclaim(run_id, owner, back_to)
-        elif isinstance(exc, Exception) and not refused:
+    if isinstance(exc, Exception) and not refused:
+        try:
             await store.finish(
                 run_id, owner, status="failed", context=None, error=ErrorInfo.of(exc)
             )
-        else:  # cancelled, or not resumable under this plan yet: hand it back
-            await store.release(run_id, owner)
+        except CadenceError as error:  # then at least handed back, resumable
+            exc.add_note(f"recording the failure of run {run_id!r} also failed: {error}")
+        else:
+            return
+    try:  # cancelled, not resumable under this plan yet, or its failure not recorded
+        await store.release(run_id, owner, undo=undo if refused else None)
     except CadenceError as error:
-        exc.add_note(f"recording the stop of run {run_id!r} also failed: {error}")
-        with contextlib.suppress(CadenceError):  # at least resumable: pending, or owed so
-            await store.release(run_id, owner)
+        exc.add_note(f"handing run {run_id!r} back also failed: {error}")

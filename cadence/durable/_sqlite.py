@@ -156,7 +156,8 @@ class SQLiteStore:
         self._writes = 0  # inline writes since the last WAL checkpoint was handed off
         self._host = socket.gethostname()
         self._writer = _Writer(f"cadence-sqlite {self.path.name}")
-        self._owed: dict[str, str] = {}  # run id -> owner: hand-backs that failed, made later
+        # Hand-backs that failed, made again later: run id -> (owner, undo).
+        self._owed: dict[str, tuple[str, Literal["pending", "failed"] | None]] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
@@ -491,8 +492,10 @@ class SQLiteStore:
         )
         await self._call(run_id, "finishing the run", work)
 
-    async def release(self, run_id: str, owner: str) -> None:
-        """Hand the run back (status `pending`) so another caller may resume it.
+    async def release(
+        self, run_id: str, owner: str, *, undo: Literal["pending", "failed"] | None = None
+    ) -> None:
+        """Hand the run back (`pending`), or with `undo` undo the claim (see `Store.release`).
 
         A hand-back that fails (the store failing still) is made again at the store's next
         claim or `aclose()`: until then, other processes wait for the run, its owner alive.
@@ -501,36 +504,23 @@ class SQLiteStore:
 
         def work(connection: sqlite3.Connection) -> None:
             connection.execute(
-                "UPDATE cadence_runs SET status = 'pending', owner = NULL, updated_at = ? "
-                "WHERE run_id = ? AND owner = ? AND status = 'running'",
-                (now, run_id, owner),
+                "UPDATE cadence_runs SET status = ?, owner = NULL, attempts = attempts - ?, "
+                "updated_at = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
+                (undo or "pending", int(undo is not None), now, run_id, owner),
             )
 
         try:
             await self._call(run_id, "releasing the run", work)
         except StoreError:
-            self._owed[run_id] = owner
+            self._owed[run_id] = (owner, undo)
             raise
         self._owed.pop(run_id, None)
 
     async def _hand_back_owed(self) -> None:
         """Make the hand-backs that failed before; those failing again wait for the next."""
-        for run_id, owner in list(self._owed.items()):
+        for run_id, (owner, undo) in list(self._owed.items()):
             with contextlib.suppress(StoreError):
-                await self.release(run_id, owner)
-
-    async def unclaim(self, run_id: str, owner: str, status: Literal["pending", "failed"]) -> None:
-        """Undo a claim this owner will not go on with: `status` again, the attempt uncounted."""
-        now = self._clock()
-
-        def work(connection: sqlite3.Connection) -> None:
-            connection.execute(
-                "UPDATE cadence_runs SET status = ?, owner = NULL, attempts = attempts - 1, "
-                "updated_at = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
-                (status, now, run_id, owner),
-            )
-
-        await self._call(run_id, "handing the run back", work)
+                await self.release(run_id, owner, undo=undo)
 
     # ------------------------------------------------------------------ inspecting runs
 

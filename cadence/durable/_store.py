@@ -273,6 +273,11 @@ class Claim:
     previous: RunStatus | None = None
 
 
+def undone_to(previous: RunStatus | None) -> Literal["pending", "failed"]:
+    """Return the status a claim is undone to: `failed` if the run was, else `pending`."""
+    return "failed" if previous == "failed" else "pending"
+
+
 class Store(Protocol):
     """A checkpoint store: where durable runs commit their context and position.
 
@@ -333,14 +338,14 @@ class Store(Protocol):
         """
         ...
 
-    async def release(self, run_id: str, owner: str) -> None:
-        """Hand the run back (status `pending`) so another caller may resume it."""
-        ...
+    async def release(
+        self, run_id: str, owner: str, *, undo: Literal["pending", "failed"] | None = None
+    ) -> None:
+        """Hand the run back (status `pending`) so another caller may resume it.
 
-    async def unclaim(self, run_id: str, owner: str, status: Literal["pending", "failed"]) -> None:
-        """Undo a claim this owner will not go on with: `status` again, the attempt uncounted.
-
-        For a resume refused before it ran a step (another plan, a row it cannot decode).
+        With `undo`, undo this owner's claim instead: the run is `undo` again and the claim's
+        attempt is not counted (a resume refused before it ran a step: another plan, a row it
+        cannot decode).
         """
         ...
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cadence import Cadence, Context
+from cadence import BeatError, Cadence, Context
 from cadence.durable import SQLiteStore, StoreError
 
 pytestmark = pytest.mark.anyio
@@ -84,20 +84,28 @@ async def test_a_full_database_fails_the_run_whole_and_it_resumes_later(tmp_path
     await store.aclose()
 
 
-async def test_a_hand_back_that_failed_is_made_at_the_stores_next_call(tmp_path: Path) -> None:
+@pytest.mark.parametrize("beat_fails", [False, True])
+async def test_a_hand_back_that_failed_is_made_at_the_stores_next_call(
+    tmp_path: Path, beat_fails: bool
+) -> None:
+    """The checkpoint fails, or (`beat_fails`) the beat and then the record of its failure."""
     path = tmp_path / "runs.db"
     store = SQLiteStore(path, synchronous="NORMAL", busy_timeout=0.05)
     other = sqlite3.connect(path, isolation_level=None)  # another process's writer, say
 
     async def lock_out(ctx: Big) -> None:
         other.execute("BEGIN IMMEDIATE")  # holds the write lock past the store's busy_timeout
+        if beat_fails:
+            raise ValueError("card declined")
 
     async def after(ctx: Big) -> None:
         ctx.blobs.append("after")
 
     flow = Cadence("locked", Big()).then("a", lock_out).then("b", after)
-    with pytest.raises(StoreError, match="locked"):
+    with pytest.raises(BeatError if beat_fails else StoreError) as raised:
         await flow.run(Big(), run_id="r", store=store)
+    notes = " ".join(getattr(raised.value, "__notes__", []))
+    assert "locked" in (notes if beat_fails else str(raised.value))
     row = other.execute("SELECT status FROM cadence_runs WHERE run_id = 'r'").fetchone()
     assert row == ("running",)  # the hand-back could not be written either
     other.execute("ROLLBACK")  # the store can write again

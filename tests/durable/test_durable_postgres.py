@@ -807,7 +807,7 @@ async def test_the_claim_tells_a_new_run_from_a_taken_over_one(dsn: str) -> None
     assert (await store.claim("c-1", "owner-3", waiting)).outcome == "failed"
     again = await store.claim("c-1", "owner-3", new)
     assert (again.outcome, again.previous, again.record.attempts) == ("claimed", "failed", 3)
-    await store.unclaim("c-1", "owner-3", "failed")
+    await store.release("c-1", "owner-3", undo="failed")
     undone = await store.get("c-1")
     assert undone is not None
     assert (undone.status, undone.attempts, undone.owner) == ("failed", 2, None)

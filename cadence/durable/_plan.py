@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -69,24 +69,34 @@ class Migration:
 
     The run goes on after the last step of the current plan that it completed (its completed
     steps renamed by `renamed` first). Completed steps the current plan removed are not run
-    again; steps added before that point are skipped, steps added after it run.
+    again; steps added before that point are skipped, steps added after it run. A step the run
+    had not completed that the current plan moved before that point is skipped only if `skip`
+    names it; otherwise the resume is refused.
 
     Attributes:
         renamed: Old top-level step names mapped to their new names.
+        skip: New names of steps the run had not completed that it may pass over unrun.
 
     """
 
     renamed: Mapping[str, str] = field(default_factory=dict[str, str])
+    skip: Set[str] = frozenset()
 
 
 def resume_position(
     stored: tuple[str, ...], position: int, current: tuple[str, ...], migration: Migration
-) -> int:
-    """Return where a run stored at `position` of plan `stored` goes on in plan `current`."""
-    done = {migration.renamed.get(name, name) for name in map(step_name, stored[:position])}
+) -> tuple[int, list[str]]:
+    """Return where a run stored at `position` of plan `stored` goes on in plan `current`.
+
+    Also return the steps it would pass over unrun that the stored plan had still to run
+    (moved before a completed step) and `migration.skip` does not name.
+    """
+    new_name = [migration.renamed.get(name, name) for name in map(step_name, stored)]
+    done, to_do = set(new_name[:position]), set(new_name[position:])
     names = [step_name(line) for line in current]
     last = -1
     for index, name in enumerate(names):
         if name in done:
             last = index
-    return last + 1
+    passed = [name for name in names[: last + 1] if name in to_do]
+    return last + 1, [name for name in passed if name not in migration.skip]

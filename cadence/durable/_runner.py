@@ -684,7 +684,15 @@ async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
             f"{first_difference(record.plan, plan)}; pass migration=Migration(...) to resume "
             "it under this plan",
         )
-    position = resume_position(record.plan, record.position, plan, migration)
+    position, unrun = resume_position(record.plan, record.position, plan, migration)
+    if unrun:
+        names = ", ".join(map(repr, unrun))
+        raise PlanChangedError(
+            run_id,
+            f"run {run_id!r} of cadence {record.cadence!r} had not completed {names}, which "
+            "this plan moved before a step it completed, so the migration would pass over "
+            f"them unrun; name them in Migration(skip={{...}}) to accept that",
+        )
     await store.checkpoint(
         run_id,
         owner,

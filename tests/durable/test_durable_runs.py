@@ -379,6 +379,35 @@ async def test_a_changed_plan_is_refused_naming_the_difference(store: SQLiteStor
     assert record.plan[1] == "then double"
 
 
+async def test_a_migration_refuses_to_pass_over_a_moved_step_the_run_had_not_run(
+    store: SQLiteStore,
+) -> None:
+    beats = Beats()
+    beats.fail_at = "wait"
+    with pytest.raises(BeatError):
+        await beats.flow().run(Order(), run_id="moved", store=store)  # add done, wait failed
+    beats.fail_at = None
+    moved = (
+        Cadence("checkout", Order())
+        .then("wait", beats.wait)
+        .then("add", beats.add)
+        .sync("par", [beats.left, beats.right])
+        .then("last", beats.last)
+    )
+    with pytest.raises(PlanChangedError, match=r"had not completed 'wait', which this plan mo"):
+        await moved.run(Order(), run_id="moved", store=store, migration=Migration())
+    record = await store.get("moved")
+    assert record is not None
+    assert (record.status, record.position, record.attempts) == ("failed", 1, 1)
+
+    beats.calls.clear()
+    result = await moved.run(
+        Order(), run_id="moved", store=store, migration=Migration(skip={"wait"})
+    )
+    assert sorted(beats.calls) == ["last", "left", "right"]  # wait passed over, as asked
+    assert result.total == 11
+
+
 async def test_store_cancel_stops_the_run_at_its_next_checkpoint(store: SQLiteStore) -> None:
     beats = Beats()
 

@@ -691,7 +691,7 @@ async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
             run_id,
             f"run {run_id!r} of cadence {record.cadence!r} had not completed {names}, which "
             "this plan moved before a step it completed, so the migration would pass over "
-            f"them unrun; name them in Migration(skip={{...}}) to accept that",
+            "them unrun; name them in Migration(skip={...}) to accept that",
         )
     await store.checkpoint(
         run_id,

@@ -21,7 +21,7 @@ FULL in fresh processes. The script prints; it checks nothing. About 30-60 s.
 `--throughput` starts its own PostgreSQL on 127.0.0.1 and prints ten-step runs per second on
 1, 2 and 4 `Worker` processes next to `pgbench`'s TPS for a one-row INSERT (the ceiling), the
 CPU each side spent per run, 4 workers again with twice as many runs at once each (a worker's
-default is 4), one run at a time against bare UPDATE-and-COMMITs, and the same
+default is 8), one run at a time against bare UPDATE-and-COMMITs, and the same
 runs under trio (the store on its own asyncio loop thread) against asyncio. About 5 minutes.
 """
 
@@ -827,7 +827,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--throughput", action="store_true", help="runs/s of 1, 2, 4 workers next to pgbench"
     )
-    parser.add_argument("--concurrency", type=int, default=4, help="runs at once per worker")
+    parser.add_argument("--concurrency", type=int, default=8, help="runs at once per worker")
     parser.add_argument("--worker", metavar="DSN", help=argparse.SUPPRESS)
     parser.add_argument("--case", choices=["cadence", "floor", "dbos"], help=argparse.SUPPRESS)
     parser.add_argument("--sync", default="FULL", help=argparse.SUPPRESS)

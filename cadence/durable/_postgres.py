@@ -1103,7 +1103,8 @@ class Worker:
     Args:
         store: The PostgreSQL store.
         cadences: The cadences this worker runs, by name; each needs a template context.
-        concurrency: Runs at once.
+        concurrency: Runs at once. The default, 8, with a run's connection each and one for
+            claims and the heartbeat, fills the store's default pool (`max_size=10`).
         idle: Seconds to wait when the queue is empty.
         grace: Seconds the runs in hand get to finish after SIGTERM or `stop()`.
 
@@ -1114,7 +1115,7 @@ class Worker:
         store: PostgresStore,
         cadences: Sequence[Cadence[Any]],  # Any: cadences over any context types
         *,
-        concurrency: int = 4,
+        concurrency: int = 8,
         idle: float = 0.2,
         grace: float = 30.0,
     ) -> None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Migration",
+    "Resumption",
     "describe_plan",
     "first_difference",
     "plan_fingerprint",
@@ -82,21 +83,61 @@ class Migration:
     renamed: Mapping[str, str] = field(default_factory=dict[str, str])
     skip: Set[str] = frozenset()
 
+    def __post_init__(self) -> None:
+        skip: object = self.skip  # a str passes untyped callers, and `in` finds its substrings
+        if isinstance(skip, str):
+            raise TypeError(f"Migration: skip takes a set of step names, got {skip!r}")
+        object.__setattr__(self, "skip", frozenset(self.skip))
+
+
+@dataclass(frozen=True, slots=True)
+class Resumption:
+    """Where a run stored under an earlier plan goes on in the current one.
+
+    Attributes:
+        position: The index of the current plan's step it goes on at.
+        unrun: Steps the run had not completed that it would pass over (moved before a step
+            it completed) and the migration does not name in `skip`.
+        after: The last step of the current plan that the run completed, if any.
+        keeps_inner: Whether the step it goes on at is the stored step in flight (renamed or
+            not, otherwise unchanged), whose stored progress (a child's, a sync's) then holds.
+
+    """
+
+    position: int
+    unrun: tuple[str, ...]
+    after: str | None
+    keeps_inner: bool
+
+
+def _same_step(stored: str, current: str, migration: Migration) -> bool:
+    """Whether two described steps are one, up to the migration's renaming."""
+    old, new = step_name(stored), step_name(current)
+    kind, shape = stored.split(" ", 1)[0], stored.split(" ", 1)[1][len(old) :]
+    return (
+        migration.renamed.get(old, old) == new
+        and current.split(" ", 1)[0] == kind
+        and current.split(" ", 1)[1][len(new) :] == shape
+    )
+
 
 def resume_position(
     stored: tuple[str, ...], position: int, current: tuple[str, ...], migration: Migration
-) -> tuple[int, list[str]]:
-    """Return where a run stored at `position` of plan `stored` goes on in plan `current`.
-
-    Also return the steps it would pass over unrun that the stored plan had still to run
-    (moved before a completed step) and `migration.skip` does not name.
-    """
+) -> Resumption:
+    """Return where a run stored at `position` of plan `stored` goes on in plan `current`."""
     new_name = [migration.renamed.get(name, name) for name in map(step_name, stored)]
-    done, to_do = set(new_name[:position]), set(new_name[position:])
+    done = set(new_name[:position])
+    to_do = set(new_name[position:]) - done
     names = [step_name(line) for line in current]
     last = -1
     for index, name in enumerate(names):
         if name in done:
             last = index
-    passed = [name for name in names[: last + 1] if name in to_do]
-    return last + 1, [name for name in passed if name not in migration.skip]
+    at = last + 1
+    unrun = tuple(n for n in names[:at] if n in to_do and n not in migration.skip)
+    keeps_inner = (
+        position < len(stored)
+        and at < len(current)
+        and _same_step(stored[position], current[at], migration)
+    )
+    return Resumption(at, unrun, names[last] if last >= 0 else None, keeps_inner)

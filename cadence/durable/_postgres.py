@@ -1103,8 +1103,8 @@ class Worker:
     Args:
         store: The PostgreSQL store.
         cadences: The cadences this worker runs, by name; each needs a template context.
-        concurrency: Runs at once. The default, 8, with a run's connection each and one for
-            claims and the heartbeat, fills the store's default pool (`max_size=10`).
+        concurrency: Runs at once. With the default, 8, a connection per run and the
+            heartbeat's leave one of the store's default pool (`max_size=10`) to spare.
         idle: Seconds to wait when the queue is empty.
         grace: Seconds the runs in hand get to finish after SIGTERM or `stop()`.
 

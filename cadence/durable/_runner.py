@@ -532,16 +532,16 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
     try:  # from here on the run is ours: however this attempt stops, `_stop` records it
         if cadence.hooks and claim.outcome in ("created", "claimed"):  # observers hear first
             await _tell_claim(cadence, claim, token)
+        inner = None
         if claim.outcome == "claimed":
-            context, position = await _resume_at(
+            context, position, inner = await _resume_at(
                 store, record, token, context, codec, plan, migration, len(steps)
             )
         step = steps[position].name if position < len(steps) else None
         progress = _Progress(
             cadence, store, run_id, token, position, step, codec.encode(context, run_id)
         )
-        if claim.outcome == "claimed" and position == record.position:
-            progress.load_inner(record.inner)
+        progress.load_inner(inner)
         walk = _Walk[C](progress, 0, position, "")
         observed = durable_run(cadence, run_id)
         try:
@@ -668,15 +668,18 @@ async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
     plan: tuple[str, ...],
     migration: Migration | None,
     count: int,
-) -> tuple[C, int]:
-    """Return the stored context and the position to go on at, migrating a changed plan."""
+) -> tuple[C, int, bytes | None]:
+    """Return the stored context, the position to go on at and its step's stored progress.
+
+    The progress is a child's or a sync's, kept across a changed plan only for the same step.
+    """
     run_id = record.run_id
     if record.context is None:
         raise RunDecodeError(run_id, f"run {run_id!r} has no stored context")
     context = codec.decode(record.context, context, run_id)
     fingerprint = plan_fingerprint(plan)
     if record.fingerprint == fingerprint:
-        return context, record.position
+        return context, record.position, record.inner
     if migration is None:
         raise PlanChangedError(
             run_id,
@@ -684,26 +687,31 @@ async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
             f"{first_difference(record.plan, plan)}; pass migration=Migration(...) to resume "
             "it under this plan",
         )
-    position, unrun = resume_position(record.plan, record.position, plan, migration)
-    if unrun:
-        names = ", ".join(map(repr, unrun))
+    resumption = resume_position(record.plan, record.position, plan, migration)
+    position = resumption.position
+    if resumption.unrun:
+        one = len(resumption.unrun) == 1
+        names = ", ".join(map(repr, resumption.unrun))
         raise PlanChangedError(
             run_id,
-            f"run {run_id!r} of cadence {record.cadence!r} had not completed {names}, which "
-            "this plan moved before a step it completed, so the migration would pass over "
-            "them unrun; name them in Migration(skip={...}) to accept that",
+            f"run {run_id!r} of cadence {record.cadence!r} had not completed "
+            f"{'step' if one else 'steps'} {names}, which this plan moved before step "
+            f"{resumption.after!r} that it completed: the migration would pass over "
+            f"{'it' if one else 'them'} unrun; name {'it' if one else 'them'} in "
+            "Migration(skip={...}) to accept that",
         )
+    inner = record.inner if resumption.keeps_inner else None  # the step in flight's progress
     await store.checkpoint(
         run_id,
         owner,
         position=position,
         step=_step_name(plan[position]) if position < count else None,
         context=codec.encode(context, run_id),
-        inner=record.inner if position == record.position else None,  # a child's progress kept
+        inner=inner,
         plan=plan,
         fingerprint=fingerprint,
     )
-    return context, position
+    return context, position, inner
 
 
 async def _stop(

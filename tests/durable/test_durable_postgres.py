@@ -885,29 +885,37 @@ async def test_a_default_worker_runs_eight_at_once_each_on_a_connection_of_its_o
 ) -> None:
     store = PostgresStore(dsn)  # the default pool: max_size 10
     entered: list[int] = []
-    gate = anyio.Event()
+    finished: list[int] = []
+    eight, ten, gate = anyio.Event(), anyio.Event(), anyio.Event()
 
     async def hold(ctx: Job) -> None:
         entered.append(ctx.n)
+        if len(entered) == 8:
+            eight.set()
         await gate.wait()
 
-    flow = Cadence("eight", Job()).then("hold", hold).then("done", make_beat("done"))
+    async def done(ctx: Job) -> None:
+        finished.append(ctx.n)
+        if len(finished) == 10:
+            ten.set()
+
+    flow = Cadence("eight", Job()).then("hold", hold).then("done", done)
     for i in range(10):
         assert await enqueue(flow, Job(n=i), run_id=f"eight-{i}", store=store)
     worker = Worker(store, [flow], idle=0.01)
     with anyio.fail_after(30):
         async with anyio.create_task_group() as group:
             group.start_soon(functools.partial(worker.run, handle_signals=False))
-            while len(entered) < 8:
-                await anyio.sleep(0.01)
+            with anyio.fail_after(10):
+                await eight.wait()
             await anyio.sleep(0.3)  # room for a ninth, were it allowed
             assert len(entered) == 8
             assert len(store._held) == 8  # pyright: ignore[reportPrivateUsage] # one each
             gate.set()
-            while len(await store.list_runs(status="completed", cadence="eight")) < 10:
-                await anyio.sleep(0.01)
-            worker.stop()
-    assert sorted(entered) == list(range(10))
+            await ten.wait()
+            worker.stop()  # the runs in hand finish
+    assert sorted(entered) == sorted(finished) == list(range(10))
+    assert len(await store.list_runs(status="completed", cadence="eight")) == 10
     await store.aclose()
 
 

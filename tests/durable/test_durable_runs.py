@@ -394,7 +394,10 @@ async def test_a_migration_refuses_to_pass_over_a_moved_step_the_run_had_not_run
         .sync("par", [beats.left, beats.right])
         .then("last", beats.last)
     )
-    with pytest.raises(PlanChangedError, match=r"had not completed 'wait', which this plan mo"):
+    with pytest.raises(
+        PlanChangedError,
+        match=r"had not completed step 'wait', which this plan moved before step 'add'",
+    ):
         await moved.run(Order(), run_id="moved", store=store, migration=Migration())
     record = await store.get("moved")
     assert record is not None
@@ -634,6 +637,47 @@ async def test_a_migration_keeps_a_childs_stored_progress(tmp_path: Path) -> Non
     assert calls == ["b@m1:in.b"]
     assert store.inners[0] == record.inner  # the migration's commit kept it: a crash after
     # it resumes the child at b, not at a
+
+
+async def test_a_migration_gives_a_childs_stored_progress_to_that_child_alone(
+    store: SQLiteStore,
+) -> None:
+    calls: list[str] = []
+    failing = {"b"}
+
+    def beat(name: str) -> Callable[[Leaf], Awaitable[None]]:
+        return leaf_beat(name, calls, failing)
+
+    inner = Cadence("inner", Leaf()).then("a", beat("a")).then("b", beat("b"))
+
+    def flow(*steps: str) -> Cadence[Leaf]:
+        c = Cadence("outer", Leaf())
+        for name in steps:
+            c = c.then(name, beat(name)) if len(name) == 1 else c.child(name, inner, into)
+        return c
+
+    for run_id in ("moved", "added"):  # each fails in child xx after its step a
+        with pytest.raises(BeatError):
+            await flow("t", "xx", "yy").run(run_id=run_id, store=store)
+    failing.clear()
+    calls.clear()
+    # yy now comes where xx was: xx's stored progress is not yy's.
+    result = await flow("t", "yy", "xx").run(run_id="moved", store=store, migration=Migration())
+    assert calls == ["a@moved:yy.a", "b@moved:yy.b", "a@moved:xx.a", "b@moved:xx.b"]
+    assert result.seen == ["t", "a", "b", "a", "b"]
+    calls.clear()
+    # A step added before xx moves it along: its progress goes with it.
+    result = await flow("s", "t", "xx", "yy").run(
+        run_id="added", store=store, migration=Migration()
+    )
+    assert calls == ["b@added:xx.b", "a@added:yy.a", "b@added:yy.b"]
+    assert result.seen == ["t", "a", "b", "a", "b"]
+
+
+def test_a_migrations_skip_is_a_set_of_names_not_a_string() -> None:
+    with pytest.raises(TypeError, match="skip takes a set of step names, got 'wait'"):
+        Migration(skip="wait")  # type: ignore[arg-type]
+    assert Migration(skip={"wait"}).skip == frozenset({"wait"})
 
 
 @dataclass

@@ -279,10 +279,11 @@ class _Walk(Generic[C]):
                         context = await run_step(cadence, _keyed(step, path), context, observers)
                 finally:
                     _PATH.reset(path_token)
-                if index < last:  # a cadence's last step commits with its parent (or finish)
-                    await progress.commit(
-                        level, index + 1, steps[index + 1].name, codec.encode(context, run_id)
-                    )
+                # The top level's last step commits with the finish; a child's commits, as its
+                # merge into the parent may fail after it.
+                if index < last or level > 0:
+                    after = steps[index + 1].name if index < last else None
+                    await progress.commit(level, index + 1, after, codec.encode(context, run_id))
         finally:
             _RUN.reset(run_token)
         return context

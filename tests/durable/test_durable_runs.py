@@ -674,6 +674,34 @@ async def test_a_migration_gives_a_childs_stored_progress_to_that_child_alone(
     assert result.seen == ["t", "a", "b", "a", "b"]
 
 
+async def test_a_child_whose_merge_fails_does_not_run_its_last_step_again(
+    store: SQLiteStore,
+) -> None:
+    calls: list[str] = []
+    failing: set[str] = set()
+    merges: list[str] = []
+
+    def beat(name: str) -> Callable[[Leaf], Awaitable[None]]:
+        return leaf_beat(name, calls, failing)
+
+    def merge(parent: Leaf, child: Leaf) -> None:
+        merges.append("merge")
+        if len(merges) == 1:
+            raise Boom("merge")
+        into(parent, child)
+
+    inner = Cadence("inner", Leaf()).then("a", beat("a")).then("b", beat("b"))
+    flow = Cadence("outer", Leaf()).child("kid", inner, merge).then("t", beat("t"))
+    with pytest.raises(Exception, match="merge"):
+        await flow.run(run_id="merge-1", store=store)
+    assert calls == ["a@merge-1:kid.a", "b@merge-1:kid.b"]
+    calls.clear()
+    result = await flow.run(run_id="merge-1", store=store)
+    assert calls == ["t@merge-1:t"]  # the child's steps both committed: only its merge again
+    assert merges == ["merge", "merge"]
+    assert result.seen == ["a", "b", "t"]
+
+
 def test_a_migrations_skip_is_a_set_of_names_not_a_string() -> None:
     with pytest.raises(TypeError, match="skip takes a set of step names, got 'wait'"):
         Migration(skip="wait")  # type: ignore[arg-type]

@@ -5,18 +5,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import inspect
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 import anyio
-import anyio.to_thread
 import msgspec
 import msgspec.json
 
 from cadence._beat import BeatSpec
-from cadence._context import Context, context_fields
+from cadence._context import Context
 from cadence._errors import CadenceDefinitionError, CadenceError
 from cadence._events import (
     CheckpointFailed,
@@ -27,10 +25,9 @@ from cadence._events import (
     emit_durable,
     end_durable_run,
 )
-from cadence._isolation import DELETED, FingerprintCache
-from cadence._isolation import _state_of as state_of  # pyright: ignore[reportPrivateUsage] # a branch view's state
 from cadence._run import execute, run_step
 from cadence._steps import Child, Split, Sync
+from cadence.durable._branches import SYNC, Branches, branches_done
 from cadence.durable._codec import check_storable, codec_for
 from cadence.durable._errors import (
     DurableError,
@@ -270,9 +267,9 @@ class _Walk(Generic[C]):
                         done: dict[str, bytes] = {}
                         if index != position:
                             progress.resume.clear()
-                        elif progress.resume and progress.resume[0][0] == _SYNC:
-                            done = _branches_done(run_id, progress.resume.pop(0)[1])
-                        branches = _Branches(progress, level, codec, context, done)
+                        elif progress.resume and progress.resume[0][0] == SYNC:
+                            done = branches_done(run_id, progress.resume.pop(0)[1])
+                        branches = Branches(progress, level, codec, context, done)
                         keyed = branches.wrap(cast("Sync", _keyed(step, path)))
                         context = await run_step(cadence, keyed, context, observers)
                     else:
@@ -290,109 +287,6 @@ class _Walk(Generic[C]):
 
 
 _LOOK_FOR = 10.0  # seconds a run whose lease is lost waits to read who holds it now
-_SYNC = -1  # the position of a stored frame that holds a `sync` step's finished branches
-
-
-def _branches_done(run_id: str, stored: bytes) -> dict[str, bytes]:
-    """Read a stored `sync` frame: each finished branch's context, by beat name."""
-    try:
-        frames = msgspec.json.decode(stored, type=dict[str, msgspec.Raw])
-    except msgspec.DecodeError as exc:
-        raise RunDecodeError(
-            run_id, f"run {run_id!r}: its stored parallel branches do not decode: {exc}"
-        ) from exc
-    return {name: bytes(raw) for name, raw in frames.items()}
-
-
-def _snapshot(context: C) -> C:
-    """Return a shallow copy of `context` made without `__init__` (as the codec's copies)."""
-    copy = object.__new__(type(context))
-    for name, value in context_fields(context).items():
-        object.__setattr__(copy, name, value)
-    return copy
-
-
-class _Branches(Generic[C]):
-    """A `sync` step's per-branch commits: each finished branch's changes, committed at once.
-
-    A branch that finishes commits the step's context with that branch's changes applied, as a
-    frame beside the level's last commit (all finished branches so far, by beat name). On
-    resume, a finished branch is not run: its beat is replaced by one that returns the stored
-    context, whose changes the step merges as if the branch had just run.
-    """
-
-    __slots__ = ("_codec", "_context", "_done", "_level", "_lock", "_progress")
-
-    def __init__(  # one step's pieces, passed once
-        self,
-        progress: _Progress,
-        level: int,
-        codec: ContextCodec[C],
-        context: C,
-        done: dict[str, bytes],
-    ) -> None:
-        self._progress = progress
-        self._level = level
-        self._codec = codec
-        self._context = context
-        self._done = done
-        self._lock = anyio.Lock()
-
-    def wrap(self, step: Sync) -> Sync:
-        """Return `step` with finished branches restored and the others committing."""
-        beats = tuple(
-            self._restored(b) if b.name in self._done else self._committing(b) for b in step.beats
-        )
-        return dataclasses.replace(step, beats=beats)
-
-    def _restored(self, spec: BeatSpec) -> BeatSpec:
-        stored, codec, run_id = self._done[spec.name], self._codec, self._progress.run_id
-
-        async def restored(_view: Any) -> Any:  # Any: the step's context type
-            return codec.decode(stored, _snapshot(self._context), run_id)
-
-        return BeatSpec(spec.name, restored, is_async=True, in_thread=False)
-
-    def _committing(self, spec: BeatSpec) -> BeatSpec:
-        fn, is_async, in_thread = spec.fn, spec.is_async, spec.in_thread
-
-        async def committing(view: Any) -> Any:  # Any: the step's context and the beat's result
-            if is_async:
-                result = await fn(view)
-            elif in_thread:
-                result = await anyio.to_thread.run_sync(fn, view)
-            else:
-                result = fn(view)
-                if result is not None and inspect.isawaitable(result):
-                    result = await result
-            await self._commit(spec.name, view, result if isinstance(result, Context) else view)
-            return result
-
-        return BeatSpec(spec.name, committing, is_async=True, in_thread=False)
-
-    async def _commit(self, name: str, view: object, final: object) -> None:
-        state = state_of(view)
-        if state is None:  # pragma: no cover - a sync step's beats always run on views
-            return
-        changes = state.changes(final, FingerprintCache())
-        if any(value is DELETED for value in changes.values()):
-            return  # a deleted field has no stored form: this branch commits with the step
-        snapshot = _snapshot(self._context)
-        for field_name, value in changes.items():
-            object.__setattr__(snapshot, field_name, value)
-        encoded = self._codec.encode(snapshot, self._progress.run_id)
-        # One commit at a time, each holding every branch so far. Taken without a checkpoint
-        # when free, so the commit is handed to the store before anything else runs.
-        try:
-            self._lock.acquire_nowait()
-        except anyio.WouldBlock:
-            await self._lock.acquire()
-        try:
-            self._done[name] = encoded
-            frame = msgspec.json.encode({k: msgspec.Raw(v) for k, v in self._done.items()})
-            await self._progress.commit(self._level + 1, _SYNC, None, frame)
-        finally:
-            self._lock.release()
 
 
 async def run_durable(

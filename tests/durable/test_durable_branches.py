@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,15 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from cadence import AtomicList, BeatError, Cadence, Context, ImmutableContext, Shared
+from cadence import (
+    AtomicDict,
+    AtomicList,
+    BeatError,
+    Cadence,
+    Context,
+    ImmutableContext,
+    Shared,
+)
 from cadence.durable import SQLiteStore, idempotency_key
 
 pytestmark = pytest.mark.anyio
@@ -184,4 +193,53 @@ async def test_an_immutable_contexts_finished_branch_is_restored(tmp_path: Path)
     calls.clear()
     assert await flow.run(run_id="p", store=store) == Pair(x=7, y=9)
     assert calls == ["y"]  # x finished before: restored, not run
+    await store.aclose()
+
+
+@dataclass
+class Tally(Context):
+    log: AtomicList[str] = field(default_factory=AtomicList[str])
+    seen: AtomicDict[str, int] = field(default_factory=AtomicDict[str, int])
+    n: int = 0
+
+
+async def test_atomic_fields_of_a_resumed_sync_hold_each_finished_branchs_changes_once(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL")
+    failing = {"c"}
+    calls: list[str] = []
+    finished: list[str] = []
+    both = anyio.Event()
+
+    def branch(name: str, after: int) -> Callable[[Tally], Awaitable[None]]:
+        async def run(ctx: Tally) -> None:
+            calls.append(name)
+            ctx.log.append(f"{name}-early")
+            for _ in range(after):  # a, then b, finish (and commit) first
+                await anyio.lowlevel.checkpoint()
+            if name == "c":
+                await both.wait()
+            if name in failing:
+                raise RuntimeError(name)
+            ctx.log.append(name)
+            ctx.seen[name] = len(name)
+            finished.append(name)
+            if len(finished) == 2:
+                both.set()
+
+        run.__name__ = name
+        return run
+
+    flow = Cadence("tally", Tally()).sync("par", [branch("a", 0), branch("b", 20), branch("c", 0)])
+    with pytest.raises(BeatError):
+        await flow.run(run_id="t1", store=store)
+    failing.clear()
+    calls.clear()
+    result = await flow.run(run_id="t1", store=store)
+    assert calls == ["c"]
+    assert sorted(result.log) == ["a", "a-early", "b", "b-early", "c", "c-early"]
+    assert dict(result.seen) == {"a": 1, "b": 1, "c": 1}
+    again = await flow.run(run_id="t1", store=store)  # finished: the stored result
+    assert sorted(again.log) == sorted(result.log)
     await store.aclose()

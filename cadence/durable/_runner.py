@@ -50,7 +50,7 @@ from cadence.durable._plan import (
 from cadence.durable._store import Claim, ErrorInfo, NewRun, undone_to
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from cadence._cadence import Cadence
     from cadence._hooks import Observers
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["idempotency_key", "run_durable"]
 
 C = TypeVar("C", bound=Context)
+T = TypeVar("T")
 
 logger = logging.getLogger("cadence.durable")
 
@@ -325,13 +326,24 @@ async def run_durable(
         token, claim = owner, Claim("claimed", claimed)
     else:
         token = store.new_owner() if owner is None else owner
-        claim = await store.claim(run_id, token, new)
+        claim = await _shielded(store.claim(run_id, token, new))
         if claim.outcome == "busy":
             token, claim = await _wait_for(cadence, store, run_id, owner, new)
     try:
         return await _attempt(cadence, context, store, claim, token, new, migration)
     finally:
         store.done(token)
+
+
+async def _shielded(call: Awaitable[T]) -> T:
+    """Await a claim even if the caller is cancelled meanwhile.
+
+    A claim that lands must be seen, or its run would stay `running` under this process for
+    as long as it lives.
+    """
+    with anyio.CancelScope(shield=True):
+        return await call
+    raise AssertionError  # pragma: no cover - nothing cancels a shielded scope no one holds
 
 
 async def _wait_for(
@@ -352,7 +364,7 @@ async def _wait_for(
         if seen is not None and seen.status == "failed":
             raise _failed_elsewhere(cadence, seen)
         token = store.new_owner() if owner is None else owner
-        claim = await store.claim(run_id, token, waiting)
+        claim = await _shielded(store.claim(run_id, token, waiting))
         if claim.outcome == "claimed" and _failed_since(seen, claim.record):
             with anyio.CancelScope(shield=True):
                 await store.finish(
@@ -449,16 +461,19 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
             await _stop(store, run_id, token, exc, undone_to(claim.previous) if untouched else None)
         raise
     try:
-        await store.finish(
-            run_id,
-            token,
-            status="completed",
-            context=codec.encode(result, run_id),
-            error=None,
-            position=len(steps),
-        )
+        with anyio.CancelScope(shield=True):  # the result is ours: a cancel waits for it
+            await store.finish(
+                run_id,
+                token,
+                status="completed",
+                context=codec.encode(result, run_id),
+                error=None,
+                position=len(steps),
+            )
     except StoreError as exc:
-        await store_failed(cadence, run_id, token, len(steps), None, exc)
+        with anyio.CancelScope(shield=True):
+            await store_failed(cadence, run_id, token, len(steps), None, exc)
+            await _stop(store, run_id, token, exc, None)  # handed back: resumable at once
         raise
     return result
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import pytest
 
 from cadence import BeatError, Cadence, Context
@@ -114,3 +115,71 @@ async def test_a_hand_back_that_failed_is_made_at_the_stores_next_call(
     assert row == ("pending", None)  # handed back at the store's next claim: resumable by all
     await store.aclose()
     other.close()
+
+
+async def test_a_finish_that_fails_hands_the_run_back(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path, synchronous="NORMAL", busy_timeout=0.2)
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    async def first(ctx: Big) -> None:
+        ctx.blobs.append("first")
+
+    locks = [blocker]
+
+    async def last(ctx: Big) -> None:  # another writer holds the lock through the finish
+        ctx.blobs.append("last")
+        if locks:
+            locks.pop().execute("BEGIN IMMEDIATE")
+
+    fin = Cadence("fin", context_type=Big).then("first", first).then("last", last)
+    with pytest.raises(StoreError, match=r"run 'fin': .*database is locked"):
+        await fin.run(Big(), run_id="fin", store=store)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await store.aclose()  # the hand-back, which failed beside the finish, is made here
+    row = (
+        sqlite3.connect(path)
+        .execute("SELECT status, owner, position FROM cadence_runs WHERE run_id = 'fin'")
+        .fetchone()
+    )
+    assert row == ("pending", None, 1)  # resumable at its last step, by anyone, at once
+    again = SQLiteStore(path, synchronous="NORMAL")
+    assert (await fin.run(Big(), run_id="fin", store=again)).blobs == ["first", "last"]
+    await again.aclose()
+
+
+@pytest.mark.parametrize("offload", [True, None])
+async def test_a_caller_cancelled_during_its_claim_leaves_the_run_to_the_next(
+    tmp_path: Path, offload: bool | None
+) -> None:
+    store = SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL", offload=offload)
+    ran: list[str] = []
+    with anyio.move_on_after(0):  # cancelled while its first call (the claim) runs
+        await flow(ran).run(Big(), run_id="c", store=store)
+    with anyio.fail_after(10):  # not waiting for an owner that is gone
+        result = await flow(ran).run(Big(), run_id="c", store=store)
+    assert len(result.blobs) == STEPS
+    record = await store.get("c")
+    assert record is not None
+    assert record.status == "completed"
+    await store.aclose()
+
+
+async def test_a_caller_cancelled_in_its_last_step_leaves_no_run_running(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "runs.db")  # FULL: the finish goes to the writer thread
+    with anyio.CancelScope() as scope:
+
+        async def last(ctx: Big) -> None:
+            ctx.blobs.append("last")
+            scope.cancel()
+
+        await (
+            Cadence("end", context_type=Big)
+            .then("last", last)
+            .run(Big(), run_id="end", store=store)
+        )
+    record = await store.get("end")
+    assert record is not None
+    assert (record.status, record.owner) in (("completed", None), ("pending", None))
+    await store.aclose()

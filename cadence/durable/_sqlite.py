@@ -72,13 +72,18 @@ _FINISHED = ("completed", "failed", "cancelled")
 _CHECKPOINT_EVERY = 400  # inline writes between WAL checkpoints: ~1000 pages, as SQLite
 
 
-def _start_time(pid: int) -> str:
-    """Return a process's start time (Linux `/proc`), to tell a reused pid apart; else ''."""
+def _stat(pid: int) -> tuple[str, str]:
+    """Return a process's state letter and start time (Linux `/proc`); else `("", "")`.
+
+    The start time tells a reused pid apart; the state a killed process that its parent has
+    not reaped yet (a zombie: `kill(pid, 0)` still finds it).
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return ""
-    return stat.rsplit(")", 1)[-1].split()[19]
+        return "", ""
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[0], fields[19]
 
 
 _ACTIVE: set[str] = set()  # owner tokens of this process's attempts in progress (any store)
@@ -171,7 +176,7 @@ class SQLiteStore:
         """Return a fresh owner token: this host, process and a nonce."""
         pid = os.getpid()
         if _SELF[0] != pid:
-            _SELF[:] = [pid, _start_time(pid)]
+            _SELF[:] = [pid, _stat(pid)[1]]
         return f"{self._host}:{pid}:{_SELF[1]}:{uuid.uuid4().hex[:12]}"
 
     def _owner_alive(self, owner: str | None) -> bool:
@@ -189,7 +194,10 @@ class SQLiteStore:
             return owner in _ACTIVE  # this process: alive while its attempt is
         if not _pid_alive(number):
             return False
-        return not started or _start_time(number) in ("", started)
+        state, start = _stat(number)
+        if state in ("Z", "X"):  # killed, not reaped yet: gone all the same
+            return False
+        return not started or start in ("", started)
 
     def done(self, owner: str) -> None:
         """Forget an owner token: its attempt has ended, however it ended."""

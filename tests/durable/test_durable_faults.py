@@ -7,12 +7,16 @@ Python-side stand-in for the failure.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from cadence import BeatError, Cadence, Context
@@ -183,3 +187,56 @@ async def test_a_caller_cancelled_in_its_last_step_leaves_no_run_running(tmp_pat
     assert record is not None
     assert (record.status, record.owner) in (("completed", None), ("pending", None))
     await store.aclose()
+
+
+_HOLDER = """
+import sys, time, anyio
+from dataclasses import dataclass
+from cadence import Cadence, Context
+from cadence.durable import SQLiteStore
+
+@dataclass
+class Held(Context):
+    n: int = 0
+
+async def hold(ctx: Held) -> None:
+    print("holding", flush=True)
+    time.sleep(60)
+
+flow = Cadence("held", Held()).then("hold", hold)
+anyio.run(lambda: flow.run(run_id="held", store=SQLiteStore(sys.argv[1], synchronous="NORMAL")))
+"""
+
+
+@dataclass
+class Held(Context):
+    n: int = 0
+
+
+async def test_a_run_whose_owner_was_killed_but_not_reaped_is_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    holder = subprocess.Popen(  # noqa: ASYNC220 # started, killed and reaped by hand
+        [sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        holder.kill()  # a zombie until reaped below: waited for without reaping it
+        flags = os.WEXITED | os.WNOWAIT
+        await anyio.to_thread.run_sync(os.waitid, os.P_PID, holder.pid, flags)
+
+        async def bump(ctx: Held) -> None:
+            ctx.n += 1
+
+        store = SQLiteStore(path, synchronous="NORMAL")
+        with anyio.fail_after(5):  # taken over at once, not waited for
+            result = (
+                await Cadence("held", Held()).then("hold", bump).run(run_id="held", store=store)
+            )
+        assert result.n == 1
+        await store.aclose()
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()

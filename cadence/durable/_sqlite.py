@@ -194,10 +194,8 @@ class SQLiteStore:
             return owner in _ACTIVE  # this process: alive while its attempt is
         if not _pid_alive(number):
             return False
-        state, start = _stat(number)
-        if state in ("Z", "X"):  # killed, not reaped yet: gone all the same
-            return False
-        return not started or start in ("", started)
+        state, start = _stat(number)  # a zombie (killed, not reaped yet) is gone all the same
+        return state not in ("Z", "X") and (not started or start in ("", started))
 
     def done(self, owner: str) -> None:
         """Forget an owner token: its attempt has ended, however it ended."""

@@ -391,6 +391,8 @@ class SQLiteStore:
                     outcome = "finished"
                 elif status == "cancelled":
                     outcome = "cancelled"
+                elif status == "failed" and not new.resume_failed:
+                    outcome = "failed"  # a waiter's: the failure it waited for, not retried
                 elif status == "running" and self._owner_alive(cast("str | None", row[9])):
                     outcome = "busy"
                 else:

@@ -28,6 +28,7 @@ from cadence import (
 from cadence.durable import (
     DurableError,
     Migration,
+    NewRun,
     PlanChangedError,
     RunCancelledError,
     RunDecodeError,
@@ -302,10 +303,20 @@ async def test_a_caller_waiting_on_a_run_that_fails_gets_the_failure(store: SQLi
     assert (record.status, record.owner, record.step) == ("failed", None, "wait")
     assert record.error is not None
     assert "Boom: wait failed" in str(record.error)
-    # attempts is 1, or 2 when the failure landed between the waiter's read and its claim:
-    # SQLiteStore does not honour NewRun.resume_failed yet, so the waiter took the failed
-    # run over and put it back, failed with its error, without running anything.
-    assert record.attempts in {1, 2}
+    assert record.attempts == 1  # the waiter's claim found it failed and took nothing over
+
+
+async def test_a_waiters_claim_of_a_failed_run_takes_nothing_over(store: SQLiteStore) -> None:
+    beats = Beats()
+    beats.fail_at = "wait"
+    with pytest.raises(BeatError):
+        await beats.flow().run(Order(), run_id="wf", store=store)
+    new = NewRun("checkout", (), "f", b"{}", "add", resume_failed=False)
+    claim = await store.claim("wf", store.new_owner(), new)
+    assert claim.outcome == "failed"
+    record = await store.get("wf")
+    assert record is not None
+    assert (record.status, record.owner, record.attempts) == ("failed", None, 1)
 
 
 async def test_idempotency_keys_are_deterministic_and_per_step(store: SQLiteStore) -> None:

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, cast
 
@@ -163,6 +164,12 @@ class SQLiteStore:
         self._writer = _Writer(f"cadence-sqlite {self.path.name}")
         # Hand-backs that failed, made again later: run id -> (owner, undo).
         self._owed: dict[str, tuple[str, Literal["pending", "failed"] | None]] = {}
+        _STORES.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: locks another thread of the parent held stay held, so renew them."""
+        self._lock = threading.Lock()
+        self._writer.forked()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
@@ -697,6 +704,10 @@ class _Writer:
                 thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
                 thread.start()
 
+    def forked(self) -> None:
+        """In a forked child: renew the guard (the parent's thread may have held it)."""
+        self._guard = threading.Lock()
+
     def stop(self) -> None:
         """Let the thread end now (a later call starts another)."""
         self._queue.put(None)
@@ -741,3 +752,15 @@ def _settle(future: asyncio.Future[T], value: object, error: BaseException | Non
         future.set_result(cast("T", value))
     else:
         future.set_exception(error)
+
+
+_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()  # this process's, for a fork
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_STORES):
+        store._forked()  # pyright: ignore[reportPrivateUsage] # the module's own class
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -294,3 +296,46 @@ async def test_a_full_stores_claim_waits_on_the_thread_while_another_process_wri
     assert connection is not None
     assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000  # restored
     await store.aclose()
+
+
+_FORK_MID_CALL = """
+import os, subprocess, sys, threading, time
+import anyio
+from cadence.durable import SQLiteStore
+
+path = sys.argv[1]
+store = SQLiteStore(path)  # FULL: its calls run on the writer thread, holding the store's lock
+anyio.run(store.get, "warm")
+code = (
+    "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+    "c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(0.8)"
+)
+other = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True)
+assert other.stdout.readline().strip() == "held"  # another process's write lock
+threading.Thread(target=anyio.run, args=(store.cancel, "x"), daemon=True).start()
+time.sleep(0.3)  # that call now waits on the writer thread, the store's lock held
+pid = os.fork()
+if pid == 0:
+    async def child() -> None:
+        with anyio.move_on_after(5):
+            print("child:", await store.get("x"), flush=True)
+            return
+        print("child: blocked", flush=True)
+    anyio.run(child)
+    os._exit(0)
+other.wait()
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_child_forked_while_a_call_holds_the_stores_lock_uses_the_store(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_MID_CALL, str(tmp_path / "runs.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.splitlines() == ["child: None"]

@@ -681,7 +681,7 @@ class PostgresStore:
         """
         pool = await self._open(run_id)
         parameters = (run_id, *new.row(run_id), owner, self.lease, new.resume_failed)
-        connection = await pool.getconn()
+        connection = await _checkout(pool, run_id, f"run {run_id!r}: claiming the run")
         keep = False
         try:
             for _ in range(3):  # a run deleted or handed back between the two reads: again
@@ -922,7 +922,7 @@ class PostgresStore:
     ) -> tuple[RunRecord | None, bool]:
         """`claim_next`, and whether the run claimed was taken over from an expired lease."""
         pool = await self._open("")
-        connection = await pool.getconn()
+        connection = await _checkout(pool, "", "claiming a queued run")
         keep = False
         names, refused = list(cadences), list(skip)
         late = names if expired else []  # no cadence to look up: that half reads nothing
@@ -1246,6 +1246,21 @@ class Worker:
             async for _ in signals:
                 self.stop()
                 return
+
+
+async def _checkout(
+    pool: AsyncConnectionPool[Any], run_id: str, what: str
+) -> psycopg.AsyncConnection[Any]:  # Any: psycopg's connection class
+    """Take a connection from the pool, as a `StoreError` if none comes in time.
+
+    The server gone or the pool spent: psycopg_pool's `PoolTimeout` is a failure of the
+    store like any other, which the runner and a worker's claim loop expect as `StoreError`.
+    """
+    try:
+        connection: psycopg.AsyncConnection[Any] = await pool.getconn()
+    except psycopg.Error as exc:  # psycopg_pool's PoolTimeout among them
+        raise StoreError(run_id, f"{what} failed in PostgreSQL: {exc}") from exc
+    return connection
 
 
 class _Hand:

@@ -919,6 +919,25 @@ async def test_a_default_worker_runs_eight_at_once_each_on_a_connection_of_its_o
     await store.aclose()
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the store's pool, reached by hand
+async def test_a_pool_with_no_connection_to_give_in_time_is_a_store_error(dsn: str) -> None:
+    store = PostgresStore(dsn, min_size=1, max_size=1)
+    assert await store.get("none") is None  # the pool is open
+    pool = store._pool  # pyright: ignore[reportPrivateUsage] # its checkout timeout, shortened
+    assert pool is not None
+    pool.timeout = 0.3
+    taken = await pool.getconn()  # the one connection: none left for the store
+    try:
+        flow = Cadence("spent", Job()).then("a", make_beat("a"))
+        with pytest.raises(StoreError, match=r"run 'sp-1': claiming the run failed in Postgre"):
+            await flow.run(Job(), run_id="sp-1", store=store)
+        with pytest.raises(StoreError, match=r"claiming a queued run failed in PostgreSQL"):
+            await store.claim_next(["spent"], store.new_owner())
+    finally:
+        await pool.putconn(taken)
+    await store.aclose()
+
+
 async def test_a_run_cancelled_during_a_long_step_stops_as_cancelled(dsn: str) -> None:
     from cadence.durable import RunCancelledError  # noqa: PLC0415 # the test's own
 

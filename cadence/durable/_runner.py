@@ -175,14 +175,11 @@ class _Progress:
     async def commit(self, level: int, position: int, step: str | None, context: bytes) -> None:
         """Commit `context` and `position` at `level` (and keep the levels above it)."""
         self.wrote = True
-        del self.frames[level:]
-        self.frames.append((position, step, context))
-        top_position, top_step, top_context = self.frames[0]
+        frames = [*self.frames[:level], (position, step, context)]
+        top_position, top_step, top_context = frames[0]
         inner = None
-        if len(self.frames) > 1:
-            inner = msgspec.json.encode([_Frame(p, msgspec.Raw(c)) for p, _, c in self.frames[1:]])
-        else:
-            top_step = step
+        if len(frames) > 1:
+            inner = msgspec.json.encode([_Frame(p, msgspec.Raw(c)) for p, _, c in frames[1:]])
         try:
             await self.store.checkpoint(
                 self.run_id,
@@ -192,9 +189,11 @@ class _Progress:
                 context=top_context,
                 inner=inner,
             )
-        except StoreError as exc:
-            await store_failed(self.cadence, self.run_id, self.owner, top_position, top_step, exc)
+        except StoreError as exc:  # told as the run stands: at its last commit
+            committed, in_flight, _ = self.frames[0]
+            await store_failed(self.cadence, self.run_id, self.owner, committed, in_flight, exc)
             raise
+        self.frames = frames  # what the heartbeat reads: the last commit, once it is one
 
 
 async def store_failed(  # noqa: PLR0917 # one event's fields

@@ -100,7 +100,8 @@ async def test_a_run_taken_over_mid_run_tells_lease_lost(
         )
     lost = [e for e in events if isinstance(e, LeaseLost)]
     assert len(lost) == 1
-    assert (lost[0].run_id, lost[0].position, lost[0].step) == ("order-3", 2, "c")
+    # As the run stands: its last commit, before step b, which was in flight then.
+    assert (lost[0].run_id, lost[0].position, lost[0].step) == ("order-3", 1, "b")
     assert isinstance(lost[0].error, LeaseLostError)
     assert not any(isinstance(e, CheckpointFailed) for e in events)
     record = await store.get("order-3")
@@ -131,7 +132,7 @@ async def test_a_failed_commit_tells_checkpoint_failed(tmp_path: Path) -> None:
         await flow(events, [], []).run(Tally(), run_id="order-4", store=store)
     failed = [e for e in events if isinstance(e, CheckpointFailed)]
     assert len(failed) == 1
-    assert (failed[0].run_id, failed[0].position, failed[0].step) == ("order-4", 2, "c")
+    assert (failed[0].run_id, failed[0].position, failed[0].step) == ("order-4", 1, "b")
     assert "disk is full" in str(failed[0].error)
     assert not any(isinstance(e, LeaseLost) for e in events)
     # the run stays resumable from its last whole commit, and resuming it is told

@@ -1095,10 +1095,11 @@ class Worker:
     """Claim queued runs (and runs whose worker died) and run them, `concurrency` at a time.
 
     Each run is claimed with `FOR UPDATE SKIP LOCKED` and kept by the store's heartbeat (every
-    third of the lease); a run whose lease is lost is stopped. On SIGTERM (or `stop()`) the
-    worker finishes or hands back: it claims nothing more, gives the runs in hand `grace`
-    seconds to finish, then cancels the rest, and each is handed back (`pending`, its lease
-    released) so another worker claims it at once. The step in flight then runs again there.
+    third of the lease); a run whose lease is lost is stopped. On SIGTERM or SIGINT (or
+    `stop()`) the worker finishes or hands back: it claims nothing more, gives the runs in
+    hand `grace` seconds to finish, then cancels the rest, and each is handed back
+    (`pending`, its lease released) so another worker claims it at once. The step in flight
+    then runs again there.
 
     Args:
         store: The PostgreSQL store.
@@ -1106,7 +1107,7 @@ class Worker:
         concurrency: Runs at once. With the default, 8, a connection per run and the
             heartbeat's leave one of the store's default pool (`max_size=10`) to spare.
         idle: Seconds to wait when the queue is empty.
-        grace: Seconds the runs in hand get to finish after SIGTERM or `stop()`.
+        grace: Seconds the runs in hand get to finish after SIGTERM, SIGINT or `stop()`.
 
     """
 
@@ -1137,7 +1138,7 @@ class Worker:
 
     @property
     def stopping(self) -> bool:
-        """Whether `stop()` was called (or SIGTERM received)."""
+        """Whether `stop()` was called (or SIGTERM or SIGINT received)."""
         return self._stopping
 
     def stop(self) -> None:
@@ -1147,7 +1148,7 @@ class Worker:
             self._claiming.cancel()
 
     async def run(self, *, handle_signals: bool = True) -> None:
-        """Work until `stop()` or SIGTERM, then finish or hand back the runs in hand and return."""
+        """Work until `stop()`, SIGTERM or SIGINT; then finish or hand back the runs in hand."""
         hand = _Hand(self.concurrency)
         async with anyio.create_task_group() as outer:
             if handle_signals:
@@ -1242,7 +1243,7 @@ class Worker:
                 hand.empty.set()
 
     async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
                 self.stop()
                 return

@@ -312,7 +312,10 @@ async def test_a_worker_whose_lease_is_taken_tells_lease_lost(dsn: str) -> None:
     await store.aclose()
 
 
-async def test_sigterm_hands_back_the_runs_still_running_after_the_grace(dsn: str) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_sigterm_or_sigint_hands_back_the_runs_still_running_after_the_grace(
+    dsn: str, signum: signal.Signals
+) -> None:
     from cadence.events import CadenceEvent, RunClaimed  # noqa: PLC0415 # the test's own
 
     store = PostgresStore(dsn)  # a 30 s lease: only the hand-back lets another take it now
@@ -337,9 +340,9 @@ async def test_sigterm_hands_back_the_runs_still_running_after_the_grace(dsn: st
     worker = Worker(store, [first], concurrency=2, idle=0.01, grace=0.05)
     with anyio.fail_after(30):
         async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)  # handles SIGTERM itself
+            group.start_soon(worker.run)  # handles SIGTERM and SIGINT (Ctrl-C) itself
             await entered.wait()
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
     record = await store.get("hb-1")
     assert record is not None
     assert (record.status, record.owner, record.position, record.step) == ("pending", None, 1, "b")

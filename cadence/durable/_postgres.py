@@ -43,6 +43,7 @@ from cadence.durable._codec import check_storable, codec_for
 from cadence.durable._errors import (
     LeaseLostError,
     PlanChangedError,
+    RunCancelledError,
     RunDecodeError,
     StoreError,
     lost_run_error,
@@ -1226,8 +1227,8 @@ class Worker:
                 owner=owner,
                 claimed=record,
             )
-        except LeaseLostError as exc:
-            logger.warning("run %r stopped: %s", record.run_id, exc)
+        except (LeaseLostError, RunCancelledError):  # taken over or cancelled: not a failure
+            pass  # the runner has logged why it stopped
         except (PlanChangedError, RunDecodeError) as exc:
             # Handed back for a worker that can resume it (another version, a migration):
             # this one claims it no more, instead of claiming it again at once forever.

@@ -968,6 +968,34 @@ async def test_a_run_cancelled_during_a_long_step_stops_as_cancelled(dsn: str) -
     await store.aclose()
 
 
+async def test_a_worker_logs_a_run_cancelled_under_it_as_stopped_not_failed(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = PostgresStore(dsn, lease=0.3)  # the heartbeat, every 0.1 s, finds it
+    entered = anyio.Event()
+
+    async def long(ctx: Job) -> None:
+        entered.set()
+        await anyio.sleep_forever()
+
+    flow = Cadence("wcancel", Job()).then("long", long)
+    assert await enqueue(flow, Job(), run_id="wc-1", store=store)
+    worker = Worker(store, [flow], idle=0.01)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(worker.run, handle_signals=False))
+            await entered.wait()
+            assert await store.cancel("wc-1")
+            while not any("stopped" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110 # the log is the signal
+                await anyio.sleep(0.01)
+            worker.stop()
+    told = [r for r in caplog.records if "wc-1" in r.getMessage()]
+    assert all((r.levelname, r.exc_info) == ("WARNING", None) for r in told)  # no "failed"
+    stopped = [r.getMessage() for r in told if "stopped" in r.getMessage()]
+    assert stopped == ["run 'wc-1' stopped: run 'wc-1' was cancelled"]  # told once
+    await store.aclose()
+
+
 async def test_a_server_that_cannot_be_reached_is_a_clear_error_at_once() -> None:
     store = PostgresStore(f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres")
     flow = Cadence("nowhere", Job()).then("a", make_beat("a"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextvars
 import copy
 import dataclasses
 import difflib
@@ -124,6 +125,46 @@ class ImmutableContext(Context):
         return new
 
 
+class AtomicWrites:
+    """What one durable `sync` branch did to atomic containers, as `atomic_writes` notes it.
+
+    Attributes:
+        added: By container id, the container and what the branch appended to it (a list)
+            or set in it (a dict, the last value per key): changes a resume can replay.
+        other: Whether it changed one in any other way (`compute`, `pop`, `remove`, ...).
+
+    """
+
+    __slots__ = ("added", "other")
+
+    def __init__(self) -> None:
+        self.added: dict[int, tuple[object, list[Any] | dict[Any, Any]]] = {}  # Any: any items
+        self.other = False
+
+
+atomic_writes: contextvars.ContextVar[AtomicWrites | None] = contextvars.ContextVar(
+    "cadence_atomic_writes", default=None
+)
+"""Where changes of atomic containers are noted (a durable `sync` branch's own, else none)."""
+
+
+def _touched(container: object = None, added: list[Any] | dict[Any, Any] | None = None) -> None:
+    """Note a change of `container` if someone asked: `added` items or keys, else another."""
+    writes = atomic_writes.get()
+    if writes is None:
+        return
+    if added is None:
+        writes.other = True
+        return
+    noted = writes.added.get(id(container))
+    if noted is None:
+        writes.added[id(container)] = (container, type(added)(added))
+    elif isinstance(noted[1], list):
+        noted[1].extend(added)
+    else:
+        noted[1].update(added)
+
+
 class AtomicList(list[T]):
     """A thread-safe list, shared (not copied) between the parallel beats of one run.
 
@@ -151,32 +192,38 @@ class AtomicList(list[T]):
 
     def append(self, item: T, /) -> None:
         """Append `item` atomically."""
+        _touched(self, [item])
         with self._lock:
             super().append(item)
 
     def extend(self, items: Iterable[T], /) -> None:
         """Extend with `items` atomically."""
         items = list(items)
+        _touched(self, items)
         with self._lock:
             super().extend(items)
 
     def insert(self, index: SupportsIndex, item: T, /) -> None:
         """Insert `item` before `index` atomically."""
+        _touched()
         with self._lock:
             super().insert(index, item)
 
     def pop(self, index: SupportsIndex = -1, /) -> T:
         """Remove and return the item at `index` atomically."""
+        _touched()
         with self._lock:
             return super().pop(index)
 
     def remove(self, item: T, /) -> None:
         """Remove the first occurrence of `item` atomically."""
+        _touched()
         with self._lock:
             super().remove(item)
 
     def clear(self) -> None:
         """Remove every item atomically."""
+        _touched()
         with self._lock:
             super().clear()
 
@@ -192,16 +239,19 @@ class AtomicList(list[T]):
         self, *, key: Callable[[T], Any] | None = None, reverse: bool = False
     ) -> None:  # Any: the overloads above
         """Sort in place atomically."""
+        _touched()
         with self._lock:
             # list.sort through the class: super().sort's overloads cannot take both key forms.
             list.sort(cast("list[Any]", self), key=key, reverse=reverse)  # pyright: ignore[reportUnknownMemberType]
 
     def __imul__(self, times: SupportsIndex, /) -> Self:
+        _touched()
         with self._lock:
             return super().__imul__(times)
 
     def reverse(self) -> None:
         """Reverse in place atomically."""
+        _touched()
         with self._lock:
             super().reverse()
 
@@ -212,10 +262,12 @@ class AtomicList(list[T]):
     def __setitem__(
         self, key: SupportsIndex | slice, value: Any, /
     ) -> None:  # Any: overloads above
+        _touched()
         with self._lock:
             super().__setitem__(key, value)
 
     def __delitem__(self, key: SupportsIndex | slice, /) -> None:
+        _touched()
         with self._lock:
             super().__delitem__(key)
 
@@ -252,15 +304,18 @@ class AtomicDict(dict[K, V]):
             return dict(self)
 
     def __setitem__(self, key: K, value: V, /) -> None:
+        _touched(self, {key: value})
         with self._lock:
             super().__setitem__(key, value)
 
     def __delitem__(self, key: K, /) -> None:
+        _touched()
         with self._lock:
             super().__delitem__(key)
 
     def setdefault(self, key: K, default: V, /) -> V:
         """Return the value at `key`, first setting it to `default` if missing, atomically."""
+        _touched()
         with self._lock:
             return super().setdefault(key, default)
 
@@ -272,16 +327,19 @@ class AtomicDict(dict[K, V]):
     def pop(self, key: K, default: T, /) -> V | T: ...
     def pop(self, key: K, /, *default: Any) -> Any:  # Any: the overloads above type it
         """Remove `key` and return its value (or `default`) atomically."""
+        _touched()
         with self._lock:
             return super().pop(key, *default)
 
     def popitem(self) -> tuple[K, V]:
         """Remove and return the last inserted item atomically."""
+        _touched()
         with self._lock:
             return super().popitem()
 
     def clear(self) -> None:
         """Remove every item atomically."""
+        _touched()
         with self._lock:
             super().clear()
 
@@ -289,11 +347,15 @@ class AtomicDict(dict[K, V]):
         self, other: SupportsKeysAndGetItem[K, V] | Iterable[tuple[K, V]] = (), /, **kwargs: V
     ) -> None:
         """Update from a mapping or pairs atomically."""
+        items: dict[Any, V] = {}  # Any: K, or str for kwargs
+        items.update(other, **kwargs)  # read once: `other` may be an iterator
+        _touched(self, items)
         with self._lock:
-            super().update(other, **kwargs)
+            super().update(items)
 
     def compute(self, key: K, update: Callable[[V | None], V]) -> V:
         """Set `key` to `update(current value or None)` atomically and return the new value."""
+        _touched()
         with self._lock:
             value = update(super().get(key))
             super().__setitem__(key, value)

@@ -469,10 +469,12 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
                 error=None,
                 position=len(steps),
             )
-    except StoreError as exc:
+    except (StoreError, RunCancelledError) as exc:  # the store failing, or cancelled just now
         with anyio.CancelScope(shield=True):
-            await store_failed(cadence, run_id, token, len(steps), None, exc)
-            await _stop(store, run_id, token, exc, None)  # handed back: resumable at once
+            if isinstance(exc, StoreError):  # told as the run stands: at its last commit
+                position, in_flight, _ = progress.frames[0]
+                await store_failed(cadence, run_id, token, position, in_flight, exc)
+            await _stop(store, run_id, token, exc, None)  # handed back (or logged): resumable
         raise
     return result
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -19,6 +20,7 @@ from cadence import (
     Context,
     ImmutableContext,
     Shared,
+    last_write_wins,
 )
 from cadence.durable import SQLiteStore, idempotency_key
 
@@ -242,4 +244,52 @@ async def test_atomic_fields_of_a_resumed_sync_hold_each_finished_branchs_change
     assert dict(result.seen) == {"a": 1, "b": 1, "c": 1}
     again = await flow.run(run_id="t1", store=store)  # finished: the stored result
     assert sorted(again.log) == sorted(result.log)
+    await store.aclose()
+
+
+async def test_a_durable_syncs_atomic_fields_end_as_in_a_plain_run_across_a_resume(
+    tmp_path: Path,
+) -> None:
+    failing = {"c"}
+    calls: list[str] = []
+    committed = anyio.Event()
+
+    def branch(name: str) -> Callable[[Tally], Awaitable[None]]:
+        async def run(ctx: Tally) -> None:
+            calls.append(name)
+            if name == "a":  # appends and sets: replayable, committed on its own
+                ctx.log.append("a")
+                ctx.seen["a"] = 1
+                return
+            if name == "d":  # replaces the list: runs again, as one that changes it so
+                ctx.log = AtomicList(["fresh"])
+                return
+            ctx.log.append(name)
+            ctx.seen.compute("count", lambda n: (n or 0) + 1)  # adds to a sibling's count
+            if name in failing:
+                await committed.wait()
+                raise RuntimeError(name)
+
+        run.__name__ = name
+        return run
+
+    def flow() -> Cadence[Tally]:
+        beats = [branch(n) for n in "abcd"]
+        return Cadence("tally", Tally()).sync("par", beats, merge=last_write_wins)
+
+    class Told(SQLiteStore):
+        async def checkpoint(self, run_id: str, owner: str, **fields: Any) -> None:
+            await super().checkpoint(run_id, owner, **fields)
+            committed.set()
+
+    store = Told(tmp_path / "runs.db", synchronous="NORMAL")
+    with pytest.raises(BeatError):
+        await flow().run(run_id="t1", store=store)
+    failing.clear()
+    calls.clear()
+    result = await flow().run(run_id="t1", store=store)
+    assert sorted(calls) == ["b", "c", "d"]  # a committed; b, c computed, d replaced the list
+    plain = await flow().run()
+    assert (list(result.log), dict(result.seen)) == (list(plain.log), dict(plain.seen))
+    assert dict(result.seen) == {"a": 1, "count": 2}  # both computes counted, once each
     await store.aclose()

@@ -21,6 +21,7 @@ import pytest
 
 from cadence import BeatError, Cadence, Context
 from cadence.durable import SQLiteStore, StoreError
+from cadence.events import CheckpointFailed
 
 pytestmark = pytest.mark.anyio
 
@@ -136,9 +137,12 @@ async def test_a_finish_that_fails_hands_the_run_back(tmp_path: Path) -> None:
         if locks:
             locks.pop().execute("BEGIN IMMEDIATE")
 
+    events: list[object] = []
     fin = Cadence("fin", context_type=Big).then("first", first).then("last", last)
     with pytest.raises(StoreError, match=r"run 'fin': .*database is locked"):
-        await fin.run(Big(), run_id="fin", store=store)
+        await fin.with_listener(events.append).run(Big(), run_id="fin", store=store)
+    failed = [e for e in events if isinstance(e, CheckpointFailed)]
+    assert [(e.position, e.step) for e in failed] == [(1, "last")]  # its last commit
     blocker.execute("ROLLBACK")
     blocker.close()
     await store.aclose()  # the hand-back, which failed beside the finish, is made here

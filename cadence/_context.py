@@ -149,9 +149,12 @@ atomic_writes: contextvars.ContextVar[AtomicWrites | None] = contextvars.Context
 
 
 def _touched(container: object = None, added: list[Any] | dict[Any, Any] | None = None) -> None:
-    """Note a change of `container` if someone asked: `added` items or keys, else another."""
+    """Note a change of `container` in `atomic_writes`: `added` items or keys, else another.
+
+    Callers look first whether it is set, so a plain run pays one lookup per change.
+    """
     writes = atomic_writes.get()
-    if writes is None:
+    if writes is None:  # pragma: no cover - the callers looked
         return
     if added is None:
         writes.other = True
@@ -192,38 +195,44 @@ class AtomicList(list[T]):
 
     def append(self, item: T, /) -> None:
         """Append `item` atomically."""
-        _touched(self, [item])
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched(self, [item])
         with self._lock:
             super().append(item)
 
     def extend(self, items: Iterable[T], /) -> None:
         """Extend with `items` atomically."""
         items = list(items)
-        _touched(self, items)
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched(self, items)
         with self._lock:
             super().extend(items)
 
     def insert(self, index: SupportsIndex, item: T, /) -> None:
         """Insert `item` before `index` atomically."""
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             super().insert(index, item)
 
     def pop(self, index: SupportsIndex = -1, /) -> T:
         """Remove and return the item at `index` atomically."""
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             return super().pop(index)
 
     def remove(self, item: T, /) -> None:
         """Remove the first occurrence of `item` atomically."""
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             super().remove(item)
 
     def clear(self) -> None:
         """Remove every item atomically."""
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             super().clear()
 
@@ -239,19 +248,22 @@ class AtomicList(list[T]):
         self, *, key: Callable[[T], Any] | None = None, reverse: bool = False
     ) -> None:  # Any: the overloads above
         """Sort in place atomically."""
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             # list.sort through the class: super().sort's overloads cannot take both key forms.
             list.sort(cast("list[Any]", self), key=key, reverse=reverse)  # pyright: ignore[reportUnknownMemberType]
 
     def __imul__(self, times: SupportsIndex, /) -> Self:
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             return super().__imul__(times)
 
     def reverse(self) -> None:
         """Reverse in place atomically."""
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             super().reverse()
 
@@ -262,12 +274,14 @@ class AtomicList(list[T]):
     def __setitem__(
         self, key: SupportsIndex | slice, value: Any, /
     ) -> None:  # Any: overloads above
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             super().__setitem__(key, value)
 
     def __delitem__(self, key: SupportsIndex | slice, /) -> None:
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             super().__delitem__(key)
 
@@ -304,18 +318,21 @@ class AtomicDict(dict[K, V]):
             return dict(self)
 
     def __setitem__(self, key: K, value: V, /) -> None:
-        _touched(self, {key: value})
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched(self, {key: value})
         with self._lock:
             super().__setitem__(key, value)
 
     def __delitem__(self, key: K, /) -> None:
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             super().__delitem__(key)
 
     def setdefault(self, key: K, default: V, /) -> V:
         """Return the value at `key`, first setting it to `default` if missing, atomically."""
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             return super().setdefault(key, default)
 
@@ -327,19 +344,22 @@ class AtomicDict(dict[K, V]):
     def pop(self, key: K, default: T, /) -> V | T: ...
     def pop(self, key: K, /, *default: Any) -> Any:  # Any: the overloads above type it
         """Remove `key` and return its value (or `default`) atomically."""
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             return super().pop(key, *default)
 
     def popitem(self) -> tuple[K, V]:
         """Remove and return the last inserted item atomically."""
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             return super().popitem()
 
     def clear(self) -> None:
         """Remove every item atomically."""
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             super().clear()
 
@@ -349,13 +369,15 @@ class AtomicDict(dict[K, V]):
         """Update from a mapping or pairs atomically."""
         items: dict[Any, V] = {}  # Any: K, or str for kwargs
         items.update(other, **kwargs)  # read once: `other` may be an iterator
-        _touched(self, items)
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched(self, items)
         with self._lock:
             super().update(items)
 
     def compute(self, key: K, update: Callable[[V | None], V]) -> V:
         """Set `key` to `update(current value or None)` atomically and return the new value."""
-        _touched()
+        if atomic_writes.get() is not None:  # a durable sync branch's: noted
+            _touched()
         with self._lock:
             value = update(super().get(key))
             super().__setitem__(key, value)

@@ -141,31 +141,24 @@ class AtomicWrites:
         self.added: dict[int, tuple[object, list[Any] | dict[Any, Any]]] = {}  # Any: any items
         self.other = False
 
+    def note(self, container: object, added: list[Any] | dict[Any, Any] | None = None) -> None:
+        """Note a change of `container`: `added` items or keys, else a change of another kind."""
+        if added is None:
+            self.other = True
+            return
+        noted = self.added.get(id(container))
+        if noted is None:
+            self.added[id(container)] = (container, type(added)(added))
+        elif isinstance(noted[1], list):
+            noted[1].extend(added)
+        else:
+            noted[1].update(added)
+
 
 atomic_writes: contextvars.ContextVar[AtomicWrites | None] = contextvars.ContextVar(
     "cadence_atomic_writes", default=None
 )
 """Where changes of atomic containers are noted (a durable `sync` branch's own, else none)."""
-
-
-def _touched(container: object = None, added: list[Any] | dict[Any, Any] | None = None) -> None:
-    """Note a change of `container` in `atomic_writes`: `added` items or keys, else another.
-
-    Callers look first whether it is set, so a plain run pays one lookup per change.
-    """
-    writes = atomic_writes.get()
-    if writes is None:  # pragma: no cover - the callers looked
-        return
-    if added is None:
-        writes.other = True
-        return
-    noted = writes.added.get(id(container))
-    if noted is None:
-        writes.added[id(container)] = (container, type(added)(added))
-    elif isinstance(noted[1], list):
-        noted[1].extend(added)
-    else:
-        noted[1].update(added)
 
 
 class AtomicList(list[T]):
@@ -195,44 +188,44 @@ class AtomicList(list[T]):
 
     def append(self, item: T, /) -> None:
         """Append `item` atomically."""
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched(self, [item])
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self, [item])
         with self._lock:
             super().append(item)
 
     def extend(self, items: Iterable[T], /) -> None:
         """Extend with `items` atomically."""
         items = list(items)
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched(self, items)
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self, items)
         with self._lock:
             super().extend(items)
 
     def insert(self, index: SupportsIndex, item: T, /) -> None:
         """Insert `item` before `index` atomically."""
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             super().insert(index, item)
 
     def pop(self, index: SupportsIndex = -1, /) -> T:
         """Remove and return the item at `index` atomically."""
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             return super().pop(index)
 
     def remove(self, item: T, /) -> None:
         """Remove the first occurrence of `item` atomically."""
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             super().remove(item)
 
     def clear(self) -> None:
         """Remove every item atomically."""
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             super().clear()
 
@@ -248,22 +241,22 @@ class AtomicList(list[T]):
         self, *, key: Callable[[T], Any] | None = None, reverse: bool = False
     ) -> None:  # Any: the overloads above
         """Sort in place atomically."""
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             # list.sort through the class: super().sort's overloads cannot take both key forms.
             list.sort(cast("list[Any]", self), key=key, reverse=reverse)  # pyright: ignore[reportUnknownMemberType]
 
     def __imul__(self, times: SupportsIndex, /) -> Self:
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             return super().__imul__(times)
 
     def reverse(self) -> None:
         """Reverse in place atomically."""
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             super().reverse()
 
@@ -274,14 +267,14 @@ class AtomicList(list[T]):
     def __setitem__(
         self, key: SupportsIndex | slice, value: Any, /
     ) -> None:  # Any: overloads above
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             super().__setitem__(key, value)
 
     def __delitem__(self, key: SupportsIndex | slice, /) -> None:
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             super().__delitem__(key)
 
@@ -318,21 +311,21 @@ class AtomicDict(dict[K, V]):
             return dict(self)
 
     def __setitem__(self, key: K, value: V, /) -> None:
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched(self, {key: value})
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self, {key: value})
         with self._lock:
             super().__setitem__(key, value)
 
     def __delitem__(self, key: K, /) -> None:
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             super().__delitem__(key)
 
     def setdefault(self, key: K, default: V, /) -> V:
         """Return the value at `key`, first setting it to `default` if missing, atomically."""
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             return super().setdefault(key, default)
 
@@ -344,22 +337,22 @@ class AtomicDict(dict[K, V]):
     def pop(self, key: K, default: T, /) -> V | T: ...
     def pop(self, key: K, /, *default: Any) -> Any:  # Any: the overloads above type it
         """Remove `key` and return its value (or `default`) atomically."""
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             return super().pop(key, *default)
 
     def popitem(self) -> tuple[K, V]:
         """Remove and return the last inserted item atomically."""
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             return super().popitem()
 
     def clear(self) -> None:
         """Remove every item atomically."""
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             super().clear()
 
@@ -369,15 +362,15 @@ class AtomicDict(dict[K, V]):
         """Update from a mapping or pairs atomically."""
         items: dict[Any, V] = {}  # Any: K, or str for kwargs
         items.update(other, **kwargs)  # read once: `other` may be an iterator
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched(self, items)
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self, items)
         with self._lock:
             super().update(items)
 
     def compute(self, key: K, update: Callable[[V | None], V]) -> V:
         """Set `key` to `update(current value or None)` atomically and return the new value."""
-        if atomic_writes.get() is not None:  # a durable sync branch's: noted
-            _touched()
+        if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
+            writes.note(self)
         with self._lock:
             value = update(super().get(key))
             super().__setitem__(key, value)

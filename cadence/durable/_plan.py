@@ -113,12 +113,8 @@ class Resumption:
 def _same_step(stored: str, current: str, migration: Migration) -> bool:
     """Whether two described steps are one, up to the migration's renaming."""
     old, new = step_name(stored), step_name(current)
-    kind, shape = stored.split(" ", 1)[0], stored.split(" ", 1)[1][len(old) :]
-    return (
-        migration.renamed.get(old, old) == new
-        and current.split(" ", 1)[0] == kind
-        and current.split(" ", 1)[1][len(new) :] == shape
-    )
+    kind, _, rest = stored.partition(" ")  # `rest` starts with the step's name
+    return migration.renamed.get(old, old) == new and f"{kind} {new}{rest[len(old) :]}" == current
 
 
 def resume_position(

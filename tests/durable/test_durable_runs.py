@@ -109,14 +109,16 @@ class Beats:
         if ctx.client is not None and self.keyed:
             ctx.client.calls.append(idempotency_key())
 
-    def flow(self) -> Cadence[Order]:
-        return (
-            Cadence("checkout", Order())
-            .then("add", self.add)
-            .then("wait", self.wait)
-            .sync("par", [self.left, self.right])
-            .then("last", self.last)
-        )
+    def flow(self, *first: str) -> Cadence[Order]:
+        """The checkout: `add`, `wait`, `par`, `last`; `first` renames or reorders the first two.
+
+        `double` is `wait` renamed.
+        """
+        beats = {"add": self.add, "wait": self.wait, "double": self.wait}
+        checkout = Cadence("checkout", Order())
+        for name in first or ("add", "wait"):
+            checkout = checkout.then(name, beats[name])
+        return checkout.sync("par", [self.left, self.right]).then("last", self.last)
 
 
 EXPECTED = Order(total=21, items=["add"], log=AtomicList(["left", "right"]))
@@ -352,25 +354,13 @@ async def test_a_changed_plan_is_refused_naming_the_difference(store: SQLiteStor
     assert failed is not None
     assert failed.error is not None
     beats.fail_at = None
-    renamed = (
-        Cadence("checkout", Order())
-        .then("add", beats.add)
-        .then("double", beats.wait)
-        .sync("par", [beats.left, beats.right])
-        .then("last", beats.last)
-    )
+    renamed = beats.flow("add", "double")
     with pytest.raises(PlanChangedError, match=r"step 2 was 'then wait' and is now 'then double'"):
         await renamed.run(Order(), run_id="r8", store=store)
     removed = Cadence("checkout", Order()).then("add", beats.add).then("wait", beats.wait)
     with pytest.raises(PlanChangedError, match=r"step 3 'sync par\[left, right\]' was removed"):
         await removed.run(Order(), run_id="r8", store=store)
-    reordered = (
-        Cadence("checkout", Order())
-        .then("wait", beats.wait)
-        .then("add", beats.add)
-        .sync("par", [beats.left, beats.right])
-        .then("last", beats.last)
-    )
+    reordered = beats.flow("wait", "add")
     with pytest.raises(PlanChangedError, match="step 1 was 'then add' and is now 'then wait'"):
         await reordered.run(Order(), run_id="r8", store=store)
     record = await store.get("r8")
@@ -398,13 +388,7 @@ async def test_a_migration_refuses_to_pass_over_a_moved_step_the_run_had_not_run
     with pytest.raises(BeatError):
         await beats.flow().run(Order(), run_id="moved", store=store)  # add done, wait failed
     beats.fail_at = None
-    moved = (
-        Cadence("checkout", Order())
-        .then("wait", beats.wait)
-        .then("add", beats.add)
-        .sync("par", [beats.left, beats.right])
-        .then("last", beats.last)
-    )
+    moved = beats.flow("wait", "add")
     with pytest.raises(
         PlanChangedError,
         match=r"had not completed step 'wait', which this plan moved before step 'add'",

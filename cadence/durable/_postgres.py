@@ -285,11 +285,16 @@ _FINISH = _Statement(
     "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
     ("text", "bytea", "int4", "int4", "int4", "text", "text", "text"),
 )
-_RELEASE = _Statement(  # status `pending`, or the status a claim undone found (one less attempt)
+# A cancelled run stays while its owner's lease holds (still in its step, not let go of).
+_LET_GO = "AND NOT (status = 'cancelled' AND lease_until IS NOT NULL AND lease_until > now())"
+# status `pending`, or the status a claim undone found (one less attempt); a run cancelled
+# meanwhile stays cancelled, let go of
+_RELEASE = _Statement(
     "release",
-    "UPDATE cadence_runs SET status = %s, owner = NULL, lease_until = NULL, "
-    "attempts = attempts - %s, updated_at = now() "
-    "WHERE run_id = %s AND owner = %s AND status = 'running' RETURNING 1",
+    "UPDATE cadence_runs SET owner = NULL, lease_until = NULL, updated_at = now(), "
+    "status = CASE status WHEN 'running' THEN %s ELSE status END, "
+    "attempts = attempts - CASE status WHEN 'running' THEN %s ELSE 0 END "
+    "WHERE run_id = %s AND owner = %s AND status IN ('running', 'cancelled') RETURNING 1",
     ("text", "int4", "text", "text"),
 )
 
@@ -1002,8 +1007,9 @@ class PostgresStore:
         rows = await self._fetch(
             run_id,
             "cancelling the run",
-            "UPDATE cadence_runs SET status = 'cancelled', lease_until = NULL, updated_at = now() "
-            "WHERE run_id = %s "
+            # The lease is kept until its owner, stopping at its heartbeat or next write, lets
+            # go of the run (or the lease lapses): until then the run cannot be deleted.
+            "UPDATE cadence_runs SET status = 'cancelled', updated_at = now() WHERE run_id = %s "
             "AND status IN ('pending', 'running', 'failed') RETURNING run_id",
             (run_id,),
         )
@@ -1011,23 +1017,31 @@ class PostgresStore:
 
     @_on_asyncio
     async def delete(self, run_id: str) -> bool:
-        """Delete a run that is not running; return whether one was deleted."""
+        """Delete a run that is not running; return whether one was deleted.
+
+        A cancelled run whose owner is still stopping it (its lease held) is kept until that
+        owner lets it go: deleted, a later call could start it anew alongside.
+        """
         rows = await self._fetch(
             run_id,
             "deleting the run",
-            "DELETE FROM cadence_runs WHERE run_id = %s AND status != 'running' RETURNING run_id",
+            f"DELETE FROM cadence_runs WHERE run_id = %s AND status != 'running' {_LET_GO} "  # noqa: S608 # constant
+            "RETURNING run_id",
             (run_id,),
         )
         return bool(rows)
 
     @_on_asyncio
     async def prune(self, older_than: datetime.timedelta) -> int:
-        """Delete finished runs (completed, failed, cancelled) last written before the age."""
+        """Delete finished runs (completed, failed, cancelled) last written before the age.
+
+        A cancelled run whose owner is still stopping it is kept, as by `delete`.
+        """
         rows = await self._fetch(
             "",
             "pruning runs",
-            "DELETE FROM cadence_runs WHERE status IN ('completed', 'failed', 'cancelled') "
-            "AND updated_at < now() - %s RETURNING run_id",
+            f"DELETE FROM cadence_runs WHERE status IN ('completed', 'failed', 'cancelled') "  # noqa: S608 # constant
+            f"AND updated_at < now() - %s {_LET_GO} RETURNING run_id",
             (older_than,),
         )
         return len(rows)

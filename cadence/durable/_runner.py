@@ -639,7 +639,9 @@ async def _stop(
     """
     if isinstance(exc, RunCancelledError):
         logger.warning("run %r stopped: %s", run_id, exc)
-        return  # the run is not ours any more: nothing to write
+        with contextlib.suppress(CadenceError):  # let go of it: now it may be deleted
+            await store.release(run_id, owner)
+        return
     if isinstance(exc, StoreError):
         logger.warning("run %r stopped: %s", run_id, exc)
         with contextlib.suppress(CadenceError):

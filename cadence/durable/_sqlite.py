@@ -70,6 +70,8 @@ CREATE INDEX IF NOT EXISTS cadence_runs_status ON cadence_runs (status);
 
 _COLUMNS = f"{COLUMNS}, inner"
 _FINISHED = ("completed", "failed", "cancelled")
+# A cancelled run stays while its owner lives and has not let it go (still in its step).
+_LET_GO = "AND NOT (status = 'cancelled' AND cadence_owner_alive(owner))"
 _CHECKPOINT_EVERY = 400  # inline writes between WAL checkpoints: ~1000 pages, as SQLite
 
 
@@ -217,6 +219,8 @@ class SQLiteStore:
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
         try:
+            # Whether a cancelled run's owner may still be in its step, for delete and prune.
+            connection.create_function("cadence_owner_alive", 1, self._owner_alive)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
             if self._inline_claims:
@@ -519,9 +523,11 @@ class SQLiteStore:
 
         def work(connection: sqlite3.Connection) -> None:
             connection.execute(
-                "UPDATE cadence_runs SET status = ?, owner = NULL, attempts = attempts - ?, "
-                "updated_at = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
-                (undo or "pending", int(undo is not None), now, run_id, owner),
+                "UPDATE cadence_runs SET owner = NULL, updated_at = ?, "
+                "status = CASE status WHEN 'running' THEN ? ELSE status END, "
+                "attempts = attempts - CASE status WHEN 'running' THEN ? ELSE 0 END "
+                "WHERE run_id = ? AND owner = ? AND status IN ('running', 'cancelled')",
+                (now, undo or "pending", int(undo is not None), run_id, owner),
             )
 
         try:
@@ -586,23 +592,31 @@ class SQLiteStore:
         return await self._call(run_id, "cancelling the run", work)
 
     async def delete(self, run_id: str) -> bool:
-        """Delete a run that is not running; return whether one was deleted."""
+        """Delete a run that is not running; return whether one was deleted.
+
+        A cancelled run whose owner is still stopping it (in the step it was cancelled in) is
+        kept until that owner lets it go: deleted, a later call could start it anew alongside.
+        """
 
         def work(connection: sqlite3.Connection) -> bool:
             cursor = connection.execute(
-                "DELETE FROM cadence_runs WHERE run_id = ? AND status != 'running'", (run_id,)
+                f"DELETE FROM cadence_runs WHERE run_id = ? AND status != 'running' {_LET_GO}",  # noqa: S608 # constant
+                (run_id,),
             )
             return cursor.rowcount == 1
 
         return await self._call(run_id, "deleting the run", work)
 
     async def prune(self, older_than: datetime.timedelta) -> int:
-        """Delete finished runs (completed, failed, cancelled) last written before the age."""
+        """Delete finished runs (completed, failed, cancelled) last written before the age.
+
+        A cancelled run whose owner is still stopping it is kept, as by `delete`.
+        """
         cutoff = self._clock() - older_than.total_seconds()
 
         def work(connection: sqlite3.Connection) -> int:
             cursor = connection.execute(
-                "DELETE FROM cadence_runs WHERE status IN (?, ?, ?) AND updated_at < ?",
+                f"DELETE FROM cadence_runs WHERE status IN (?, ?, ?) AND updated_at < ? {_LET_GO}",  # noqa: S608 # constant
                 (*_FINISHED, cutoff),
             )
             return cursor.rowcount

@@ -345,7 +345,7 @@ class Store(Protocol):
 
         With `undo`, undo this owner's claim instead: the run is `undo` again and the claim's
         attempt is not counted (a resume refused before it ran a step: another plan, a row it
-        cannot decode).
+        cannot decode). A run cancelled meanwhile stays cancelled: the owner lets go of it.
         """
         ...
 

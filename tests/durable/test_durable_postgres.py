@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import itertools
 import os
@@ -729,15 +730,49 @@ async def test_a_claim_reads_and_locks_one_run_however_many_are_queued(dsn: str)
     assert free == [4999, 4999]
 
 
-async def test_a_cancelled_run_lets_go_of_its_lease(dsn: str) -> None:
+async def test_a_cancelled_run_is_kept_until_its_owner_lets_go_of_its_lease(dsn: str) -> None:
     store = PostgresStore(dsn)
     claim = await store.claim("held-1", "owner-1", _one_step("c"))
     assert claim.outcome == "created"
-    leased: LiteralString = "SELECT status, lease_until IS NULL FROM cadence_runs"
-    assert await _sql(dsn, leased) == [("running", False)]
+    leased: LiteralString = "SELECT status, owner, lease_until IS NULL FROM cadence_runs"
+    assert await _sql(dsn, leased) == [("running", "owner-1", False)]
     assert await store.cancel("held-1")
-    assert await _sql(dsn, leased) == [("cancelled", True)]  # out of the index of leases held
+    # Its owner may still be in its step: deleted now, a later call could start it anew.
+    assert await _sql(dsn, leased) == [("cancelled", "owner-1", False)]
+    assert not await store.delete("held-1")
+    assert await store.prune(datetime.timedelta(0)) == 0
+    await store.release("held-1", "owner-1")  # the owner, stopped, lets go of it
+    assert await _sql(dsn, leased) == [("cancelled", None, True)]
+    assert await store.delete("held-1")
     store.done("owner-1")
+    await store.aclose()
+
+
+async def test_a_run_cancelled_in_its_step_is_let_go_of_as_it_stops(dsn: str) -> None:
+    from cadence.durable import RunCancelledError  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn)  # a lease of 30 s: its heartbeat does not look meanwhile
+    cancelled, go_on = anyio.Event(), anyio.Event()
+
+    async def wait(ctx: Job) -> None:
+        assert await store.cancel("cx-2")
+        cancelled.set()
+        await go_on.wait()
+
+    flow = Cadence("let-go", Job()).then("wait", wait).then("after", lambda ctx: None)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+
+            async def look() -> None:
+                await cancelled.wait()
+                assert not await store.delete("cx-2")
+                go_on.set()
+
+            group.start_soon(look)
+            with pytest.raises(RunCancelledError, match="run 'cx-2' was cancelled"):
+                await flow.run(Job(), run_id="cx-2", store=store)
+    assert await _sql(dsn, "SELECT status, owner FROM cadence_runs") == [("cancelled", None)]
+    assert await store.delete("cx-2")
     await store.aclose()
 
 

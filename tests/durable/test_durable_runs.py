@@ -424,6 +424,35 @@ async def test_store_cancel_stops_the_run_at_its_next_checkpoint(store: SQLiteSt
     assert record.status == "cancelled"
 
 
+async def test_a_run_cancelled_in_its_step_is_kept_until_its_caller_lets_it_go(
+    store: SQLiteStore,
+) -> None:
+    cancelled, go_on = anyio.Event(), anyio.Event()
+
+    async def wait(ctx: Order) -> None:
+        assert await store.cancel("r10")
+        cancelled.set()
+        await go_on.wait()
+
+    flow = Cadence("kept", Order()).then("wait", wait).then("after", lambda ctx: None)
+    async with anyio.create_task_group() as group:
+
+        async def look() -> None:
+            await cancelled.wait()
+            # Deleted now, a later run("r10") would start it anew beside the step still going.
+            assert not await store.delete("r10")
+            assert await store.prune(datetime.timedelta(0)) == 0
+            go_on.set()
+
+        group.start_soon(look)
+        with pytest.raises(RunCancelledError, match="'r10' was cancelled"):
+            await flow.run(Order(), run_id="r10", store=store)
+    record = await store.get("r10")
+    assert record is not None
+    assert (record.status, record.owner) == ("cancelled", None)  # let go of as it stopped
+    assert await store.delete("r10")
+
+
 async def test_inspecting_deleting_and_pruning_runs(tmp_path: Path) -> None:
     now = [1_000_000.0]
     store = SQLiteStore(tmp_path / "runs.db", clock=lambda: now[0])

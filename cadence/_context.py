@@ -158,7 +158,11 @@ class AtomicWrites:
 atomic_writes: contextvars.ContextVar[AtomicWrites | None] = contextvars.ContextVar(
     "cadence_atomic_writes", default=None
 )
-"""Where changes of atomic containers are noted (a durable `sync` branch's own, else none)."""
+"""Where changes of atomic containers are noted (a durable `sync` branch's own, else none).
+
+A change made where it is not set (a plain run, or a thread a branch started itself: threads
+do not inherit context variables) counts in the container's `untracked_changes` instead.
+"""
 
 
 class AtomicList(list[T]):
@@ -166,11 +170,19 @@ class AtomicList(list[T]):
 
     It is a real `list`, so it serialises as one. Mutations take a lock; a fresh run of a
     cadence gets its own copy of the template's list.
+
+    Attributes:
+        untracked_changes: How many changes were made where no durable `sync` branch noted
+            them (see `atomic_writes`): a branch whose step saw it grow is not committed alone.
+
     """
+
+    __slots__ = ("__weakref__", "_lock", "untracked_changes")  # a change pays no dict write
 
     def __init__(self, iterable: Iterable[T] = (), /) -> None:
         super().__init__(iterable)
         self._lock = threading.RLock()
+        self.untracked_changes = 0
 
     def __deepcopy__(self, memo: dict[int, Any]) -> AtomicList[T]:  # Any: copy's memo type
         if sharing.active:
@@ -190,6 +202,8 @@ class AtomicList(list[T]):
         """Append `item` atomically."""
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self, [item])
+        else:
+            self.untracked_changes += 1
         with self._lock:
             super().append(item)
 
@@ -198,6 +212,8 @@ class AtomicList(list[T]):
         items = list(items)
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self, items)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             super().extend(items)
 
@@ -205,6 +221,8 @@ class AtomicList(list[T]):
         """Insert `item` before `index` atomically."""
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             super().insert(index, item)
 
@@ -212,6 +230,8 @@ class AtomicList(list[T]):
         """Remove and return the item at `index` atomically."""
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             return super().pop(index)
 
@@ -219,6 +239,8 @@ class AtomicList(list[T]):
         """Remove the first occurrence of `item` atomically."""
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             super().remove(item)
 
@@ -226,6 +248,8 @@ class AtomicList(list[T]):
         """Remove every item atomically."""
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             super().clear()
 
@@ -243,6 +267,8 @@ class AtomicList(list[T]):
         """Sort in place atomically."""
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             # list.sort through the class: super().sort's overloads cannot take both key forms.
             list.sort(cast("list[Any]", self), key=key, reverse=reverse)  # pyright: ignore[reportUnknownMemberType]
@@ -250,6 +276,8 @@ class AtomicList(list[T]):
     def __imul__(self, times: SupportsIndex, /) -> Self:
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             return super().__imul__(times)
 
@@ -257,6 +285,8 @@ class AtomicList(list[T]):
         """Reverse in place atomically."""
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             super().reverse()
 
@@ -269,12 +299,16 @@ class AtomicList(list[T]):
     ) -> None:  # Any: overloads above
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             super().__setitem__(key, value)
 
     def __delitem__(self, key: SupportsIndex | slice, /) -> None:
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             super().__delitem__(key)
 
@@ -288,13 +322,21 @@ class AtomicDict(dict[K, V]):
 
     It is a real `dict`, so it serialises as one. Mutations take a lock; a fresh run of a
     cadence gets its own copy of the template's dict.
+
+    Attributes:
+        untracked_changes: How many changes were made where no durable `sync` branch noted
+            them (see `atomic_writes`): a branch whose step saw it grow is not committed alone.
+
     """
+
+    __slots__ = ("__weakref__", "_lock", "untracked_changes")  # a change pays no dict write
 
     def __init__(
         self, source: SupportsKeysAndGetItem[K, V] | Iterable[tuple[K, V]] = (), /, **kwargs: V
     ) -> None:
         super().__init__(source, **kwargs)
         self._lock = threading.RLock()
+        self.untracked_changes = 0
 
     def __deepcopy__(self, memo: dict[int, Any]) -> AtomicDict[K, V]:  # Any: copy's memo type
         if sharing.active:
@@ -313,12 +355,16 @@ class AtomicDict(dict[K, V]):
     def __setitem__(self, key: K, value: V, /) -> None:
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self, {key: value})
+        else:
+            self.untracked_changes += 1
         with self._lock:
             super().__setitem__(key, value)
 
     def __delitem__(self, key: K, /) -> None:
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             super().__delitem__(key)
 
@@ -326,6 +372,8 @@ class AtomicDict(dict[K, V]):
         """Return the value at `key`, first setting it to `default` if missing, atomically."""
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             return super().setdefault(key, default)
 
@@ -339,6 +387,8 @@ class AtomicDict(dict[K, V]):
         """Remove `key` and return its value (or `default`) atomically."""
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             return super().pop(key, *default)
 
@@ -346,6 +396,8 @@ class AtomicDict(dict[K, V]):
         """Remove and return the last inserted item atomically."""
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             return super().popitem()
 
@@ -353,6 +405,8 @@ class AtomicDict(dict[K, V]):
         """Remove every item atomically."""
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             super().clear()
 
@@ -364,6 +418,8 @@ class AtomicDict(dict[K, V]):
         items.update(other, **kwargs)  # read once: `other` may be an iterator
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self, items)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             super().update(items)
 
@@ -371,6 +427,8 @@ class AtomicDict(dict[K, V]):
         """Set `key` to `update(current value or None)` atomically and return the new value."""
         if (writes := atomic_writes.get()) is not None:  # a durable sync branch's
             writes.note(self)
+        else:
+            self.untracked_changes += 1
         with self._lock:
             value = update(super().get(key))
             super().__setitem__(key, value)

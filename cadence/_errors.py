@@ -45,6 +45,15 @@ class CadenceError(Exception):
     """Root of every error cadence raises."""
 
 
+class RunStoppedError(CadenceError):
+    """A failure of the run itself, not of a beat: it stops the run as it stands.
+
+    Never wrapped as a beat's failure nor handed to an error handler: a durable run's store
+    failing or its cancellation through the store, raised by a commit made inside a `sync`
+    or `child` step, reaches the caller as itself.
+    """
+
+
 class CadenceDefinitionError(CadenceError):
     """A cadence was built wrong; raised by the builder call that added the faulty step."""
 

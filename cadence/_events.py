@@ -336,7 +336,8 @@ class RunResumed(DurableEvent):
 
     Attributes:
         attempt: The run's attempt (2 or more).
-        in_child: Whether it goes on inside a `child` step (from that child's own commit).
+        in_child: Whether it goes on inside its step: a `child` step (from the child's own
+            commit) or a `sync` step some of whose branches had finished.
 
     """
 
@@ -351,7 +352,8 @@ class LeaseLost(DurableEvent):
     The run stops here (it is not failed: the new owner goes on with it).
 
     Attributes:
-        error: The store's error, when a write found the run lost (`None` for a heartbeat).
+        error: The store's `LeaseLostError`, from the write or the heartbeat that found the
+            run lost (always set by cadence; optional only for events built by hand).
 
     """
 

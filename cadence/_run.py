@@ -17,7 +17,13 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from cadence._context import Context, context_info, is_frozen
-from cadence._errors import BeatError, BeatErrorGroup, CadenceError, MergeConflictError
+from cadence._errors import (
+    BeatError,
+    BeatErrorGroup,
+    CadenceError,
+    MergeConflictError,
+    RunStoppedError,
+)
 from cadence._events import forget_unnamed, tell_handled_conflict
 from cadence._hooks import Call, Observers, open_calls
 from cadence._isolation import DELETED, FingerprintCache, open_branches
@@ -131,6 +137,8 @@ async def _fail(
     cadence: Cadence[C], step: Step, context: C, exc: Exception, observers: Observers | None
 ) -> C:
     """Hand a failed step to the error handler; return the context to go on with, or raise."""
+    if isinstance(exc, RunStoppedError):
+        raise exc  # the run's own failure (its store's): no beat's, no handler's to recover
     if type(step) is Then or not isinstance(exc, CadenceError):
         error: CadenceError = BeatError(step.name, cadence.name, cause=exc)
     else:
@@ -235,6 +243,7 @@ async def _run_sync(cadence_name: str, step: Sync, context: C, observers: Observ
     states = open_branches(context, cadence_name, [f"{step.name}.{s.name}" for s in step.beats])
     results: list[Any] = [view for view, _ in states]  # Any: each slot, that beat's final context
     errors: list[tuple[int, BeatError]] = []
+    stopped: list[RunStoppedError] = []  # a branch's commit failed (durable): the run stops
 
     parallel = None if observers is None else observers.parallel
 
@@ -242,6 +251,9 @@ async def _run_sync(cadence_name: str, step: Sync, context: C, observers: Observ
         path = states[index][1].path
         try:
             results[index] = await _invoke(spec, isolated, path, parallel)
+        except RunStoppedError as exc:
+            stopped.append(exc)
+            group.cancel_scope.cancel()
         except Exception as exc:  # noqa: BLE001 # each failure is kept, in declaration order
             errors.append((index, BeatError(path, cadence_name, cause=exc)))
             group.cancel_scope.cancel()
@@ -254,7 +266,7 @@ async def _run_sync(cadence_name: str, step: Sync, context: C, observers: Observ
             try:
                 suspended = scope.run(branch.send, None)  # what it awaits (asyncio: maybe None)
             except StopIteration:
-                if not errors:
+                if not errors and not stopped:
                     continue
                 held = False  # it failed: the beats after it start as tasks, to be cancelled
             else:
@@ -265,6 +277,8 @@ async def _run_sync(cadence_name: str, step: Sync, context: C, observers: Observ
                 await _Resume(branch, suspended, scope)
             break
 
+    if stopped:
+        raise stopped[0]
     if errors:
         errors.sort(key=lambda pair: pair[0])
         if len(errors) == 1:
@@ -384,6 +398,8 @@ async def _run_child(
     inner = None if observers is None else observers.nested(f"{step.name}.", ())
     try:
         child_context = await execute(child, child_context, inner, walk)
+    except RunStoppedError:
+        raise
     except CadenceError as exc:
         # Named by path, like the hooks name the child's beats: `child_step.beat`.
         path = f"{step.name}.{exc.beat_name}" if isinstance(exc, BeatError) else step.name

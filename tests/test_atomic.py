@@ -19,6 +19,7 @@ import anyio.lowlevel
 import pytest
 
 from cadence import AtomicDict, AtomicList, Cadence, Context, beat
+from cadence._context import AtomicWrites, atomic_writes
 
 THREADS = 8
 OPERATIONS = 10_000
@@ -452,3 +453,21 @@ async def test_the_readme_post_init_pattern_works() -> None:
         "cache": {"a": 1, "b": 2},
         "label": "a,b",
     }
+
+
+def test_changes_no_durable_branch_noted_are_counted() -> None:
+    log, seen = AtomicList[int](), AtomicDict[str, int]()
+    log.append(1)
+    log.extend([2, 3])
+    seen["a"] = 1
+    writes = AtomicWrites()
+    token = atomic_writes.set(writes)  # a durable branch's: noted there, not counted
+    try:
+        log.append(4)
+        seen.pop("a")
+    finally:
+        atomic_writes.reset(token)
+    assert (log.untracked_changes, seen.untracked_changes) == (2, 1)
+    assert writes.added[id(log)][1] == [4]
+    assert writes.other
+    assert copy.deepcopy(log).untracked_changes == 0  # a copy starts its own count

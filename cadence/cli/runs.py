@@ -37,9 +37,18 @@ def _with_store(db: str | None, dsn: str | None, work: Callable[[Store], Awaitab
         raise UserError("name one store: --db FILE (SQLite) or --dsn URL (PostgreSQL)")
 
     async def main() -> Any:  # Any: what `work` returns
-        from cadence.durable import DurableError, PostgresStore, SQLiteStore  # noqa: PLC0415 # lazy: --help stays fast
+        # Imported here: --help stays fast, and --db needs no psycopg (nor --dsn, msgspec alone).
+        try:
+            from cadence.durable import DurableError, SQLiteStore  # noqa: PLC0415
 
-        store: Store = SQLiteStore(db) if db is not None else PostgresStore(str(dsn))
+            if db is not None:
+                store: Store = SQLiteStore(db)
+            else:
+                from cadence.durable import PostgresStore  # noqa: PLC0415
+
+                store = PostgresStore(str(dsn))
+        except ImportError as exc:  # an extra not installed: the message names it
+            raise UserError(str(exc)) from exc
         try:
             return await work(store)
         except DurableError as exc:

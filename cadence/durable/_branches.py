@@ -79,7 +79,16 @@ class Branches(Generic[C]):
     step merges as if the branch had just run.
     """
 
-    __slots__ = ("_atomic", "_codec", "_context", "_done", "_level", "_lock", "_progress")
+    __slots__ = (
+        "_atomic",
+        "_codec",
+        "_context",
+        "_done",
+        "_level",
+        "_lock",
+        "_progress",
+        "_untracked",
+    )
 
     def __init__(  # one step's pieces, passed once
         self,
@@ -100,6 +109,8 @@ class Branches(Generic[C]):
         for name, value in context_fields(context).items():
             if isinstance(value, AtomicList | AtomicDict) and name not in shared:
                 self._atomic[name] = value
+        # Changes no branch noted (made in a thread a beat started itself) from here on.
+        self._untracked = {name: c.untracked_changes for name, c in self._atomic.items()}
 
     def wrap(self, step: Sync) -> Sync:
         """Return `step` with finished branches restored and the others committing."""
@@ -113,13 +124,17 @@ class Branches(Generic[C]):
 
         async def restored(_view: Any) -> Any:  # Any: the step's context type
             context = codec.decode(stored, _snapshot(self._context), run_id)
-            for name, shared in self._atomic.items():  # the field holds the branch's additions
-                added = getattr(context, name)
-                if isinstance(shared, AtomicDict):
-                    shared.update(added)
-                else:
-                    shared.extend(added)
-                object.__setattr__(context, name, shared)
+            token = atomic_writes.set(AtomicWrites())  # a replay, not a change to note
+            try:
+                for name, shared in self._atomic.items():  # the field holds its additions
+                    added = getattr(context, name)
+                    if isinstance(shared, AtomicDict):
+                        shared.update(added)
+                    else:
+                        shared.extend(added)
+                    object.__setattr__(context, name, shared)
+            finally:
+                atomic_writes.reset(token)
             return context
 
         return BeatSpec(spec.name, restored, is_async=True, in_thread=False)
@@ -152,17 +167,22 @@ class Branches(Generic[C]):
     def _additions(self, final: object, writes: AtomicWrites) -> dict[str, _Atomic] | None:
         """Return, by field, what a branch appended or set, or `None` if it cannot be replayed.
 
-        `None` when it changed an atomic container otherwise, replaced an atomic field, or
-        changed an atomic container that is not one of the context's own fields.
+        `None` when it changed an atomic container otherwise, replaced or deleted an atomic
+        field, or changed an atomic container that is not one of the context's own fields; and
+        when a container changed where no branch noted it (in a thread a beat started itself):
+        whose change it was is not known, so the branches finishing after it run again.
         """
         if writes.other:
             return None
+        for name, shared in self._atomic.items():
+            if shared.untracked_changes != self._untracked[name]:
+                return None
         fields = {id(c): name for name, c in self._atomic.items()}
         if any(key not in fields for key in writes.added):
             return None
         added: dict[str, _Atomic] = {}
         for name, shared in self._atomic.items():
-            if getattr(final, name) is not shared:
+            if getattr(final, name, None) is not shared:
                 return None
             noted = writes.added.get(id(shared))
             items = () if noted is None else noted[1]

@@ -2,7 +2,9 @@
 
 A context class is checked once, field by field, when a durable run starts: every field that
 is not `Shared[...]` must have a type the codec can write and read back exactly. Shared fields
-are never stored; on resume they come from the context the caller passes.
+are never stored; on resume they come from the context the caller passes. A field a beat
+deleted (`del ctx.field`) is listed under `"-deleted"` (a key no field can have) and is
+absent again when read back, as it was in the run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from cadence._context import (
     AtomicDict,
     AtomicList,
+    AtomicWrites,
     Context,
+    atomic_writes,
     context_fields,
     context_info,
     is_frozen,
@@ -45,6 +49,8 @@ except ImportError as exc:  # pragma: no cover - msgspec is installed in the tes
 __all__ = ["ContextCodec", "check_storable", "codec_for"]
 
 C = TypeVar("C", bound=Context)
+
+_DELETED = "-deleted"  # the stored key that lists the fields a beat deleted
 
 _LEAVES: frozenset[object] = frozenset(
     {
@@ -239,7 +245,16 @@ class ContextCodec(Generic[C]):
 
     """
 
-    __slots__ = ("_cls", "_decoder", "_encoder", "_floats", "_frozen", "_shared", "_stored")
+    __slots__ = (
+        "_cls",
+        "_decoder",
+        "_deleted",
+        "_encoder",
+        "_floats",
+        "_frozen",
+        "_shared",
+        "_stored",
+    )
 
     def __init__(self, cls: type[C]) -> None:
         info = context_info(cls)
@@ -251,7 +266,7 @@ class ContextCodec(Generic[C]):
                 f"({exc}); durable contexts are declared at module level"
             ) from exc
         stored = tuple(name for name in info.fields if name not in info.shared)
-        specs: list[tuple[str, object]] = []
+        specs: list[tuple[str, object, object]] = []  # name, type, default
         for name in stored:
             kind = hints.get(name, Any)
             reason = _unsupported(kind, set())
@@ -265,8 +280,14 @@ class ContextCodec(Generic[C]):
                     f"durable context {cls.__qualname__}: field {name!r} cannot be stored as "
                     f"JSON: {reason}"
                 )
-            specs.append((name, kind))
-        self._floats = tuple(name for name, kind in specs if _may_hold_float(kind, set()))
+            specs.append((name, kind, msgspec.UNSET))  # absent: deleted, or a corrupted row
+        self._floats = tuple(name for name, kind, _ in specs if _may_hold_float(kind, set()))
+        self._deleted = "deleted_"  # the attribute that reads "-deleted", no field's name
+        while self._deleted in stored:
+            self._deleted += "_"
+        specs.append(
+            (self._deleted, list[str], msgspec.field(default_factory=list[str], name=_DELETED))
+        )
         state = msgspec.defstruct(
             f"{cls.__name__}State", specs, omit_defaults=False, forbid_unknown_fields=False
         )
@@ -291,6 +312,8 @@ class ContextCodec(Generic[C]):
         """
         state = context_fields(context)
         values = {name: state[name] for name in self._stored if name in state}
+        if len(values) < len(self._stored):
+            values[_DELETED] = [name for name in self._stored if name not in state]
         try:
             data = self._encoder.encode(values)
         except (TypeError, ValueError, OverflowError):
@@ -319,10 +342,13 @@ class ContextCodec(Generic[C]):
                     )
         return data
 
-    def decode(self, data: bytes, base: C, run_id: str) -> C:
+    def decode(self, data: bytes, base: C, run_id: str, *, refill: bool = False) -> C:
         """Return `base` carrying the fields stored in `data` (its shared fields kept).
 
-        A mutable `base` is updated in place and returned; a frozen one is copied.
+        A mutable `base` is updated in place and returned; a frozen one is copied. With
+        `refill`, a list, dict or set `base` holds is refilled with the stored one of its type
+        in place of being replaced: a `child` context built around its parent's containers
+        (`context=lambda p: Sub(log=p.log)`) goes on sharing them, as in the run.
 
         Raises:
             RunDecodeError: `data` is not a stored context of this class.
@@ -341,10 +367,51 @@ class ContextCodec(Generic[C]):
             target = object.__new__(type(base))
             for name, value in context_fields(base).items():
                 object.__setattr__(target, name, value)
+        held: Mapping[str, object] = context_fields(target) if refill else {}
+        token = atomic_writes.set(AtomicWrites()) if refill else None  # not a beat's change
+        try:
+            self._set_stored(target, state, held, run_id)
+        finally:
+            if token is not None:
+                atomic_writes.reset(token)
+        return target
+
+    def _set_stored(
+        self, target: object, state: Any, held: Mapping[str, object], run_id: str
+    ) -> None:  # Any: the decoded struct
         setter: Callable[[object, str, object], None] = object.__setattr__
         for name in self._stored:
-            setter(target, name, getattr(state, name))
-        return target
+            value = getattr(state, name)
+            if value is msgspec.UNSET:
+                self._absent(target, name, getattr(state, self._deleted), run_id)
+            elif not (held and _refilled(held.get(name), value)):
+                setter(target, name, value)
+
+    def _absent(self, target: object, name: str, deleted: list[str], run_id: str) -> None:
+        """Delete `name` from `target` if the run had deleted it; else the row lacks it."""
+        if name not in deleted:
+            raise RunDecodeError(
+                run_id,
+                f"run {run_id!r}: the stored context does not decode as "
+                f"{self._cls.__qualname__}: it has no field {name!r}",
+            )
+        if name in context_fields(target):
+            object.__delattr__(target, name)
+
+
+def _refilled(held: object, value: object) -> bool:
+    """Refill the container `held` with `value`'s items if both are of one type; say if so."""
+    if type(held) is not type(value):
+        return False
+    if isinstance(held, list):
+        cast("list[object]", held)[:] = cast("list[object]", value)
+    elif isinstance(held, dict | set):
+        container = cast("dict[object, object] | set[object]", held)
+        container.clear()
+        container.update(cast("Any", value))  # Any: the same type as `held`
+    else:
+        return False
+    return True
 
 
 _CODECS: dict[type, ContextCodec[Any]] = {}

@@ -9,11 +9,15 @@ CadenceError
     └── StoreError              the store failed (unreachable, disk full, ownership lost)
         └── LeaseLostError      this caller no longer owns the run (another may run it)
 ```
+
+`RunCancelledError` and `StoreError` stop the run as themselves (they are `RunStoppedError`s),
+even when raised by a commit inside a `sync` or `child` step: never wrapped as a beat's
+failure, never handed to `on_error`.
 """
 
 from __future__ import annotations
 
-from cadence._errors import CadenceError
+from cadence._errors import CadenceError, RunStoppedError
 
 __all__ = [
     "DurableError",
@@ -45,7 +49,7 @@ class PlanChangedError(DurableError):
     """A run stored under one plan was resumed under another; no migration was given."""
 
 
-class RunCancelledError(DurableError):
+class RunCancelledError(DurableError, RunStoppedError):
     """The run was cancelled through the store (`store.cancel(run_id)`)."""
 
 
@@ -53,7 +57,7 @@ class RunDecodeError(DurableError):
     """A stored row (context, plan or result) could not be decoded."""
 
 
-class StoreError(DurableError):
+class StoreError(DurableError, RunStoppedError):
     """The store failed: unreachable, full, corrupted, or the run's ownership was lost."""
 
 

@@ -41,14 +41,12 @@ from cadence._errors import CadenceDefinitionError
 from cadence.durable._bridge import AsyncioThread, LoopClosedError
 from cadence.durable._codec import check_storable, codec_for
 from cadence.durable._errors import (
-    LeaseLostError,
     PlanChangedError,
     RunCancelledError,
     RunDecodeError,
     StoreError,
     lost_run_error,
 )
-from cadence.durable._held_socket import HeldSocket
 from cadence.durable._plan import describe_plan, plan_fingerprint
 from cadence.durable._store import (
     COLUMNS,
@@ -69,6 +67,8 @@ try:
     import psycopg.generators
     from psycopg import pq
     from psycopg_pool import AsyncConnectionPool
+
+    from cadence.durable._held_socket import HeldSocket  # psycopg's too
 except ImportError as exc:  # pragma: no cover - psycopg is installed in the test venv
     raise ImportError(
         "PostgresStore needs psycopg 3: pip install 'cadence-flow[postgres]'"
@@ -832,7 +832,8 @@ class PostgresStore:
                     watch.renewed = sent  # the database's lease began after this
                 else:
                     del self._watched[owner]
-                    logger.warning("run %r: the lease was lost", watch.run_id)
+                    # Lost, or cancelled: the run's caller logs which as it stops.
+                    logger.debug("run %r: its lease is no longer held", watch.run_id)
                     watch.lost()
 
     def _give_up_lapsed(self) -> None:
@@ -1241,8 +1242,8 @@ class Worker:
                 owner=owner,
                 claimed=record,
             )
-        except (LeaseLostError, RunCancelledError):  # taken over or cancelled: not a failure
-            pass  # the runner has logged why it stopped
+        except (StoreError, RunCancelledError):  # taken over, handed back or cancelled
+            pass  # not a failure of the run: the runner has logged why it stopped
         except (PlanChangedError, RunDecodeError) as exc:
             # Handed back for a worker that can resume it (another version, a migration):
             # this one claims it no more, instead of claiming it again at once forever.

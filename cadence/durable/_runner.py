@@ -249,7 +249,7 @@ class _Walk(Generic[C]):
         if level > 0:
             if progress.resume:  # resumed inside this child: its stored context and position
                 position, stored = progress.resume.pop(0)
-                context = codec.decode(stored, context, run_id)
+                context = codec.decode(stored, context, run_id, refill=True)
             progress.frames[level:] = [(position, None, codec.encode(context, run_id))]
         run_token = _RUN.set(run_id)
         try:

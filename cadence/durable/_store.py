@@ -104,11 +104,13 @@ class RunRecord:
         fingerprint: The plan's SHA-256.
         context: The last committed context, as stored JSON (shared fields left out).
         attempts: How many times the run was started or resumed.
-        owner: Who runs it now (`None` unless `running`).
+        owner: Who runs it now: set while `running`, and while `cancelled` until the caller
+            that ran it has stopped; else `None`.
         error: What it failed with, if it failed.
         created_at: When it was first started (UTC).
         updated_at: When it was last written (UTC).
-        inner: The progress inside the step at `position` (a `child` step's), as stored JSON.
+        inner: The progress inside the step at `position` (a `child` step's, or a `sync`
+            step's finished branches), as stored JSON.
 
     """
 
@@ -281,9 +283,10 @@ def undone_to(previous: RunStatus | None) -> Literal["pending", "failed"]:
 class Store(Protocol):
     """A checkpoint store: where durable runs commit their context and position.
 
-    Each method is a coroutine that does its I/O off the event loop. Ownership is by token:
-    `claim` hands a run to one owner, and `checkpoint`, `finish` and `release` only write
-    while that owner still holds it (else `StoreError`, or `RunCancelledError` after
+    Each method is a coroutine that never blocks the event loop on I/O that can wait (a
+    SQLite call that cannot wait may run inline; see `SQLiteStore`'s `offload`). Ownership is
+    by token: `claim` hands a run to one owner, and `checkpoint`, `finish` and `release` only
+    write while that owner still holds it (else `StoreError`, or `RunCancelledError` after
     `cancel`).
     """
 
@@ -360,7 +363,7 @@ class Store(Protocol):
         ...
 
     async def cancel(self, run_id: str) -> bool:
-        """Cancel a run that has not finished; return whether one was cancelled."""
+        """Cancel a run that has not completed (pending, running, failed); say if one was."""
         ...
 
     async def delete(self, run_id: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,4 +293,71 @@ async def test_a_durable_syncs_atomic_fields_end_as_in_a_plain_run_across_a_resu
     plain = await flow().run()
     assert (list(result.log), dict(result.seen)) == (list(plain.log), dict(plain.seen))
     assert dict(result.seen) == {"a": 1, "count": 2}  # both computes counted, once each
+    await store.aclose()
+
+
+async def test_appends_from_a_branchs_own_threads_are_kept_across_a_resume(
+    tmp_path: Path,
+) -> None:
+    failing = {"c"}
+    calls: list[str] = []
+    a_done = anyio.Event()
+
+    async def a(ctx: Tally) -> None:  # its appends come from threads of its own pool
+        calls.append("a")
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(ctx.log.append, ["a1", "a2"]))
+        a_done.set()
+
+    async def c(ctx: Tally) -> None:
+        calls.append("c")
+        ctx.log.append("c")
+        await a_done.wait()
+        if "c" in failing:
+            raise RuntimeError("c")
+
+    def flow() -> Cadence[Tally]:
+        return Cadence("threads", Tally()).sync("par", [a, c])
+
+    store = SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL")
+    with pytest.raises(BeatError):
+        await flow().run(run_id="t1", store=store)
+    failing.clear()
+    calls.clear()
+    result = await flow().run(run_id="t1", store=store)
+    assert sorted(calls) == ["a", "c"]  # whose appends they were is not known: both again
+    plain = await flow().run()
+    assert sorted(result.log) == sorted(plain.log) == ["a1", "a2", "c"]
+    await store.aclose()
+
+
+async def test_a_branch_that_deletes_an_atomic_field_runs_again_on_resume(
+    tmp_path: Path,
+) -> None:
+    failing = {"c"}
+    calls: list[str] = []
+    a_done = anyio.Event()
+
+    async def a(ctx: Tally) -> None:
+        calls.append("a")
+        del ctx.seen
+        a_done.set()
+
+    async def c(ctx: Tally) -> None:
+        calls.append("c")
+        await a_done.wait()
+        if "c" in failing:
+            raise RuntimeError("c")
+        ctx.n = 3
+
+    store = SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL")
+    flow = Cadence("deletes", Tally()).sync("par", [a, c])
+    with pytest.raises(BeatError):
+        await flow.run(run_id="t1", store=store)
+    failing.clear()
+    calls.clear()
+    result = await flow.run(run_id="t1", store=store)
+    assert sorted(calls) == ["a", "c"]
+    assert not hasattr(result, "seen")
+    assert result.n == 3
     await store.aclose()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +108,31 @@ def test_a_corrupted_row_is_listed_with_its_decoding_error(db: Path) -> None:
     shown = runner.invoke(runs, ["show", "r-bad", "--db", str(db)])
     assert shown.exit_code == 2  # shown alone, the row is refused by name
     assert "run 'r-bad': its row" in shown.output
+
+
+_WITHOUT_PSYCOPG = """
+import sys
+sys.modules["psycopg"] = None  # as on a machine without the postgres extra
+sys.argv = ["cadence", *sys.argv[1:]]
+from cadence.cli import main
+main()
+"""
+
+
+def test_a_sqlite_store_needs_no_psycopg_and_a_dsn_names_the_extra(db: Path) -> None:
+    def cadence(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", _WITHOUT_PSYCOPG, "runs", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    listed = cadence("list", "--db", str(db))
+    assert listed.returncode == 0, listed.stderr
+    assert "r-ok" in listed.stdout
+    refused = cadence("list", "--dsn", "postgresql://app@127.0.0.1/app")
+    assert refused.returncode == 2
+    assert "pip install 'cadence-flow[postgres]'" in refused.stderr
+    assert "Traceback" not in refused.stderr

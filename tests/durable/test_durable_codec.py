@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import json
 import math
 import re
 import threading
@@ -158,6 +159,22 @@ def test_a_stored_context_that_does_not_decode_names_the_run() -> None:
         codec.decode(b'{"when": 3}', Rich(), "r9")
     with pytest.raises(RunDecodeError, match="run 'r9'"):
         codec.decode(b"\xff", Rich(), "r9")
+
+
+def test_a_deleted_field_is_absent_again_when_read_back() -> None:
+    codec = codec_for(Loose)
+    gone = Loose(raw=[1])
+    del gone.raw
+    data = codec.encode(gone, "r")
+    assert json.loads(data) == {"-deleted": ["raw"]}
+    back = codec.decode(data, Loose(raw=[2]), "r")
+    assert "raw" not in vars(back)  # as in the run: the class default shows through
+    assert codec.decode(codec.encode(Loose(raw=[3]), "r"), back, "r").raw == [3]
+
+
+def test_a_stored_context_missing_a_field_names_it() -> None:
+    with pytest.raises(RunDecodeError, match=r"run 'r': .* Loose: it has no field 'raw'"):
+        codec_for(Loose).decode(b"{}", Loose(), "r")
 
 
 @dataclass

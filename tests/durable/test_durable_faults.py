@@ -244,3 +244,43 @@ async def test_a_run_whose_owner_was_killed_but_not_reaped_is_taken_over(tmp_pat
         holder.wait()
         assert holder.stdout is not None
         holder.stdout.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "child"])
+@pytest.mark.parametrize("stop", [True, False])
+async def test_a_commit_failing_inside_a_sync_or_child_step_stops_the_run_as_itself(
+    tmp_path: Path, kind: str, stop: bool
+) -> None:
+    """Not a beat's failure: no error handler recovers it, nor is it wrapped as a BeatError."""
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path, synchronous="NORMAL", busy_timeout=0.05)
+    other = sqlite3.connect(path, isolation_level=None)
+    locks = [other]
+
+    async def lock_out(ctx: Big) -> None:  # another writer takes the lock before the commit
+        ctx.blobs.append("locked")
+        if locks:
+            locks.pop().execute("BEGIN IMMEDIATE")
+
+    async def after(ctx: Big) -> None:
+        ctx.blobs.append("after")
+
+    async def idle(ctx: Big) -> None:
+        await anyio.sleep(0.5)  # still running when its sibling's commit fails
+
+    inner = Cadence("inner", Big()).then("lock_out", lock_out).then("after", after)
+    flow = Cadence("outer", Big())
+    if kind == "sync":
+        flow = flow.sync("par", [lock_out, idle])
+    else:
+        flow = flow.child("sub", inner, context=lambda ctx: Big(), merge=lambda ctx, sub: ctx)
+    handled: list[Exception] = []
+    flow = flow.then("end", after).on_error(lambda ctx, exc: handled.append(exc), stop=stop)
+    with pytest.raises(StoreError, match=r"run 'r': .*database is locked"):
+        await flow.run(run_id="r", store=store)
+    assert handled == []
+    other.execute("ROLLBACK")
+    other.close()
+    result = await flow.run(run_id="r", store=store)  # resumable, as any store failure
+    assert result == await flow.run()
+    await store.aclose()

@@ -453,6 +453,33 @@ async def test_a_run_cancelled_in_its_step_is_kept_until_its_caller_lets_it_go(
     assert await store.delete("r10")
 
 
+@pytest.mark.parametrize("kind", ["sync", "child"])
+async def test_a_run_cancelled_inside_a_sync_or_child_step_stays_cancelled(
+    store: SQLiteStore, kind: str
+) -> None:
+    handled: list[Exception] = []
+
+    async def cancel(ctx: Order) -> None:
+        assert await store.cancel("r11")
+
+    async def idle(ctx: Order) -> None:
+        await anyio.sleep(0.5)
+
+    flow = Cadence("cancelled", Order())
+    if kind == "sync":
+        flow = flow.sync("par", [cancel, idle])
+    else:
+        inner = Cadence("inner", Order()).then("cancel", cancel).then("idle", idle)
+        flow = flow.child("sub", inner, context=lambda ctx: Order(), merge=lambda ctx, sub: ctx)
+    flow = flow.then("after", idle).on_error(lambda ctx, exc: handled.append(exc), stop=False)
+    with pytest.raises(RunCancelledError, match="'r11' was cancelled"):
+        await flow.run(run_id="r11", store=store)
+    assert handled == []  # no handler recovers a cancelled run, nor does it run on
+    record = await store.get("r11")
+    assert record is not None
+    assert (record.status, record.owner) == ("cancelled", None)
+
+
 async def test_inspecting_deleting_and_pruning_runs(tmp_path: Path) -> None:
     now = [1_000_000.0]
     store = SQLiteStore(tmp_path / "runs.db", clock=lambda: now[0])
@@ -913,3 +940,68 @@ async def test_a_store_lost_mid_run_fails_the_run_and_leaves_it_resumable(
     # Same process: the failed attempt is over, so its run is taken over at once.
     assert await beats.flow().run(Order(), run_id="lost", store=store) == EXPECTED
     assert beats.calls == ["wait", "left", "right", "last"]
+
+
+async def test_a_field_a_beat_deleted_stays_deleted_across_a_resume(store: SQLiteStore) -> None:
+    failing = [True]
+
+    async def drop(ctx: Order) -> None:
+        del ctx.items
+
+    async def flaky(ctx: Order) -> None:
+        if failing:
+            failing.clear()
+            raise ConnectionError("down")
+        ctx.total = 2
+
+    flow = Cadence("drops", Order()).then("drop", drop).then("flaky", flaky)
+    with pytest.raises(BeatError):
+        await flow.run(run_id="r12", store=store)
+    resumed = await flow.run(run_id="r12", store=store)  # from the commit after `drop`
+    stored = await flow.run(run_id="r12", store=store)  # finished: its stored result
+    for result in (resumed, stored):
+        assert not hasattr(result, "items")
+        assert result.total == 2
+
+
+@dataclass
+class Notes(Context):
+    log: AtomicList[str] = field(default_factory=AtomicList[str])
+    seen: dict[str, int] = field(default_factory=dict[str, int])
+
+
+async def test_a_child_sharing_its_parents_containers_goes_on_sharing_them_on_resume(
+    store: SQLiteStore,
+) -> None:
+    failing = [True]
+
+    async def start(ctx: Notes) -> None:
+        ctx.log.append("parent")
+
+    async def one(ctx: Notes) -> None:
+        ctx.log.append("one")
+        ctx.seen["one"] = 1
+
+    async def two(ctx: Notes) -> None:
+        if failing:
+            failing.clear()
+            raise ConnectionError("down")
+        ctx.log.append("two")
+
+    inner = Cadence("inner", context_type=Notes).then("one", one).then("two", two)
+    flow = (
+        Cadence("shares", Notes())
+        .then("start", start)
+        .child(
+            "sub",
+            inner,
+            context=lambda p: Notes(log=p.log, seen=p.seen),  # the parent's own containers
+            merge=lambda p, sub: p,  # nothing to merge: the child wrote into them
+        )
+    )
+    with pytest.raises(BeatError):
+        await flow.run(run_id="r13", store=store)
+    resumed = await flow.run(run_id="r13", store=store)  # inside the child, at `two`
+    plain = await flow.run()
+    assert (list(resumed.log), resumed.seen) == (list(plain.log), plain.seen)
+    assert list(resumed.log) == ["parent", "one", "two"]

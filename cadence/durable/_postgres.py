@@ -66,6 +66,7 @@ try:
     import psycopg.errors
     import psycopg.generators
     from psycopg import pq
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
     from psycopg_pool import AsyncConnectionPool
 
     from cadence.durable._held_socket import HeldSocket  # psycopg's too
@@ -404,6 +405,32 @@ class _Watch:
         return self.renewed + lease * _LAPSE
 
 
+def _bounded(dsn: str, lease: float) -> str:
+    """Return `dsn` with libpq's TCP timeouts added where it sets none.
+
+    Without them a call caught by a network partition waits for the kernel to give up on
+    the connection (15 minutes by default), a claim or finish with it, shielded from
+    cancellation as they are: keepalives find a silent server within half a lease, and
+    `tcp_user_timeout` fails a write the server has not acknowledged within one lease.
+    Ignored on Unix-domain sockets. A DSN's own values are kept.
+
+    Raises:
+        psycopg.ProgrammingError: `dsn` does not parse.
+
+    """
+    given = conninfo_to_dict(dsn)
+    idle = max(1, round(lease / 6))
+    bounds = {
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": idle,
+        "keepalives_count": 2,
+        "tcp_user_timeout": max(1000, round(lease * 1000)),
+    }
+    missing = {key: value for key, value in bounds.items() if key not in given}
+    return make_conninfo(dsn, **missing) if missing else dsn
+
+
 class PostgresStore:
     """Keep durable runs in PostgreSQL, shared by worker processes on many machines.
 
@@ -419,7 +446,8 @@ class PostgresStore:
     store renews the leases of all of them every third of the lease, in one statement.
 
     Args:
-        dsn: A libpq connection string or URL.
+        dsn: A libpq connection string or URL. TCP keepalives and `tcp_user_timeout` are
+            added where it sets none, scaled to the lease (a partition fails a call in time).
         lease: Seconds a claim holds a run without a heartbeat (or a checkpoint made once
             half of it is spent).
         poll_interval: Seconds between looks at a run another live caller owns.
@@ -443,6 +471,7 @@ class PostgresStore:
         prepare: bool = True,
     ) -> None:
         self.dsn = dsn
+        self._conninfo = dsn  # with TCP timeouts, once parsed (`_bounded`)
         self.lease = lease
         self.prepare = prepare
         self._libpq = prepare and _LIBPQ  # past psycopg's cursors: a third of a commit's CPU
@@ -522,7 +551,8 @@ class PostgresStore:
         The pool's own retries would time out after 10 s with the cause in its logs only.
         """
         try:
-            probe = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=10)
+            self._conninfo = _bounded(self.dsn, self.lease)
+            probe = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=10)
         except psycopg.Error as exc:
             name = f"run {run_id!r}: " if run_id else ""
             raise StoreError(run_id, f"{name}PostgreSQL is unavailable: {exc}") from exc
@@ -532,7 +562,7 @@ class PostgresStore:
         """Open the pool, and create or migrate the schema."""
         await self._probe(run_id)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            self.dsn,
+            self._conninfo,
             min_size=self._min_size,
             max_size=self._max_size,
             open=False,

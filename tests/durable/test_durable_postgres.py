@@ -1414,3 +1414,27 @@ async def test_a_context_bigger_than_the_sockets_buffer_is_committed_whole(dsn: 
         assert await store.list_runs(status="running") == []  # after the runs' hand-backs
     assert not store._sockets  # pyright: ignore[reportPrivateUsage] # each let go with its run
     await store.aclose()
+
+
+async def test_the_stores_connections_carry_tcp_timeouts_unless_the_dsn_sets_its_own(
+    dsn: str,
+) -> None:
+    """A network partition fails a call within a lease, not after the kernel's 15 minutes."""
+    store = PostgresStore(f"{dsn}?keepalives_idle=7", lease=12.0)
+    await Cadence("tcp", Job()).then("a", make_beat("a")).run(Job(), run_id="t-1", store=store)
+
+    async def parameters() -> dict[str, str]:
+        pool = store._pool  # pyright: ignore[reportPrivateUsage] # the store's own connections
+        assert pool is not None
+        async with pool.connection() as connection:
+            return connection.info.get_parameters()
+
+    if sniffio.current_async_library() == "trio":
+        given = await store._on_loop_thread(parameters())  # pyright: ignore[reportPrivateUsage] # as above
+    else:
+        given = await parameters()
+    assert given["keepalives"] == "1"
+    assert given["keepalives_idle"] == "7"  # the DSN's own
+    assert (given["keepalives_interval"], given["keepalives_count"]) == ("2", "2")
+    assert given["tcp_user_timeout"] == "12000"  # a lease
+    await store.aclose()

@@ -39,7 +39,7 @@ import anyio.abc
 
 from cadence._errors import CadenceDefinitionError
 from cadence.durable._bridge import AsyncioThread, LoopClosedError
-from cadence.durable._codec import check_storable, codec_for
+from cadence.durable._codec import check_storable
 from cadence.durable._errors import (
     PlanChangedError,
     RunCancelledError,
@@ -47,7 +47,6 @@ from cadence.durable._errors import (
     StoreError,
     lost_run_error,
 )
-from cadence.durable._plan import describe_plan, plan_fingerprint
 from cadence.durable._store import (
     COLUMNS,
     Claim,
@@ -325,7 +324,8 @@ def _oldest_per_cadence(
 # however many runs are queued), unlocked, then locks in the cadence whose head is oldest,
 # skipping what other claims hold: it locks at most one pending and one expired run, however
 # many cadences the worker serves (a lock on each cadence's head would send a concurrent
-# claim away empty-handed while runs are queued).
+# claim away empty-handed while runs are queued). An expired run goes first: it is work in
+# progress whose owner died, to be taken over within a third of a lease however long the queue.
 _CLAIM_NEXT = _Statement(
     "claim_next",
     "WITH "  # noqa: S608 # constant pieces, as above
@@ -336,7 +336,8 @@ _CLAIM_NEXT = _Statement(
     "UPDATE cadence_runs SET status = 'running', owner = %s, attempts = attempts + 1, "
     "lease_until = now() + make_interval(secs => %s), updated_at = now() "
     "FROM (SELECT run_id, late FROM (SELECT *, false AS late FROM pending "
-    "UNION ALL SELECT *, true FROM expired) AS candidates ORDER BY created_at LIMIT 1) AS pick "
+    "UNION ALL SELECT *, true FROM expired) AS candidates ORDER BY late DESC, created_at LIMIT 1) "
+    "AS pick "
     "WHERE cadence_runs.run_id = pick.run_id "
     "RETURNING cadence_runs.run_id, cadence, status, position, step, plan, fingerprint, "
     "context, attempts, owner, error, extract(epoch FROM created_at)::float8, "
@@ -483,6 +484,7 @@ class PostgresStore:
         self._held: dict[str, psycopg.AsyncConnection[Any]] = {}  # owner -> its connection
         self._orphans: list[psycopg.AsyncConnection[Any]] = []  # to hand back to the pool
         self._watched: dict[str, _Watch] = {}  # owner -> its run, `lost`, its last renewal
+        self._claimed_at: dict[str, float] = {}  # owner -> `time.monotonic()` before its claim
         self._beating: asyncio.Task[None] | None = None
         self._opening: asyncio.Lock | None = None
         self._ready: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()  # prepared
@@ -719,6 +721,7 @@ class PostgresStore:
         parameters = (run_id, *new.row(run_id), owner, self.lease, new.resume_failed)
         connection = await _checkout(pool, run_id, f"run {run_id!r}: claiming the run")
         keep = False
+        sent = time.monotonic()
         try:
             for _ in range(3):  # a run deleted or handed back between the two reads: again
                 cursor = await connection.execute(_CLAIM, parameters, prepare=self.prepare)
@@ -735,6 +738,7 @@ class PostgresStore:
                     keep = len(self._held) < self._max_size - 1
                     if keep:
                         self._held[owner] = connection
+                    self._claimed_at[owner] = sent  # the lease's start, for `watch`
                     return Claim(cast("ClaimOutcome", outcome), record, previous)
                 cursor = await connection.execute(_SELECT_RUN, (run_id,), prepare=self.prepare)
                 row = await cursor.fetchone()
@@ -797,6 +801,7 @@ class PostgresStore:
             self._bridge.call_soon(self.done, owner)
             return
         self.unwatch(owner)
+        self._claimed_at.pop(owner, None)
         self._drop(owner)
 
     def watch(self, run_id: str, owner: str, lost: Callable[[], None]) -> None:
@@ -804,7 +809,10 @@ class PostgresStore:
         if self._bridge is not None and self._bridge.elsewhere():  # `lost` runs on trio
             self._bridge.call_soon(self.watch, run_id, owner, self._bridge.back_here(lost))
             return
-        self._watched[owner] = _Watch(run_id, lost, time.monotonic())
+        # The lease began with the claim, not now: observers and a resume's decoding ran since.
+        renewed = self._claimed_at.pop(owner, None)
+        start = time.monotonic() if renewed is None else renewed
+        self._watched[owner] = _Watch(run_id, lost, start)
         if self._beating is None or self._beating.done():
             self._beating = asyncio.get_running_loop().create_task(
                 self._beat(), name="cadence-postgres-heartbeat"
@@ -945,7 +953,7 @@ class PostgresStore:
         skip: Sequence[str] = (),
         expired: bool = True,
     ) -> RunRecord | None:
-        """Claim the oldest pending run of `cadences`, or one whose lease ran out.
+        """Claim a run of `cadences` whose lease ran out, else the oldest pending one.
 
         Runs named in `skip` are left to other workers; `expired=False` looks at pending runs
         only. The connection the claim ran on stays with the run (see the class docs).
@@ -965,6 +973,7 @@ class PostgresStore:
         late = names if expired else []  # no cadence to look up: that half reads nothing
         # Each half of `_oldest_per_cadence`: its cadences, then the runs to skip twice.
         values = (names, refused, refused, late, refused, refused, owner, self.lease)
+        sent = time.monotonic()
         try:
             if self._libpq:
                 result = await self._fast(connection, _CLAIM_NEXT, values)
@@ -976,6 +985,8 @@ class PostgresStore:
             keep = record is not None and len(self._held) < self._max_size - 1
             if keep:
                 self._held[owner] = connection
+            if record is not None:
+                self._claimed_at[owner] = sent
         except psycopg.Error as exc:
             raise StoreError("", f"claiming a queued run failed in PostgreSQL: {exc}") from exc
         finally:
@@ -1126,15 +1137,15 @@ async def enqueue(
         Whether it was queued (`False`: the run id is taken).
 
     Raises:
-        CadenceDefinitionError: the context type cannot be stored (the field is named).
+        CadenceDefinitionError: `run_id` is not a non-empty string, or the context type
+            cannot be stored (the field is named).
+        StoreError: the context holds a value that cannot be stored (the field is named).
 
     """
-    codec = codec_for(type(context))
-    check_storable(cadence)
-    plan = describe_plan(cadence)
-    first = cadence.steps[0].name if cadence.steps else None
-    new = NewRun(cadence.name, plan, plan_fingerprint(plan), codec.encode(context, run_id), first)
-    return await store.enqueue_row(run_id, new)
+    from cadence.durable._runner import checked_run_id, new_run  # noqa: PLC0415 # a cycle, as in Worker
+
+    run_id = checked_run_id(cadence, run_id)
+    return await store.enqueue_row(run_id, new_run(cadence, context, run_id))
 
 
 class Worker:
@@ -1153,7 +1164,8 @@ class Worker:
         concurrency: Runs at once. With the default, 8, a connection per run and the
             heartbeat's leave one of the store's default pool (`max_size=10`) to spare.
         idle: Seconds to wait when the queue is empty.
-        grace: Seconds the runs in hand get to finish after SIGTERM, SIGINT or `stop()`.
+        grace: Seconds the runs in hand get to finish after SIGTERM, SIGINT or `stop()`; a
+            second SIGTERM or SIGINT cuts it short (the runs are handed back at once).
 
     """
 
@@ -1179,6 +1191,8 @@ class Worker:
         self.grace = grace
         self._stopping = False
         self._claiming: anyio.CancelScope | None = None
+        self._grace: anyio.CancelScope | None = None  # the wait for the runs in hand to end
+        self._rushed = False  # a second signal came: no grace
         self._refused: set[str] = set()  # runs this worker cannot resume (plan, decoding)
         self._in_hand: set[str] = set()  # not claimed again: one may be handed back any moment
 
@@ -1206,8 +1220,9 @@ class Worker:
                 self._claiming = None
                 hand.stopping = True
                 if hand.count:
-                    with anyio.move_on_after(self.grace):
+                    with anyio.move_on_after(0 if self._rushed else self.grace) as self._grace:
                         await hand.empty.wait()
+                    self._grace = None
                     if hand.count:
                         logger.warning(
                             "stopping: handing back %d runs still running after %.1f s",
@@ -1289,10 +1304,15 @@ class Worker:
                 hand.empty.set()
 
     async def _watch_signals(self) -> None:
+        """Stop at the first SIGTERM or SIGINT; at the next, hand the runs back at once."""
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
-                self.stop()
-                return
+                if not self._stopping:
+                    self.stop()
+                    continue
+                self._rushed = True  # the grace is cut short: the runs are handed back now
+                if self._grace is not None:
+                    self._grace.cancel()
 
 
 async def _checkout(

@@ -304,34 +304,56 @@ async def run_durable(
     `owner` is the token of a claim already made (a worker's), and `claimed` the record that
     claim returned (then the run is not claimed again); by default a new claim is made.
     """
-    name = cadence.name
-    if not isinstance(run_id, str) or not run_id:
-        raise CadenceDefinitionError(
-            f"cadence {name!r}: a durable run needs run_id, a non-empty string, got {run_id!r}"
-        )
+    run_id = checked_run_id(cadence, run_id)
     if store is None:
         raise CadenceDefinitionError(
-            f"cadence {name!r}: run_id={run_id!r} needs a store (store=SQLiteStore(path))"
+            f"cadence {cadence.name!r}: run_id={run_id!r} needs a store (store=SQLiteStore(path))"
         )
-    codec = codec_for(type(context))
-    check_storable(cadence)
-    steps = cadence.steps
-    plan = describe_plan(cadence)
-    fingerprint = plan_fingerprint(plan)
-    new = NewRun(
-        name, plan, fingerprint, codec.encode(context, run_id), steps[0].name if steps else None
-    )
     if owner is not None and claimed is not None:  # a worker's claim: go on with it
+        # The run exists: its template context is not stored, so not encoded (nor refused).
         token, claim = owner, Claim("claimed", claimed)
+        plan = describe_plan(cadence)  # its cadences were checked when the worker was made
     else:
+        new = new_run(cadence, context, run_id)
+        plan = new.plan
         token = store.new_owner() if owner is None else owner
         claim = await _shielded(store.claim(run_id, token, new))
         if claim.outcome == "busy":
             token, claim = await _wait_for(cadence, store, run_id, owner, new)
     try:
-        return await _attempt(cadence, context, store, claim, token, new, migration)
+        return await _attempt(cadence, context, store, claim, token, plan, migration)
     finally:
         store.done(token)
+
+
+def checked_run_id(cadence: Cadence[Any], run_id: object) -> str:  # Any: any cadence
+    """Return `run_id` if it is a non-empty string.
+
+    Raises:
+        CadenceDefinitionError: it is not (the cadence is named).
+
+    """
+    if not isinstance(run_id, str) or not run_id:
+        raise CadenceDefinitionError(
+            f"cadence {cadence.name!r}: a durable run needs run_id, a non-empty string, "
+            f"got {run_id!r}"
+        )
+    return run_id
+
+
+def new_run(cadence: Cadence[C], context: C, run_id: str) -> NewRun:
+    """Return what a store creates a durable run from, its context type checked.
+
+    Raises:
+        CadenceDefinitionError: the context type cannot be stored (the field is named).
+        StoreError: the context holds a value that cannot be stored (the field is named).
+
+    """
+    codec = codec_for(type(context))
+    check_storable(cadence)
+    plan = describe_plan(cadence)
+    first = cadence.steps[0].name if cadence.steps else None
+    return NewRun(cadence.name, plan, plan_fingerprint(plan), codec.encode(context, run_id), first)
 
 
 async def _shielded(call: Awaitable[T]) -> T:
@@ -401,11 +423,11 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
     store: Store,
     claim: Claim,
     token: str,
-    new: NewRun,
+    plan: tuple[str, ...],
     migration: Migration | None,
 ) -> C:
     """Go on with a claimed run (or return a finished one's result)."""
-    name, run_id, steps, plan = cadence.name, claim.record.run_id, cadence.steps, new.plan
+    name, run_id = cadence.name, claim.record.run_id
     codec = codec_for(type(context))
     record = claim.record
     if claim.outcome == "cancelled":
@@ -433,32 +455,78 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
             raise RunDecodeError(run_id, f"run {run_id!r} completed but has no stored context")
         return codec.decode(record.context, context, run_id)
 
+    return await _run_claimed(cadence, context, store, claim, token, plan, migration)
+
+
+async def _run_claimed(  # noqa: PLR0917 # as `_attempt`'s
+    cadence: Cadence[C],
+    context: C,
+    store: Store,
+    claim: Claim,
+    token: str,
+    plan: tuple[str, ...],
+    migration: Migration | None,
+) -> C:
+    """Run a run this caller created or claimed to its end; record how it stopped."""
+    run_id, steps, record = claim.record.run_id, cadence.steps, claim.record
+    codec = codec_for(type(context))
     position = record.position
     progress: _Progress | None = None
+    # On a leased store the heartbeat renews the lease from the claim on, and stops the run
+    # if it finds it lost: observers and a resume's decoding run under it too.
+    leased = cast("Leased", store) if getattr(store, "watch", None) is not None else None
+    lost = anyio.CancelScope()  # cancelled by nothing but the heartbeat's finding
+    result: C | None = None
     try:  # from here on the run is ours: however this attempt stops, `_stop` records it
-        if cadence.hooks and claim.outcome in ("created", "claimed"):  # observers hear first
-            await _tell_claim(cadence, claim, token)
-        inner = None
-        if claim.outcome == "claimed":
-            context, position, inner = await _resume_at(
-                store, record, token, context, codec, plan, migration, len(steps)
-            )
-        step = steps[position].name if position < len(steps) else None
-        progress = _Progress(
-            cadence, store, run_id, token, position, step, codec.encode(context, run_id)
-        )
-        progress.load_inner(inner)
-        walk = _Walk[C](progress, 0, position, "")
-        observed = durable_run(cadence, run_id)
+        if leased is not None:
+            leased.watch(run_id, token, lost.cancel)
         try:
-            result = await _leased(cadence, context, walk, store, progress)
+            with lost:
+                if cadence.hooks and claim.outcome in ("created", "claimed"):  # heard first
+                    await _tell_claim(cadence, claim, token)
+                inner = None
+                if claim.outcome == "claimed":
+                    context, position, inner = await _resume_at(
+                        store, record, token, context, codec, plan, migration, len(steps)
+                    )
+                step = steps[position].name if position < len(steps) else None
+                progress = _Progress(
+                    cadence, store, run_id, token, position, step, codec.encode(context, run_id)
+                )
+                progress.load_inner(inner)
+                walk = _Walk[C](progress, 0, position, "")
+                observed = durable_run(cadence, run_id)
+                try:
+                    result = await execute(cadence, context, None, walk)
+                finally:
+                    end_durable_run(observed)
         finally:
-            end_durable_run(observed)
+            if leased is not None:
+                leased.unwatch(token)
+        if lost.cancel_called:  # the steps were stopped for it
+            at = (record.position, record.step) if progress is None else progress.frames[0][:2]
+            raise await _lease_lost(cadence, store, run_id, token, at)  # noqa: TRY301 # `_stop` records it below
     except BaseException as exc:
         untouched = progress is None or not progress.wrote  # nothing committed: undo the claim
         with anyio.CancelScope(shield=True):
             await _stop(store, run_id, token, exc, undone_to(claim.previous) if untouched else None)
         raise
+    # Set, as the steps ran to their end without the heartbeat stopping them.
+    done = cast("C", result)
+    await _finish(cadence, store, token, codec, done, cast("_Progress", progress))
+    return done
+
+
+async def _finish(  # noqa: PLR0917 # the pieces of one finish, passed once
+    cadence: Cadence[C],
+    store: Store,
+    token: str,
+    codec: ContextCodec[C],
+    result: C,
+    progress: _Progress,
+) -> None:
+    """Store a run's result; a store failing, or a cancel just now, hands the run back."""
+    run_id = progress.run_id
     try:
         with anyio.CancelScope(shield=True):  # the result is ours: a cancel waits for it
             await store.finish(
@@ -467,7 +535,7 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
                 status="completed",
                 context=codec.encode(result, run_id),
                 error=None,
-                position=len(steps),
+                position=len(cadence.steps),
             )
     except (StoreError, RunCancelledError) as exc:  # the store failing, or cancelled just now
         with anyio.CancelScope(shield=True):
@@ -476,40 +544,18 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
                 await store_failed(cadence, run_id, token, position, in_flight, exc)
             await _stop(store, run_id, token, exc, None)  # handed back (or logged): resumable
         raise
-    return result
-
-
-async def _leased(
-    cadence: Cadence[C], context: C, walk: _Walk[C], store: Store, progress: _Progress
-) -> C:
-    """Run the steps; on a leased store, stop them if its heartbeat finds the lease lost."""
-    if getattr(store, "watch", None) is None:
-        return await execute(cadence, context, None, walk)
-    leased = cast("Leased", store)
-    run_id, owner = progress.run_id, progress.owner
-    scope = anyio.CancelScope()  # cancelled by nothing but the heartbeat's finding
-    leased.watch(run_id, owner, scope.cancel)
-    result: C | None = None
-    try:
-        with scope:
-            result = await execute(cadence, context, None, walk)
-    finally:
-        leased.unwatch(owner)
-    if scope.cancel_called:  # the steps were stopped for it
-        raise await _lease_lost(cadence, store, progress)
-    return cast("C", result)
 
 
 async def _lease_lost(
-    cadence: Cadence[Any], store: Store, progress: _Progress
+    cadence: Cadence[Any], store: Store, run_id: str, owner: str, at: tuple[int, str | None]
 ) -> DurableError:  # Any: any cadence
     """Return why the heartbeat found the lease gone (and tell observers of a lost run).
 
-    `RunCancelledError` if the run was cancelled through the store, else `LeaseLostError`
-    naming who holds it now, or saying that the lease could not be renewed in time.
+    `at` is where the run stands (its position and next step). `RunCancelledError` if the run
+    was cancelled through the store, else `LeaseLostError` naming who holds it now, or saying
+    that the lease could not be renewed in time.
     """
-    run_id, owner = progress.run_id, progress.owner
-    position, step, _ = progress.frames[0]
+    position, step = at
     record: RunRecord | None = None
     why = "the store did not answer"
     with anyio.CancelScope(shield=True), anyio.move_on_after(_LOOK_FOR):  # cut off, maybe

@@ -150,13 +150,17 @@ def record_from_row(row: Sequence[object], where: str) -> RunRecord:
         status = str(row[2])
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")  # noqa: TRY301 # one message for every bad column
+        position = int(cast("int", row[3]))
+        plan = tuple(str(line) for line in json.loads(cast("str", row[5])))
+        if not 0 <= position <= len(plan):
+            raise ValueError(f"position {position} is outside its plan of {len(plan)} steps")  # noqa: TRY301 # as above
         return RunRecord(
             run_id=run_id,
             cadence=str(row[1]),
             status=cast("RunStatus", status),
-            position=int(cast("int", row[3])),
+            position=position,
             step=None if row[4] is None else str(row[4]),
-            plan=tuple(str(line) for line in json.loads(cast("str", row[5]))),
+            plan=plan,
             fingerprint=str(row[6]),
             context=_as_bytes(row[7]),
             attempts=int(cast("int", row[8])),

@@ -588,7 +588,9 @@ async def test_a_checkpoint_renews_only_a_lease_half_spent_and_updates_its_row_i
     assert found == [(6, 3)]
 
 
-async def test_a_claim_takes_the_oldest_run_of_its_cadences_pending_or_expired(dsn: str) -> None:
+async def test_a_claim_takes_an_expired_run_of_its_cadences_first_then_the_oldest_pending(
+    dsn: str,
+) -> None:
     store = PostgresStore(dsn)
 
     for run_id in ("a1", "b1", "c1", "a2", "b2"):
@@ -610,10 +612,11 @@ async def test_a_claim_takes_the_oldest_run_of_its_cadences_pending_or_expired(d
         "CASE run_id WHEN 'a1' THEN 3 WHEN 'b2' THEN 2 ELSE 1 END "
         "WHERE run_id IN ('a1', 'b1', 'b2')",
     )
-    assert await claimed() == "a1"  # expired, and older than a2, still pending
-    assert await claimed() == "a2"  # older than b's first expired lease's run, b2
+    # Expired runs first (work in progress whose owner died), earliest lease first.
+    assert await claimed() == "a1"
     assert await claimed() == "b2"  # expired before b1 (by lease, not by age)
-    assert await claimed() == "b1"
+    assert await claimed() == "b1"  # before a2, pending and older
+    assert await claimed() == "a2"
     assert await claimed() is None  # the fresh leases hold
     found = await _sql(dsn, "SELECT run_id, attempts FROM cadence_runs ORDER BY run_id")
     assert found == [("a1", 2), ("a2", 1), ("b1", 2), ("b2", 2), ("c1", 0)]
@@ -1437,4 +1440,104 @@ async def test_the_stores_connections_carry_tcp_timeouts_unless_the_dsn_sets_its
     assert given["keepalives_idle"] == "7"  # the DSN's own
     assert (given["keepalives_interval"], given["keepalives_count"]) == ("2", "2")
     assert given["tcp_user_timeout"] == "12000"  # a lease
+    await store.aclose()
+
+
+@dataclass
+class _Scored(Context):
+    score: float = 0.0
+
+
+async def test_a_worker_runs_a_queued_run_whatever_its_cadences_template_holds(dsn: str) -> None:
+    """The template is not stored for a claimed run: a NaN in it refuses nothing."""
+    store = PostgresStore(dsn)
+    done = anyio.Event()
+
+    async def score(ctx: _Scored) -> None:
+        ctx.score += 1.5
+        done.set()
+
+    queued = Cadence("scored", _Scored()).then("score", score)
+    assert await enqueue(queued, _Scored(score=1.0), run_id="sc-1", store=store)
+    served = Cadence("scored", _Scored(score=float("nan"))).then("score", score)
+    worker = Worker(store, [served], idle=0.01)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(worker.run, handle_signals=False))
+            await done.wait()
+            worker.stop()
+    record = await store.get("sc-1")
+    assert record is not None
+    assert (record.status, record.attempts, record.context) == ("completed", 1, b'{"score":2.5}')
+    with pytest.raises(CadenceDefinitionError, match="needs run_id, a non-empty string, got ''"):
+        await enqueue(queued, _Scored(), run_id="", store=store)
+    assert await store.list_runs() == [record]
+    await store.aclose()
+
+
+async def test_the_lease_is_renewed_from_the_claim_on_while_observers_hear_of_it(
+    dsn: str,
+) -> None:
+    """A slow listener of `RunClaimed` holds the run longer than a lease: no one takes it."""
+    from cadence.events import RunClaimed  # noqa: PLC0415 # as above
+
+    store, rival = PostgresStore(dsn, lease=1.0), PostgresStore(dsn, lease=1.0)
+    ran: list[str] = []
+    told = anyio.Event()
+
+    async def step(ctx: Job) -> None:
+        ran.append("s")
+        ctx.n += 1
+
+    async def slow(event: object) -> None:
+        if isinstance(event, RunClaimed):
+            told.set()
+            await anyio.sleep(2.5)
+
+    flow = Cadence("slow", Job()).then("s", step)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(
+                functools.partial(flow.with_listener(slow).run, Job(), run_id="sl-1", store=store)
+            )
+            await told.wait()
+            await anyio.sleep(1.5)  # past the claim's lease, were it not renewed meanwhile
+            assert await flow.run(Job(), run_id="sl-1", store=rival) == Job(n=1)  # waited
+    assert ran == ["s"]
+    record = await rival.get("sl-1")
+    assert record is not None
+    assert (record.status, record.attempts) == ("completed", 1)
+    await store.aclose()
+    await rival.aclose()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_second_signal_cuts_the_grace_short_and_hands_the_runs_back(
+    dsn: str, signum: signal.Signals
+) -> None:
+    store = PostgresStore(dsn)
+    entered = anyio.Event()
+
+    async def stuck(ctx: Job) -> None:
+        entered.set()
+        await anyio.sleep_forever()
+
+    flow = Cadence("rushed", Job()).then("a", make_beat("a")).then("b", stuck)
+    assert await enqueue(flow, Job(), run_id="ru-1", store=store)
+    worker = Worker(store, [flow], idle=0.01, grace=60)
+    started = time.monotonic()
+    with anyio.fail_after(30):  # not the 60 s grace
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            await entered.wait()
+            os.kill(os.getpid(), signum)
+            with anyio.fail_after(5):
+                while not worker.stopping:  # noqa: ASYNC110 # the worker's own flag, no event
+                    await anyio.sleep(0.01)
+            await anyio.sleep(0.1)  # in its grace now
+            os.kill(os.getpid(), signum)
+    assert time.monotonic() - started < 30
+    record = await store.get("ru-1")
+    assert record is not None
+    assert (record.status, record.owner, record.position) == ("pending", None, 1)
     await store.aclose()

@@ -536,6 +536,24 @@ async def test_a_corrupted_row_is_an_error_naming_the_run(store: SQLiteStore) ->
     assert status == ("failed",)  # the claim was rolled back: no caller is left waiting
 
 
+@pytest.mark.parametrize("position", [-1, 99])
+async def test_a_stored_position_outside_the_plan_is_a_corrupted_row(
+    store: SQLiteStore, position: int
+) -> None:
+    beats = Beats()
+    beats.fail_at = "wait"
+    with pytest.raises(BeatError):
+        await beats.flow().run(Order(), run_id="far", store=store)
+    with sqlite3.connect(store.path) as connection:
+        connection.execute("UPDATE cadence_runs SET position = ? WHERE run_id = 'far'", (position,))
+    beats.fail_at = None
+    calls = len(beats.calls)
+    outside = rf"run 'far': its row .* is corrupted: position {position} is outside its plan"
+    with pytest.raises(RunDecodeError, match=outside):
+        await beats.flow().run(Order(), run_id="far", store=store)
+    assert len(beats.calls) == calls  # no step ran, none was skipped
+
+
 async def test_a_refused_resume_leaves_the_run_as_it_found_it(store: SQLiteStore) -> None:
     beats = Beats()
     beats.gate, beats.entered = anyio.Event(), anyio.Event()

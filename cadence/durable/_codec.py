@@ -98,18 +98,21 @@ def load_msgspec() -> types.ModuleType:
     return msgspec
 
 
+def _convert(value: object, kind: object) -> object:
+    """Convert decoded JSON to `kind`; dict keys come as JSON's strings (`{"1": ...}`)."""
+    return msgspec.convert(value, kind, dec_hook=_dec_hook, str_keys=True)
+
+
 def _dec_hook(kind: Any, value: Any) -> Any:  # Any: msgspec's hook signature
     """Rebuild the atomic containers msgspec does not know, with typed items."""
     origin = typing.get_origin(kind) or kind
     args = typing.get_args(kind)
     if origin is AtomicList:
         items: object = list[args[0]] if args else list  # type: ignore[valid-type] # a runtime type argument
-        return AtomicList(cast("list[object]", msgspec.convert(value, items, dec_hook=_dec_hook)))
+        return AtomicList(cast("list[object]", _convert(value, items)))
     if origin is AtomicDict:
         pairs: object = dict[args[0], args[1]] if args else dict  # type: ignore[valid-type] # runtime type arguments
-        return AtomicDict(
-            cast("dict[object, object]", msgspec.convert(value, pairs, dec_hook=_dec_hook))
-        )
+        return AtomicDict(cast("dict[object, object]", _convert(value, pairs)))
     raise NotImplementedError(f"cannot decode {kind!r}")
 
 

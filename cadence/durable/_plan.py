@@ -60,8 +60,25 @@ def first_difference(stored: tuple[str, ...], current: tuple[str, ...]) -> str:
 
 
 def step_name(line: str) -> str:
-    """Return the step name of one line of a described plan."""
-    return line.split(" ", 1)[1].split("[", 1)[0].split("(", 1)[0]
+    """Return the step name of one line of a described plan.
+
+    A `then` line is its name; the others end with what is inside the step, in brackets
+    (`sync name[a, b]`, `child name(inner: ...)`): the name is what comes before the bracket
+    that the line's last one closes, so a name holding brackets of its own is read whole.
+    """
+    kind, _, rest = line.partition(" ")
+    if kind == "then":
+        return rest
+    opening, closing = ("(", ")") if kind == "child" else ("[", "]")
+    depth = 0
+    for index in range(len(rest) - 1, -1, -1):
+        if rest[index] == closing:
+            depth += 1
+        elif rest[index] == opening:
+            depth -= 1
+            if depth == 0:
+                return rest[:index]
+    return rest  # not a line `describe_plan` wrote: compared whole
 
 
 @dataclass(frozen=True, slots=True)

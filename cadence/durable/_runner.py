@@ -15,7 +15,7 @@ import msgspec.json
 
 from cadence._beat import BeatSpec
 from cadence._context import Context
-from cadence._errors import CadenceDefinitionError, CadenceError
+from cadence._errors import CadenceDefinitionError, CadenceError, RunStoppedError
 from cadence._events import (
     CheckpointFailed,
     LeaseLost,
@@ -94,6 +94,17 @@ def idempotency_key(suffix: str | None = None) -> str:
     return key if suffix is None else f"{key}:{suffix}"
 
 
+def _part(name: str) -> str:
+    """Return a step or beat name as one part of a key's path: `.`, `:` and `%` escaped.
+
+    So `child.beat` and a top-level step named "child.beat" have keys of their own. A name
+    without them (most names) is itself, as in the keys of runs stored before.
+    """
+    if "." not in name and ":" not in name and "%" not in name:
+        return name
+    return name.replace("%", "%25").replace(".", "%2E").replace(":", "%3A")
+
+
 def _keyed_beat(spec: BeatSpec, path: str) -> BeatSpec:
     """Return `spec` with its idempotency path set while it runs."""
     fn = spec.fn
@@ -123,11 +134,11 @@ def _keyed_beat(spec: BeatSpec, path: str) -> BeatSpec:
 def _keyed(step: Step, path: str) -> Step:
     """Return `step` with each inner beat keyed by its own path (`path.beat`)."""
     if type(step) is Sync:
-        beats = tuple(_keyed_beat(b, f"{path}.{b.name}") for b in step.beats)
+        beats = tuple(_keyed_beat(b, f"{path}.{_part(b.name)}") for b in step.beats)
         return dataclasses.replace(step, beats=beats)
     if type(step) is Split:
-        yes = tuple(_keyed_beat(b, f"{path}.{b.name}") for b in step.if_true)
-        no = tuple(_keyed_beat(b, f"{path}.{b.name}") for b in step.if_false)
+        yes = tuple(_keyed_beat(b, f"{path}.{_part(b.name)}") for b in step.if_true)
+        no = tuple(_keyed_beat(b, f"{path}.{_part(b.name)}") for b in step.if_false)
         return dataclasses.replace(step, if_true=yes, if_false=no)
     return step
 
@@ -228,6 +239,25 @@ class _Frame(msgspec.Struct, array_like=True):
     context: msgspec.Raw
 
 
+class _UnstorableChildError(CadenceDefinitionError, RunStoppedError):
+    """A child's context type, known once its step built it, cannot be stored.
+
+    It stops the run as itself: not a beat's failure an error handler could pass over.
+    """
+
+
+def _codec_of(cadence: Cadence[C], context: C, prefix: str) -> ContextCodec[C]:
+    """Return the codec of a level's context; a child's unstorable one stops the run."""
+    try:
+        return codec_for(type(context))
+    except CadenceDefinitionError as exc:  # a child's, built by its step: known only now
+        raise _UnstorableChildError(
+            f"{exc} (the context of child step {prefix[:-1]!r}, whose cadence "
+            f"{cadence.name!r} declares no context type; give it one to have it checked "
+            "before the run starts)"
+        ) from exc
+
+
 class _Walk(Generic[C]):
     """Walk the steps from `position`, committing the context after each but the last."""
 
@@ -243,7 +273,7 @@ class _Walk(Generic[C]):
         progress, level, prefix = self._progress, self._level, self._prefix
         steps = cadence.steps
         last = len(steps) - 1
-        codec = codec_for(type(context))
+        codec = _codec_of(cadence, context, prefix)
         run_id = progress.run_id
         position = self._position
         if level > 0:
@@ -255,7 +285,7 @@ class _Walk(Generic[C]):
         try:
             for index in range(position, len(steps)):
                 step = steps[index]
-                path = f"{prefix}{step.name}"
+                path = f"{prefix}{_part(step.name)}"
                 path_token = _PATH.set(path)
                 try:
                     if type(step) is Child:

@@ -172,6 +172,21 @@ def test_a_deleted_field_is_absent_again_when_read_back() -> None:
     assert codec.decode(codec.encode(Loose(raw=[3]), "r"), back, "r").raw == [3]
 
 
+@dataclass
+class Keyed(Context):
+    by_id: AtomicDict[int, str] = field(default_factory=AtomicDict[int, str])
+    by_rate: AtomicDict[float, Level] = field(default_factory=AtomicDict[float, Level])
+    nested: AtomicList[dict[int, int]] = field(default_factory=AtomicList[dict[int, int]])
+
+
+def test_atomic_containers_with_keys_json_writes_as_strings_round_trip() -> None:
+    codec = codec_for(Keyed)
+    ctx = Keyed(AtomicDict({1: "a"}), AtomicDict({0.5: Level.HIGH}), AtomicList([{2: 3}]))
+    back = codec.decode(codec.encode(ctx, "r"), Keyed(), "r")
+    assert (back.by_id, back.by_rate, back.nested) == ({1: "a"}, {0.5: Level.HIGH}, [{2: 3}])
+    assert type(back.by_id) is AtomicDict
+
+
 def test_a_stored_context_missing_a_field_names_it() -> None:
     with pytest.raises(RunDecodeError, match=r"run 'r': .* Loose: it has no field 'raw'"):
         codec_for(Loose).decode(b"{}", Loose(), "r")

@@ -334,6 +334,39 @@ async def test_idempotency_keys_are_deterministic_and_per_step(store: SQLiteStor
     assert beats.keys == ["r7:last"]  # the same key for the step run again
 
 
+async def test_idempotency_keys_of_names_holding_dots_do_not_meet_a_paths(
+    store: SQLiteStore,
+) -> None:
+    keys: list[str] = []
+
+    def key(ctx: Order) -> None:
+        keys.append(idempotency_key())
+
+    def named(name: str) -> Callable[[Order], None]:
+        def beat(ctx: Order) -> None:
+            keys.append(idempotency_key())
+
+        beat.__name__ = name
+        return beat
+
+    inner = Cadence("inner", Order()).then("label", key)
+    flow = (
+        Cadence("dots", Order())
+        .child("ship", inner, context=lambda ctx: Order(), merge=lambda ctx, sub: ctx)
+        .then("ship.label", key)
+        .sync("notify", [named("email"), named("a:b%")])
+        .then("notify.email", key)
+    )
+    await flow.run(run_id="o", store=store)
+    assert sorted(keys) == [  # the branches in either order
+        "o:notify%2Eemail",
+        "o:notify.a%3Ab%25",
+        "o:notify.email",
+        "o:ship%2Elabel",
+        "o:ship.label",
+    ]
+
+
 async def test_idempotency_key_outside_a_durable_run_is_an_error() -> None:
     with pytest.raises(Exception, match="durable run"):
         idempotency_key()
@@ -404,6 +437,43 @@ async def test_a_migration_refuses_to_pass_over_a_moved_step_the_run_had_not_run
     )
     assert sorted(beats.calls) == ["last", "left", "right"]  # wait passed over, as asked
     assert result.total == 11
+
+
+async def test_a_migration_reads_step_names_that_hold_brackets_whole(store: SQLiteStore) -> None:
+    failing = [True]
+    ran: list[str] = []
+
+    def beat(name: str) -> Callable[[Order], None]:
+        def run(ctx: Order) -> None:
+            ran.append(name)
+            if name == "fetch[b]" and failing:
+                failing.clear()
+                raise ConnectionError("down")
+            ctx.items.append(name)
+
+        run.__name__ = name
+        return run
+
+    def flow(*names: str) -> Cadence[Order]:
+        cadence = Cadence("brackets", Order())
+        for name in names:
+            cadence = cadence.then(name, beat(name))
+        return cadence.sync("par(1)", [idle("x[1]"), idle("y")])
+
+    def idle(name: str) -> Callable[[Order], None]:
+        def run(ctx: Order) -> None:
+            ran.append(name)
+
+        run.__name__ = name
+        return run
+
+    with pytest.raises(BeatError):
+        await flow("fetch[a]", "fetch[b]", "send").run(run_id="br", store=store)
+    ran.clear()
+    changed = flow("fetch[a]", "fetch[b]", "send", "audit")  # a step added after them
+    result = await changed.run(run_id="br", store=store, migration=Migration())
+    assert ran[:3] == ["fetch[b]", "send", "audit"]  # fetch[b] had not completed: it runs
+    assert result.items == (await changed.run()).items
 
 
 async def test_store_cancel_stops_the_run_at_its_next_checkpoint(store: SQLiteStore) -> None:
@@ -800,6 +870,34 @@ async def test_a_child_whose_context_cannot_be_stored_is_refused_before_anything
         await flow.run(run_id="kid", store=store)
     assert ran == []
     assert await store.get("kid") is None
+
+
+async def test_an_untyped_child_whose_context_cannot_be_stored_stops_the_run_as_it_starts(
+    store: SQLiteStore,
+) -> None:
+    ran: list[str] = []
+    handled: list[Exception] = []
+
+    async def charge(ctx: Leaf) -> None:
+        ran.append("charge")
+
+    async def call(ctx: Unstorable) -> None:
+        ran.append("call")
+
+    untyped = Cadence("untyped").then("call", call)  # no context type declared
+    flow = (
+        Cadence("top", Leaf())
+        .then("charge", charge)
+        .child("sub", untyped, context=lambda p: Unstorable(), merge=lambda p, c: p)
+        .then("after", charge)
+        .on_error(lambda ctx, exc: handled.append(exc), stop=False)
+    )
+    with pytest.raises(CadenceDefinitionError, match=r"Unstorable: field 'client' .* step 'sub'"):
+        await flow.run(run_id="kid2", store=store)
+    assert (ran, handled) == (["charge"], [])  # not passed over by the handler
+    record = await store.get("kid2")
+    assert record is not None
+    assert (record.status, record.step) == ("failed", "sub")
 
 
 async def test_a_child_commits_after_each_of_its_steps(store: SQLiteStore) -> None:

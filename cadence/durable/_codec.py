@@ -173,20 +173,23 @@ def _is_struct(kind: type) -> bool:
     return issubclass(kind, msgspec.Struct)
 
 
-def _may_hold_float(kind: object, seen: set[int]) -> bool:  # noqa: PLR0911 # one answer per kind of type
-    """Return whether a value of `kind` can hold a float (so a NaN or an infinity)."""
-    if kind is float or kind is Any or kind is object or isinstance(kind, typing.TypeVar):
-        return True
-    if kind in _LEAVES:  # float, Any and object answered above
-        return False
+def _may_hold(kind: object, wanted: tuple[type, ...], seen: set[int], *, untyped: bool) -> bool:  # noqa: PLR0911 # one answer per kind of type
+    """Return whether a value of `kind` can hold a value of a `wanted` type.
+
+    `untyped`: whether `Any`, `object` and type variables count (they can hold anything).
+    """
+    if kind is Any or kind is object or isinstance(kind, typing.TypeVar):
+        return untyped
+    if kind in _LEAVES:
+        return isinstance(kind, type) and issubclass(kind, wanted)
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
     if origin is typing.Annotated:
-        return _may_hold_float(args[0], seen)
+        return _may_hold(args[0], wanted, seen, untyped=untyped)
     if origin is typing.Literal:
-        return any(isinstance(arg, float) for arg in args)
+        return any(isinstance(arg, wanted) for arg in args)
     if origin is not None:
-        return any(_may_hold_float(arg, seen) for arg in args if arg is not Ellipsis)
+        return any(_may_hold(a, wanted, seen, untyped=untyped) for a in args if a is not Ellipsis)
     if not isinstance(kind, type):
         return False
     cls = cast("type[object]", kind)
@@ -195,37 +198,48 @@ def _may_hold_float(kind: object, seen: set[int]) -> bool:  # noqa: PLR0911 # on
             return False
         seen.add(id(cls))
         hints = typing.get_type_hints(cls, include_extras=True)
-        return any(_may_hold_float(hint, seen) for hint in hints.values())
-    return issubclass(cls, float)
+        return any(_may_hold(hint, wanted, seen, untyped=untyped) for hint in hints.values())
+    return issubclass(cls, wanted)
 
 
-def _non_finite(value: object) -> tuple[str, float] | None:  # noqa: PLR0911, PLR0912 # one answer per kind of value
-    """Return where `value` holds a NaN or an infinity (`''` for itself) and that float."""
+def _is_non_finite(value: object) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _is_zoned(value: object) -> bool:
+    """Whether `value` is a datetime or time in a time zone JSON cannot name (a zoneinfo's)."""
+    if not isinstance(value, datetime.datetime | datetime.time) or value.tzinfo is None:
+        return False
+    return type(value.tzinfo) is not datetime.timezone
+
+
+def _first(value: object, found: Callable[[object], bool]) -> tuple[str, object] | None:  # noqa: PLR0911, PLR0912 # one answer per kind of value
+    """Return where inside `value` (`''` for itself) the first value `found` picks is, and it."""
+    if found(value):
+        return "", value
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
         return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else ("", value)
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(cast("list[object]", value)):
-            found = _non_finite(item)
-            if found is not None:
-                return f"[{index}]{found[0]}", found[1]
+            inside = _first(item, found)
+            if inside is not None:
+                return f"[{index}]{inside[0]}", inside[1]
         return None
     if isinstance(value, (set, frozenset)):
         for item in cast("set[object]", value):
-            found = _non_finite(item)
-            if found is not None:
-                return " (an item of the set)", found[1]
+            inside = _first(item, found)
+            if inside is not None:
+                return " (an item of the set)", inside[1]
         return None
     if isinstance(value, dict):
         for key, item in cast("dict[object, object]", value).items():
-            found = _non_finite(key)
-            if found is not None:
-                return f" (the key {key!r})", found[1]
-            found = _non_finite(item)
-            if found is not None:
-                return f"[{key!r}]{found[0]}", found[1]
+            inside = _first(key, found)
+            if inside is not None:
+                return f" (the key {key!r})", inside[1]
+            inside = _first(item, found)
+            if inside is not None:
+                return f"[{key!r}]{inside[0]}", inside[1]
         return None
     if dataclasses.is_dataclass(value) or isinstance(value, msgspec.Struct):
         names: Sequence[str] = (
@@ -234,9 +248,9 @@ def _non_finite(value: object) -> tuple[str, float] | None:  # noqa: PLR0911, PL
             else [f.name for f in dataclasses.fields(value)]
         )
         for name in names:
-            found = _non_finite(getattr(value, name, None))
-            if found is not None:
-                return f".{name}{found[0]}", found[1]
+            inside = _first(getattr(value, name, None), found)
+            if inside is not None:
+                return f".{name}{inside[0]}", inside[1]
     return None
 
 
@@ -257,6 +271,7 @@ class ContextCodec(Generic[C]):
         "_frozen",
         "_shared",
         "_stored",
+        "_zoned",
     )
 
     def __init__(self, cls: type[C]) -> None:
@@ -284,7 +299,11 @@ class ContextCodec(Generic[C]):
                     f"JSON: {reason}"
                 )
             specs.append((name, kind, msgspec.UNSET))  # absent: deleted, or a corrupted row
-        self._floats = tuple(name for name, kind, _ in specs if _may_hold_float(kind, set()))
+        kinds = [(name, kind) for name, kind, _ in specs]
+        self._floats = tuple(n for n, k in kinds if _may_hold(k, (float,), set(), untyped=True))
+        # `Any` fields are plain JSON (a datetime comes back a string): not looked at for zones.
+        clock = (datetime.datetime, datetime.time)
+        self._zoned = tuple(n for n, k in kinds if _may_hold(k, clock, set(), untyped=False))
         self._deleted = "deleted_"  # the attribute that reads "-deleted", no field's name
         while self._deleted in stored:
             self._deleted += "_"
@@ -335,7 +354,7 @@ class ContextCodec(Generic[C]):
         # when the JSON has a null at all.
         if self._floats and b"null" in data:
             for name in self._floats:
-                found = _non_finite(values.get(name))
+                found = _first(values.get(name), _is_non_finite)
                 if found is not None:
                     raise StoreError(
                         run_id,
@@ -343,6 +362,18 @@ class ContextCodec(Generic[C]):
                         f"{found[1]!r}, which JSON cannot store (it has no NaN nor infinity); "
                         "store None, a Decimal or a string instead",
                     )
+        # JSON keeps a datetime's UTC offset, not its zone: a zoneinfo datetime would come back
+        # in a fixed offset, and its arithmetic across a DST change would differ.
+        for name in self._zoned:
+            found = _first(values.get(name), _is_zoned)
+            if found is not None:
+                raise StoreError(
+                    run_id,
+                    f"run {run_id!r}: field {self._cls.__qualname__}.{name}{found[0]} holds "
+                    f"{found[1]!r}, in a time zone JSON cannot name (only its UTC offset): a "
+                    "resumed run would hold another value; store it in UTC "
+                    "(.astimezone(datetime.UTC)) and the zone's name in a field of its own",
+                )
         return data
 
     def decode(self, data: bytes, base: C, run_id: str, *, refill: bool = False) -> C:

@@ -187,6 +187,42 @@ def test_atomic_containers_with_keys_json_writes_as_strings_round_trip() -> None
     assert type(back.by_id) is AtomicDict
 
 
+@dataclass
+class Clocks(Context):
+    at: datetime.datetime | None = None
+    times: list[datetime.time] = field(default_factory=list[datetime.time])
+    raw: Any = None
+
+
+class Zone(datetime.tzinfo):
+    """A named zone, as `zoneinfo.ZoneInfo` is (with no tz database needed here)."""
+
+    def utcoffset(self, dt: datetime.datetime | None) -> datetime.timedelta:
+        return datetime.timedelta(hours=1)
+
+    def dst(self, dt: datetime.datetime | None) -> datetime.timedelta:
+        return datetime.timedelta(0)
+
+    def tzname(self, dt: datetime.datetime | None) -> str:
+        return "Europe/Paris"
+
+
+def test_a_datetime_in_a_time_zone_json_cannot_name_is_refused_naming_the_field() -> None:
+    paris = Zone()
+    codec = codec_for(Clocks)
+    with pytest.raises(StoreError, match=r"field Clocks.at holds .*, in a time zone JSON cannot"):
+        codec.encode(Clocks(at=datetime.datetime(2026, 3, 28, 12, tzinfo=paris)), "r")
+    with pytest.raises(StoreError, match=r"field Clocks.times\[1\] holds"):
+        codec.encode(Clocks(times=[datetime.time(1), datetime.time(2, tzinfo=paris)]), "r")
+    fixed = datetime.timezone(datetime.timedelta(hours=2))
+    kept = Clocks(
+        at=datetime.datetime(2026, 3, 28, 12, tzinfo=fixed),
+        times=[datetime.time(3, tzinfo=datetime.UTC)],
+        raw=str(datetime.datetime(2026, 1, 1, tzinfo=paris)),
+    )
+    assert codec.decode(codec.encode(kept, "r"), Clocks(), "r") == kept  # offsets round-trip
+
+
 def test_a_stored_context_missing_a_field_names_it() -> None:
     with pytest.raises(RunDecodeError, match=r"run 'r': .* Loose: it has no field 'raw'"):
         codec_for(Loose).decode(b"{}", Loose(), "r")

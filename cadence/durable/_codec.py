@@ -24,9 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from cadence._context import (
     AtomicDict,
     AtomicList,
-    AtomicWrites,
     Context,
-    atomic_writes,
     context_fields,
     context_info,
     is_frozen,
@@ -203,6 +201,7 @@ def _may_hold(kind: object, wanted: tuple[type, ...], seen: set[int], *, untyped
 
 
 def _is_non_finite(value: object) -> bool:
+    """Whether `value` is a NaN or an infinity (which JSON has no form for)."""
     return isinstance(value, float) and not math.isfinite(value)
 
 
@@ -299,11 +298,10 @@ class ContextCodec(Generic[C]):
                     f"JSON: {reason}"
                 )
             specs.append((name, kind, msgspec.UNSET))  # absent: deleted, or a corrupted row
-        kinds = [(name, kind) for name, kind, _ in specs]
-        self._floats = tuple(n for n, k in kinds if _may_hold(k, (float,), set(), untyped=True))
+        self._floats = tuple(n for n, k, _ in specs if _may_hold(k, (float,), set(), untyped=True))
         # `Any` fields are plain JSON (a datetime comes back a string): not looked at for zones.
         clock = (datetime.datetime, datetime.time)
-        self._zoned = tuple(n for n, k in kinds if _may_hold(k, clock, set(), untyped=False))
+        self._zoned = tuple(n for n, k, _ in specs if _may_hold(k, clock, set(), untyped=False))
         self._deleted = "deleted_"  # the attribute that reads "-deleted", no field's name
         while self._deleted in stored:
             self._deleted += "_"
@@ -353,28 +351,45 @@ class ContextCodec(Generic[C]):
         # None or fail to decode. Only a field that can hold a float is looked at, and only
         # when the JSON has a null at all.
         if self._floats and b"null" in data:
-            for name in self._floats:
-                found = _first(values.get(name), _is_non_finite)
-                if found is not None:
-                    raise StoreError(
-                        run_id,
-                        f"run {run_id!r}: field {self._cls.__qualname__}.{name}{found[0]} holds "
-                        f"{found[1]!r}, which JSON cannot store (it has no NaN nor infinity); "
-                        "store None, a Decimal or a string instead",
-                    )
+            self._refuse(
+                run_id,
+                values,
+                self._floats,
+                _is_non_finite,
+                "which JSON cannot store (it has no NaN nor infinity); store None, a Decimal or "
+                "a string instead",
+            )
         # JSON keeps a datetime's UTC offset, not its zone: a zoneinfo datetime would come back
         # in a fixed offset, and its arithmetic across a DST change would differ.
-        for name in self._zoned:
-            found = _first(values.get(name), _is_zoned)
-            if found is not None:
+        if self._zoned:
+            self._refuse(
+                run_id,
+                values,
+                self._zoned,
+                _is_zoned,
+                "in a time zone JSON cannot name (only its UTC offset): a resumed run would hold "
+                "another value; store it in UTC (.astimezone(datetime.UTC)) and the zone's name "
+                "in a field of its own",
+            )
+        return data
+
+    def _refuse(  # one check's pieces, passed once
+        self,
+        run_id: str,
+        values: Mapping[str, object],
+        names: tuple[str, ...],
+        found: Callable[[object], bool],
+        why: str,
+    ) -> None:
+        """Raise `StoreError` naming the first value `found` picks in the `names` fields."""
+        for name in names:
+            inside = _first(values.get(name), found)
+            if inside is not None:
                 raise StoreError(
                     run_id,
-                    f"run {run_id!r}: field {self._cls.__qualname__}.{name}{found[0]} holds "
-                    f"{found[1]!r}, in a time zone JSON cannot name (only its UTC offset): a "
-                    "resumed run would hold another value; store it in UTC "
-                    "(.astimezone(datetime.UTC)) and the zone's name in a field of its own",
+                    f"run {run_id!r}: field {self._cls.__qualname__}.{name}{inside[0]} holds "
+                    f"{inside[1]!r}, {why}",
                 )
-        return data
 
     def decode(self, data: bytes, base: C, run_id: str, *, refill: bool = False) -> C:
         """Return `base` carrying the fields stored in `data` (its shared fields kept).
@@ -401,25 +416,15 @@ class ContextCodec(Generic[C]):
             target = object.__new__(type(base))
             for name, value in context_fields(base).items():
                 object.__setattr__(target, name, value)
-        held: Mapping[str, object] = context_fields(target) if refill else {}
-        token = atomic_writes.set(AtomicWrites()) if refill else None  # not a beat's change
-        try:
-            self._set_stored(target, state, held, run_id)
-        finally:
-            if token is not None:
-                atomic_writes.reset(token)
-        return target
-
-    def _set_stored(
-        self, target: object, state: Any, held: Mapping[str, object], run_id: str
-    ) -> None:  # Any: the decoded struct
         setter: Callable[[object, str, object], None] = object.__setattr__
+        held: Mapping[str, object] = context_fields(target) if refill else {}
         for name in self._stored:
             value = getattr(state, name)
             if value is msgspec.UNSET:
                 self._absent(target, name, getattr(state, self._deleted), run_id)
-            elif not (held and _refilled(held.get(name), value)):
+            elif not (refill and _refilled(held.get(name), value)):
                 setter(target, name, value)
+        return target
 
     def _absent(self, target: object, name: str, deleted: list[str], run_id: str) -> None:
         """Delete `name` from `target` if the run had deleted it; else the row lacks it."""

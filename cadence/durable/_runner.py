@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
@@ -51,6 +52,7 @@ from cadence.durable._store import Claim, ErrorInfo, NewRun, undone_to
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from types import TracebackType
 
     from cadence._cadence import Cadence
     from cadence._hooks import Observers
@@ -94,14 +96,13 @@ def idempotency_key(suffix: str | None = None) -> str:
     return key if suffix is None else f"{key}:{suffix}"
 
 
+@functools.cache  # a cadence's names, looked up on each step of each run
 def _part(name: str) -> str:
     """Return a step or beat name as one part of a key's path: `.`, `:` and `%` escaped.
 
     So `child.beat` and a top-level step named "child.beat" have keys of their own. A name
     without them (most names) is itself, as in the keys of runs stored before.
     """
-    if "." not in name and ":" not in name and "%" not in name:
-        return name
     return name.replace("%", "%25").replace(".", "%2E").replace(":", "%3A")
 
 
@@ -485,54 +486,29 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
             raise RunDecodeError(run_id, f"run {run_id!r} completed but has no stored context")
         return codec.decode(record.context, context, run_id)
 
-    return await _run_claimed(cadence, context, store, claim, token, plan, migration)
-
-
-async def _run_claimed(  # noqa: PLR0917 # as `_attempt`'s
-    cadence: Cadence[C],
-    context: C,
-    store: Store,
-    claim: Claim,
-    token: str,
-    plan: tuple[str, ...],
-    migration: Migration | None,
-) -> C:
-    """Run a run this caller created or claimed to its end; record how it stopped."""
-    run_id, steps, record = claim.record.run_id, cadence.steps, claim.record
-    codec = codec_for(type(context))
     position = record.position
     progress: _Progress | None = None
-    # On a leased store the heartbeat renews the lease from the claim on, and stops the run
-    # if it finds it lost: observers and a resume's decoding run under it too.
-    leased = cast("Leased", store) if getattr(store, "watch", None) is not None else None
-    lost = anyio.CancelScope()  # cancelled by nothing but the heartbeat's finding
     result: C | None = None
     try:  # from here on the run is ours: however this attempt stops, `_stop` records it
-        if leased is not None:
-            leased.watch(run_id, token, lost.cancel)
-        try:
-            with lost:
-                if cadence.hooks and claim.outcome in ("created", "claimed"):  # heard first
-                    await _tell_claim(cadence, claim, token)
-                inner = None
-                if claim.outcome == "claimed":
-                    context, position, inner = await _resume_at(
-                        store, record, token, context, codec, plan, migration, len(steps)
-                    )
-                step = steps[position].name if position < len(steps) else None
-                progress = _Progress(
-                    cadence, store, run_id, token, position, step, codec.encode(context, run_id)
+        with _Watched(store, run_id, token) as lost:  # observers and a resume's decoding too
+            if cadence.hooks and claim.outcome in ("created", "claimed"):  # observers hear first
+                await _tell_claim(cadence, claim, token)
+            inner = None
+            if claim.outcome == "claimed":
+                context, position, inner = await _resume_at(
+                    store, record, token, context, codec, plan, migration, len(cadence.steps)
                 )
-                progress.load_inner(inner)
-                walk = _Walk[C](progress, 0, position, "")
-                observed = durable_run(cadence, run_id)
-                try:
-                    result = await execute(cadence, context, None, walk)
-                finally:
-                    end_durable_run(observed)
-        finally:
-            if leased is not None:
-                leased.unwatch(token)
+            step = cadence.steps[position].name if position < len(cadence.steps) else None
+            progress = _Progress(
+                cadence, store, run_id, token, position, step, codec.encode(context, run_id)
+            )
+            progress.load_inner(inner)
+            walk = _Walk[C](progress, 0, position, "")
+            observed = durable_run(cadence, run_id)
+            try:
+                result = await execute(cadence, context, None, walk)
+            finally:
+                end_durable_run(observed)
         if lost.cancel_called:  # the steps were stopped for it
             at = (record.position, record.step) if progress is None else progress.frames[0][:2]
             raise await _lease_lost(cadence, store, run_id, token, at)  # noqa: TRY301 # `_stop` records it below
@@ -541,10 +517,42 @@ async def _run_claimed(  # noqa: PLR0917 # as `_attempt`'s
         with anyio.CancelScope(shield=True):
             await _stop(store, run_id, token, exc, undone_to(claim.previous) if untouched else None)
         raise
-    # Set, as the steps ran to their end without the heartbeat stopping them.
+    # Both set: the steps ran to their end, the heartbeat did not stop them.
     done = cast("C", result)
     await _finish(cadence, store, token, codec, done, cast("_Progress", progress))
     return done
+
+
+class _Watched:
+    """A block run under a leased store's heartbeat, from the claim on.
+
+    The heartbeat cancels `scope` if it finds the lease lost, and the block stops there
+    (`scope.cancel_called` tells it after); on a store without leases nothing cancels it.
+    """
+
+    __slots__ = ("_leased", "_owner", "_run_id", "scope")
+
+    def __init__(self, store: Store, run_id: str, owner: str) -> None:
+        self.scope = anyio.CancelScope()
+        self._run_id, self._owner = run_id, owner
+        self._leased = cast("Leased", store) if getattr(store, "watch", None) is not None else None
+
+    def __enter__(self) -> anyio.CancelScope:
+        if self._leased is not None:
+            self._leased.watch(self._run_id, self._owner, self.scope.cancel)
+        return self.scope.__enter__()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        try:
+            return self.scope.__exit__(kind, exc, traceback)  # swallows the heartbeat's cancel
+        finally:
+            if self._leased is not None:
+                self._leased.unwatch(self._owner)
 
 
 async def _finish(  # noqa: PLR0917 # the pieces of one finish, passed once

@@ -92,6 +92,7 @@ __all__ = ["PostgresStore", "Worker", "enqueue"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+C = TypeVar("C", bound="Context")
 
 logger = logging.getLogger("cadence.durable")
 
@@ -157,6 +158,13 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 _COLUMNS = f"{COLUMNS}, inner_state"
+# What a select returns: the same columns, timestamps as epoch seconds. A timestamp psycopg
+# cannot load ('infinity', after year 9999) is then the row's decoding error, not a failed
+# query that hides every row of a listing.
+_READ = _COLUMNS.replace(
+    "created_at, updated_at",
+    "extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8",
+)
 
 _CLAIM = (
     # `found`, the status before the claim, is read where the update's condition asks for it:
@@ -172,9 +180,9 @@ _CLAIM = (
     "WHERE (SELECT status FROM found) IS NOT NULL AND (cadence_runs.status = 'pending' "
     "OR (cadence_runs.status = 'failed' AND %s) OR (cadence_runs.status = 'running' "
     "AND (cadence_runs.lease_until IS NULL OR cadence_runs.lease_until < now()))) "
-    f"RETURNING {_COLUMNS}, (SELECT status FROM found)"
+    f"RETURNING {_READ}, (SELECT status FROM found)"
 )
-_SELECT_RUN = f"SELECT {_COLUMNS} FROM cadence_runs WHERE run_id = %s"  # noqa: S608 # constant columns
+_SELECT_RUN = f"SELECT {_READ} FROM cadence_runs WHERE run_id = %s"  # noqa: S608 # constant columns
 
 
 class _Statement:
@@ -996,6 +1004,11 @@ class PostgresStore:
                     await pool.putconn(connection)
         return record, row is not None and row[-1] is True
 
+    @_on_asyncio
+    async def _reach(self) -> None:
+        """Open the pool (probing the server first): a `StoreError` if it cannot be reached."""
+        await self._open("")
+
     async def _readable(
         self, connection: psycopg.AsyncConnection[Any], row: Sequence[Any]
     ) -> RunRecord | None:  # Any: psycopg's connection class, row values
@@ -1037,7 +1050,7 @@ class PostgresStore:
         rows = await self._fetch(
             "",
             "listing runs",
-            f"SELECT {_COLUMNS} FROM cadence_runs WHERE (%s::text IS NULL OR status = %s) "  # noqa: S608 # constant columns
+            f"SELECT {_READ} FROM cadence_runs WHERE (%s::text IS NULL OR status = %s) "  # noqa: S608 # constant columns
             "AND (%s::text IS NULL OR cadence = %s) ORDER BY created_at DESC, run_id LIMIT %s",
             (status, status, cadence, cadence, limit),
         )
@@ -1128,24 +1141,43 @@ class PostgresStore:
             await pool.close()
 
 
-async def enqueue(
-    cadence: Cadence[Any], context: Context, *, run_id: str, store: PostgresStore
-) -> bool:  # Any: a queue takes cadences over any context type
+async def enqueue(cadence: Cadence[C], context: C, *, run_id: str, store: PostgresStore) -> bool:
     """Queue a durable run of `cadence` over `context` for the workers.
 
     Returns:
         Whether it was queued (`False`: the run id is taken).
 
     Raises:
-        CadenceDefinitionError: `run_id` is not a non-empty string, or the context type
-            cannot be stored (the field is named).
+        CadenceDefinitionError: `run_id` is not a non-empty string, `context` is not of the
+            cadence's context class (a worker resumes the run onto its template), or the
+            context type cannot be stored (the field is named).
         StoreError: the context holds a value that cannot be stored (the field is named).
+        TypeError: `store` is not a `PostgresStore`.
 
     """
     from cadence.durable._runner import checked_run_id, new_run  # noqa: PLC0415 # a cycle, as in Worker
 
+    _check_queue(store, "enqueue")
     run_id = checked_run_id(cadence, run_id)
+    expected = cadence.context_type
+    if expected is not None and type(context) is not expected:
+        raise CadenceDefinitionError(
+            f"enqueue: cadence {cadence.name!r} runs over {expected.__qualname__}, got a "
+            f"{type(context).__qualname__}: a worker resumes the run onto the cadence's "
+            f"template, so it must be stored as one"
+        )
     return await store.enqueue_row(run_id, new_run(cadence, context, run_id))
+
+
+def _check_queue(store: object, what: str) -> None:
+    """Refuse a store that holds no queue (a `SQLiteStore`) by name, not by AttributeError."""
+    if not isinstance(store, PostgresStore):
+        raise TypeError(
+            f"{what}: store must be a PostgresStore (queued runs live in PostgreSQL), got {store!r}"
+        )
+
+
+_MOST_BACKOFF = 5.0  # seconds: the longest wait between claims while the store fails
 
 
 class Worker:
@@ -1178,6 +1210,7 @@ class Worker:
         idle: float = 0.2,
         grace: float = 30.0,
     ) -> None:
+        _check_queue(store, "Worker")
         self.store = store
         self.cadences = {c.name: c for c in cadences}
         for c in cadences:
@@ -1209,6 +1242,7 @@ class Worker:
 
     async def run(self, *, handle_signals: bool = True) -> None:
         """Work until `stop()`, SIGTERM or SIGINT; then finish or hand back the runs in hand."""
+        await self.store._reach()  # pyright: ignore[reportPrivateUsage] # the store's worker
         hand = _Hand(self.concurrency)
         async with anyio.create_task_group() as outer:
             if handle_signals:
@@ -1220,6 +1254,7 @@ class Worker:
                 self._claiming = None
                 hand.stopping = True
                 if hand.count:
+                    waited = anyio.current_time()
                     with anyio.move_on_after(0 if self._rushed else self.grace) as self._grace:
                         await hand.empty.wait()
                     self._grace = None
@@ -1227,7 +1262,7 @@ class Worker:
                         logger.warning(
                             "stopping: handing back %d runs still running after %.1f s",
                             hand.count,
-                            self.grace,
+                            anyio.current_time() - waited,
                         )
                         runs.cancel_scope.cancel()  # each run hands itself back (pending)
             outer.cancel_scope.cancel()
@@ -1242,6 +1277,7 @@ class Worker:
         """
         names = list(self.cadences)
         late_at = 0.0  # when to look for expired leases next (at once, on starting)
+        failures = 0  # claims failed in a row: the store unreachable, waited for longer each time
         while not self._stopping:
             await hand.limiter.acquire()
             owner = self.store.new_owner()
@@ -1253,14 +1289,18 @@ class Worker:
                     record, late = await self.store._claim_next(  # pyright: ignore[reportPrivateUsage] # the store's worker
                         names, owner, skip=[*self._refused, *self._in_hand], expired=expired
                     )
-            except StoreError:
-                logger.exception("claiming a run failed")  # the next claim looks as this one
+            except StoreError as exc:
+                failures += 1
+                logger.error("claiming a run failed (attempt %d): %s", failures, exc)  # noqa: TRY400 # the error names its cause; a traceback each time would bury it
             else:
+                if failures:
+                    logger.warning("claiming runs again after %d failed claims", failures)
+                    failures = 0
                 if expired and not late:
                     late_at = anyio.current_time() + self.store.lease / 3
             if record is None:
                 hand.limiter.release()
-                await anyio.sleep(self.idle)
+                await anyio.sleep(min(self.idle * 2**failures, _MOST_BACKOFF))
                 continue
             if self.stopping:  # stopped while claiming: hand it straight back
                 hand.limiter.release()

@@ -54,7 +54,9 @@ class ErrorInfo:
         current: BaseException | None = error
         while current is not None and current not in chain and len(chain) < 16:
             chain.append(current)
-            current = current.__cause__ or current.__context__
+            current = current.__cause__ or (
+                None if current.__suppress_context__ else current.__context__
+            )
         info: ErrorInfo | None = None
         for item in reversed(chain):
             kind = type(item)
@@ -170,7 +172,7 @@ def record_from_row(row: Sequence[object], where: str) -> RunRecord:
             updated_at=_timestamp(row[12]),
             inner=_as_bytes(row[13]),
         )
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
         raise RunDecodeError(
             run_id, f"run {run_id!r}: its row {where} is corrupted: {exc}"
         ) from exc

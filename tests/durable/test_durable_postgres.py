@@ -30,7 +30,9 @@ from cadence.durable import (
     NewRun,
     PlanChangedError,
     PostgresStore,
+    RunDecodeError,
     RunRecord,
+    SQLiteStore,
     StoreError,
     Worker,
     _postgres,
@@ -1513,7 +1515,7 @@ async def test_the_lease_is_renewed_from_the_claim_on_while_observers_hear_of_it
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_a_second_signal_cuts_the_grace_short_and_hands_the_runs_back(
-    dsn: str, signum: signal.Signals
+    dsn: str, signum: signal.Signals, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = PostgresStore(dsn)
     entered = anyio.Event()
@@ -1540,4 +1542,113 @@ async def test_a_second_signal_cuts_the_grace_short_and_hands_the_runs_back(
     record = await store.get("ru-1")
     assert record is not None
     assert (record.status, record.owner, record.position) == ("pending", None, 1)
+    [told] = [r.getMessage() for r in caplog.records if "handing back" in r.getMessage()]
+    waited = float(told.rsplit(" after ", 1)[1].removesuffix(" s"))
+    assert waited < 10  # how long the grace really lasted, not the 60 s it was given
+    await store.aclose()
+
+
+async def test_a_timestamp_postgresql_stores_but_python_cannot_read_is_a_corrupted_row(
+    dsn: str,
+) -> None:
+    store = PostgresStore(dsn)
+    flow = Cadence("forever", Job()).then("a", make_beat("a"))
+    assert await enqueue(flow, Job(), run_id="inf-1", store=store)
+    assert await enqueue(flow, Job(), run_id="inf-2", store=store)
+    await _sql(dsn, "UPDATE cadence_runs SET created_at = 'infinity' WHERE run_id = 'inf-1'")
+    await _sql(dsn, "UPDATE cadence_runs SET updated_at = '-infinity' WHERE run_id = 'inf-2'")
+    assert await enqueue(flow, Job(n=1), run_id="inf-3", store=store)
+    corrupted = "its row in PostgreSQL is corrupted"
+    with pytest.raises(RunDecodeError, match=rf"run 'inf-1': {corrupted}"):
+        await store.get("inf-1")
+    listed = {record.run_id: record for record in await store.list_runs(cadence="forever")}
+    assert listed.keys() == {"inf-1", "inf-2", "inf-3"}  # one bad row hides no other
+    assert [listed[i].error is not None for i in ("inf-1", "inf-2", "inf-3")] == [1, 1, 0]
+    worker = Worker(store, [flow], idle=0.01)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(worker.run, handle_signals=False))
+            while (done := await store.get("inf-3")) is None or done.status != "completed":  # noqa: ASYNC110 # the store is the only signal
+                await anyio.sleep(0.02)
+            worker.stop()
+    rows = await _sql(
+        dsn,
+        "SELECT run_id, status, owner, error FROM cadence_runs "
+        "WHERE run_id IN ('inf-1', 'inf-2') ORDER BY run_id",
+    )
+    assert [(run_id, status, owner) for run_id, status, owner, _ in rows] == [
+        ("inf-1", "failed", None),  # marked failed by the worker, which went on
+        ("inf-2", "completed", None),  # its claim wrote its updated_at anew
+    ]
+    assert corrupted in str(rows[0][3])
+    await store.aclose()
+
+
+async def test_a_worker_whose_database_is_down_at_start_stops_with_a_clear_error() -> None:
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres")
+    flow = Cadence("nowhere", Job()).then("a", make_beat("a"))
+    with anyio.fail_after(10), pytest.raises(StoreError, match="PostgreSQL is unavailable"):
+        await Worker(store, [flow]).run(handle_signals=False)
+    await store.aclose()
+
+
+async def test_a_worker_whose_claims_fail_logs_each_in_a_line_and_backs_off(
+    dsn: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PostgresStore(dsn)
+    flow = Cadence("flaky", Job()).then("a", make_beat("a"))
+    assert await enqueue(flow, Job(), run_id="fl-1", store=store)
+    claim_next = store._claim_next  # pyright: ignore[reportPrivateUsage] # made to fail
+    failed_at: list[float] = []
+
+    async def failing(*args: Any, **kwargs: Any) -> tuple[RunRecord | None, bool]:  # Any: passed on
+        if len(failed_at) < 4:
+            failed_at.append(time.monotonic())
+            raise StoreError("", "claiming a queued run failed in PostgreSQL: the server is gone")
+        return await claim_next(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_claim_next", failing)
+    worker = Worker(store, [flow], idle=0.05)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(worker.run, handle_signals=False))
+            while (done := await store.get("fl-1")) is None or done.status != "completed":  # noqa: ASYNC110 # as above
+                await anyio.sleep(0.02)
+            worker.stop()
+    waits = [b - a for a, b in itertools.pairwise(failed_at)]
+    assert waits[0] >= 0.09  # 0.05 s doubled, then doubled again: not a claim every 0.05 s
+    assert waits[2] >= 0.35
+    told = [r for r in caplog.records if "claim" in r.getMessage()]
+    assert [r.exc_info for r in told] == [None] * 5  # one line each, no traceback
+    assert [r.getMessage() for r in told] == [
+        *(
+            f"claiming a run failed (attempt {n}): claiming a queued run failed in PostgreSQL: "
+            "the server is gone"
+            for n in range(1, 5)
+        ),
+        "claiming runs again after 4 failed claims",
+    ]
+    await store.aclose()
+
+
+async def test_a_queue_refuses_a_context_of_another_class_and_a_store_without_a_queue(
+    dsn: str, tmp_path: Path
+) -> None:
+    @dataclass
+    class Refund(Context):
+        n: int = 0
+
+    store = PostgresStore(dsn)
+    flow = Cadence("typed", Job()).then("a", make_beat("a"))
+    wrong: Any = Refund()  # Any: what an untyped caller hands in
+    with pytest.raises(
+        CadenceDefinitionError, match=r"cadence 'typed' runs over Job, got a .*Refund: "
+    ):
+        await enqueue(flow, wrong, run_id="ty-1", store=store)
+    assert await store.get("ty-1") is None
+    sqlite: Any = SQLiteStore(tmp_path / "runs.db")  # Any: as above
+    with pytest.raises(TypeError, match="enqueue: store must be a PostgresStore"):
+        await enqueue(flow, Job(), run_id="ty-2", store=sqlite)
+    with pytest.raises(TypeError, match="Worker: store must be a PostgresStore"):
+        Worker(sqlite, [flow])
     await store.aclose()

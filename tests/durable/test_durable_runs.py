@@ -27,6 +27,7 @@ from cadence import (
 )
 from cadence.durable import (
     DurableError,
+    ErrorInfo,
     Migration,
     NewRun,
     PlanChangedError,
@@ -622,6 +623,52 @@ async def test_a_stored_position_outside_the_plan_is_a_corrupted_row(
     with pytest.raises(RunDecodeError, match=outside):
         await beats.flow().run(Order(), run_id="far", store=store)
     assert len(beats.calls) == calls  # no step ran, none was skipped
+
+
+@pytest.mark.parametrize("stamp", ["1e20", "9e999"])  # past time_t; infinity
+async def test_a_stored_timestamp_out_of_range_is_a_corrupted_row(
+    store: SQLiteStore, stamp: str
+) -> None:
+    beats = Beats()
+    beats.fail_at = "wait"
+    with pytest.raises(BeatError):
+        await beats.flow().run(Order(), run_id="late", store=store)
+    await Beats().flow().run(Order(), run_id="good", store=store)
+    with sqlite3.connect(store.path) as connection:
+        connection.execute(f"UPDATE cadence_runs SET created_at = {stamp} WHERE run_id = 'late'")  # noqa: S608 # the test's own constants
+    corrupted = r"run 'late': its row .* is corrupted"
+    with pytest.raises(RunDecodeError, match=corrupted):
+        await store.get("late")
+    with pytest.raises(RunDecodeError, match=corrupted):
+        await beats.flow().run(Order(), run_id="late", store=store)
+    listed = {record.run_id: record for record in await store.list_runs()}
+    assert listed.keys() == {"late", "good"}  # the bad row hides no other
+    late = listed["late"]
+    assert late.error is not None
+    assert re.search(corrupted, late.error.message)
+    assert late.created_at == datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
+
+
+async def test_a_context_suppressed_by_raise_from_none_is_not_stored(store: SQLiteStore) -> None:
+    async def charge(ctx: Order) -> None:
+        try:
+            raise ConnectionError("token=sk_live_hidden rejected")
+        except ConnectionError:
+            raise Boom("card declined") from None
+
+    flow = Cadence("pay", Order()).then("charge", charge)
+    with pytest.raises(BeatError):
+        await flow.run(Order(), run_id="pay-1", store=store)
+    record = await store.get("pay-1")
+    assert record is not None
+    assert record.error is not None
+    chain: list[tuple[str, str]] = []
+    error: ErrorInfo | None = record.error
+    while error is not None:
+        chain.append((error.type.rsplit(".", 1)[-1], error.message))
+        error = error.cause
+    assert chain[-1] == ("Boom", "card declined")  # where Python's own traceback stops
+    assert "sk_live_hidden" not in repr(chain)
 
 
 async def test_a_refused_resume_leaves_the_run_as_it_found_it(store: SQLiteStore) -> None:

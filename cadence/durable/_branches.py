@@ -120,10 +120,12 @@ class Branches(Generic[C]):
         return dataclasses.replace(step, beats=beats)
 
     def _restored(self, spec: BeatSpec) -> BeatSpec:
-        stored, codec, run_id = self._done[spec.name], self._codec, self._progress.run_id
+        # Decoded before the step runs: a branch stored that does not decode stops the run
+        # before its other branches commit anything, so the claim is undone.
+        stored, run_id = self._done[spec.name], self._progress.run_id
+        context = self._codec.decode(stored, _snapshot(self._context), run_id)
 
         async def restored(_view: Any) -> Any:  # Any: the step's context type
-            context = codec.decode(stored, _snapshot(self._context), run_id)
             token = atomic_writes.set(AtomicWrites())  # a replay, not a change to note
             try:
                 for name, shared in self._atomic.items():  # the field holds its additions

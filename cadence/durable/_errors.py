@@ -10,9 +10,10 @@ CadenceError
         └── LeaseLostError      this caller no longer owns the run (another may run it)
 ```
 
-`RunCancelledError` and `StoreError` stop the run as themselves (they are `RunStoppedError`s),
-even when raised by a commit inside a `sync` or `child` step: never wrapped as a beat's
-failure, never handed to `on_error`.
+`RunCancelledError`, `RunDecodeError` and `StoreError` stop the run as themselves (they are
+`RunStoppedError`s), even when raised inside a `sync` or `child` step (by a commit, or by a
+branch's or child's stored progress that does not decode): never wrapped as a beat's failure,
+never handed to `on_error`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class RunCancelledError(DurableError, RunStoppedError):
     """The run was cancelled through the store (`store.cancel(run_id)`)."""
 
 
-class RunDecodeError(DurableError):
+class RunDecodeError(DurableError, RunStoppedError):
     """A stored row (context, plan or result) could not be decoded."""
 
 

@@ -448,18 +448,11 @@ def _failed_elsewhere(cadence: Cadence[Any], record: RunRecord) -> DurableError:
     )
 
 
-async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
-    cadence: Cadence[C],
-    context: C,
-    store: Store,
-    claim: Claim,
-    token: str,
-    plan: tuple[str, ...],
-    migration: Migration | None,
-) -> C:
-    """Go on with a claimed run (or return a finished one's result)."""
+async def _settled(
+    cadence: Cadence[C], context: C, store: Store, claim: Claim, token: str
+) -> C | None:
+    """Refuse a claim the run cannot go on from; return a finished run's stored result."""
     name, run_id = cadence.name, claim.record.run_id
-    codec = codec_for(type(context))
     record = claim.record
     if claim.outcome == "cancelled":
         raise RunCancelledError(run_id, f"run {run_id!r} of cadence {name!r} was cancelled")
@@ -481,46 +474,87 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
             record.step,
             record.attempts,
         )
-    if claim.outcome == "finished":
-        if record.context is None:
-            raise RunDecodeError(run_id, f"run {run_id!r} completed but has no stored context")
-        return codec.decode(record.context, context, run_id)
+    if claim.outcome != "finished":
+        return None
+    if record.context is None:
+        raise RunDecodeError(run_id, f"run {run_id!r} completed but has no stored context")
+    return codec_for(type(context)).decode(record.context, context, run_id)
 
+
+async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
+    cadence: Cadence[C],
+    context: C,
+    store: Store,
+    claim: Claim,
+    token: str,
+    plan: tuple[str, ...],
+    migration: Migration | None,
+) -> C:
+    """Go on with a claimed run (or return a finished one's result)."""
+    settled = await _settled(cadence, context, store, claim, token)
+    if settled is not None:
+        return settled
+    record, run_id = claim.record, claim.record.run_id
+    codec = codec_for(type(context))
     position = record.position
     progress: _Progress | None = None
-    result: C | None = None
+    finished: list[C] = []  # the result, once stored
+
+    async def walk_and_finish(c: Cadence[C], ctx: C, observers: Observers | None) -> C:
+        """Walk the steps, then store the result: inside the observed run, which ends so."""
+        at = cast("_Progress", progress)
+        try:
+            done = await _Walk[C](at, 0, position, "")(c, ctx, observers)
+        except BaseException as exc:
+            if lost.cancel_called and _only_cancelled(exc):  # the heartbeat stopped the steps
+                raise await _lease_lost(cadence, store, run_id, token, at.frames[0][:2]) from None
+            raise
+        if lost.cancel_called:  # found lost as the last step ended
+            raise await _lease_lost(cadence, store, run_id, token, at.frames[0][:2])
+        await _finish(cadence, store, token, codec, done, at)
+        finished.append(done)
+        return done
+
     try:  # from here on the run is ours: however this attempt stops, `_stop` records it
         with _Watched(store, run_id, token) as lost:  # observers and a resume's decoding too
-            if cadence.hooks and claim.outcome in ("created", "claimed"):  # observers hear first
-                await _tell_claim(cadence, claim, token)
             inner = None
             if claim.outcome == "claimed":
                 context, position, inner = await _resume_at(
                     store, record, token, context, codec, plan, migration, len(cadence.steps)
                 )
             step = cadence.steps[position].name if position < len(cadence.steps) else None
+            if cadence.hooks and claim.outcome in ("created", "claimed"):  # where steps go on
+                await _tell_claim(cadence, claim, token, position, step, in_child=bool(inner))
             progress = _Progress(
                 cadence, store, run_id, token, position, step, codec.encode(context, run_id)
             )
             progress.load_inner(inner)
-            walk = _Walk[C](progress, 0, position, "")
             observed = durable_run(cadence, run_id)
             try:
-                result = await execute(cadence, context, None, walk)
+                await execute(cadence, context, None, walk_and_finish)
             finally:
                 end_durable_run(observed)
-        if lost.cancel_called:  # the steps were stopped for it
-            at = (record.position, record.step) if progress is None else progress.frames[0][:2]
-            raise await _lease_lost(cadence, store, run_id, token, at)  # noqa: TRY301 # `_stop` records it below
+        if finished:  # stored, even if an observer's end was cancelled after it
+            return finished[0]
+        # Stopped before the steps began (a run hook), or an observer's end cancelled by it.
+        at = (record.position, record.step) if progress is None else progress.frames[0][:2]
+        raise await _lease_lost(cadence, store, run_id, token, at)  # noqa: TRY301 # `_stop` records it below
     except BaseException as exc:
+        if finished:  # an observer's end failed it after the result was stored
+            raise
         untouched = progress is None or not progress.wrote  # nothing committed: undo the claim
         with anyio.CancelScope(shield=True):
             await _stop(store, run_id, token, exc, undone_to(claim.previous) if untouched else None)
         raise
-    # Both set: the steps ran to their end, the heartbeat did not stop them.
-    done = cast("C", result)
-    await _finish(cadence, store, token, codec, done, cast("_Progress", progress))
-    return done
+
+
+def _only_cancelled(error: BaseException) -> bool:
+    """Whether `error` is a cancellation, or a group of nothing but cancellations."""
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(error, BaseExceptionGroup):
+        _, rest = cast("BaseExceptionGroup[BaseException]", error).split(cancelled)
+        return rest is None
+    return isinstance(error, cancelled)
 
 
 class _Watched:
@@ -563,7 +597,7 @@ async def _finish(  # noqa: PLR0917 # the pieces of one finish, passed once
     result: C,
     progress: _Progress,
 ) -> None:
-    """Store a run's result; a store failing, or a cancel just now, hands the run back."""
+    """Store a run's result (a store failing is told to the observers, and raised)."""
     run_id = progress.run_id
     try:
         with anyio.CancelScope(shield=True):  # the result is ours: a cancel waits for it
@@ -575,12 +609,10 @@ async def _finish(  # noqa: PLR0917 # the pieces of one finish, passed once
                 error=None,
                 position=len(cadence.steps),
             )
-    except (StoreError, RunCancelledError) as exc:  # the store failing, or cancelled just now
+    except StoreError as exc:  # told as the run stands (at its last commit), inside the run
         with anyio.CancelScope(shield=True):
-            if isinstance(exc, StoreError):  # told as the run stands: at its last commit
-                position, in_flight, _ = progress.frames[0]
-                await store_failed(cadence, run_id, token, position, in_flight, exc)
-            await _stop(store, run_id, token, exc, None)  # handed back (or logged): resumable
+            position, in_flight, _ = progress.frames[0]
+            await store_failed(cadence, run_id, token, position, in_flight, exc)
         raise
 
 
@@ -620,11 +652,21 @@ async def _lease_lost(
     return error
 
 
-async def _tell_claim(cadence: Cadence[Any], claim: Claim, owner: str) -> None:
-    """Send `RunClaimed` (and `RunResumed` for a later attempt) to the cadence's observers."""
-    record = claim.record  # Any: any cadence
-    name, run_id, position, step = cadence.name, record.run_id, record.position, record.step
-    attempt = record.attempts
+async def _tell_claim(  # the pieces of one claim, passed once
+    cadence: Cadence[Any],
+    claim: Claim,
+    owner: str,
+    position: int,
+    step: str | None,
+    *,
+    in_child: bool,
+) -> None:  # Any: any cadence
+    """Send `RunClaimed` (and `RunResumed` for a later attempt) to the cadence's observers.
+
+    `position` and `step` are where the run goes on (after a migration, in its new plan).
+    """
+    record = claim.record
+    name, run_id, attempt = cadence.name, record.run_id, record.attempts
     await emit_durable(
         cadence,
         RunClaimed(
@@ -649,7 +691,7 @@ async def _tell_claim(cadence: Cadence[Any], claim: Claim, owner: str) -> None:
                 position=position,
                 step=step,
                 attempt=attempt,
-                in_child=bool(record.inner),
+                in_child=in_child,
             ),
         )
 

@@ -23,7 +23,7 @@ from cadence import (
     Shared,
     last_write_wins,
 )
-from cadence.durable import SQLiteStore, idempotency_key
+from cadence.durable import RunDecodeError, SQLiteStore, idempotency_key
 
 pytestmark = pytest.mark.anyio
 
@@ -360,4 +360,48 @@ async def test_a_branch_that_deletes_an_atomic_field_runs_again_on_resume(
     assert sorted(calls) == ["a", "c"]
     assert not hasattr(result, "seen")
     assert result.n == 3
+    await store.aclose()
+
+
+@pytest.mark.parametrize("kind", ["sync", "child"])
+async def test_stored_progress_inside_a_step_that_does_not_decode_stops_the_run(
+    tmp_path: Path, kind: str
+) -> None:
+    @dataclass
+    class Part(Context):
+        total: int = 0
+
+    failing = ["once"]
+    handled: list[BaseException] = []
+
+    async def odd(ctx: Any) -> None:  # Any: an Order's or a Part's
+        ctx.total = True  # a bool in an int field: stored, and refused when read back
+
+    async def fails(ctx: Any) -> None:  # Any: as above
+        if failing:
+            failing.pop()
+            raise RuntimeError("fails once")
+
+    async def handle(ctx: Order, error: Exception) -> None:
+        handled.append(error)
+
+    def build(*, handled_by: bool) -> Cadence[Order]:
+        flow = Cadence("inner", Order()).then("first", lambda ctx: None)
+        if kind == "sync":
+            flow = flow.sync("both", [odd, fails])
+        else:
+            part = Cadence("part", Part()).then("odd", odd).then("fails", fails)
+            flow = flow.child("both", part, lambda order, done: None)
+        flow = flow.then("last", lambda ctx: None)
+        return flow.on_error(handle, stop=False) if handled_by else flow
+
+    store = SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL")
+    with pytest.raises(BeatError):
+        await build(handled_by=False).run(Order(), run_id="odd-1", store=store)
+    with pytest.raises(RunDecodeError, match="run 'odd-1'"):
+        await build(handled_by=True).run(Order(), run_id="odd-1", store=store)
+    assert handled == []  # stopped as itself: not a beat's failure to pass over
+    record = await store.get("odd-1")
+    assert record is not None
+    assert (record.status, record.attempts, record.step) == ("failed", 1, "both")  # as it was
     await store.aclose()

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from durable_tally import Tally, steal, tally  # tests/, beside conftest.py
 
-from cadence import BeatError, Cadence
-from cadence.durable import LeaseLostError, SQLiteStore, StoreError
+from cadence import BeatError, Cadence, CadenceHooks
+from cadence.durable import (
+    LeaseLostError,
+    Migration,
+    PlanChangedError,
+    SQLiteStore,
+    StoreError,
+)
 from cadence.events import (
     BeatCompleted,
     BeatStarted,
@@ -142,6 +149,101 @@ async def test_a_failed_commit_tells_checkpoint_failed(tmp_path: Path) -> None:
     assert result.done == ["a", "b", "c"]
     resumed = next(e for e in events if isinstance(e, RunResumed))
     assert (resumed.position, resumed.step) == (1, "b")
+    await store.aclose()
+
+
+class FinishFailingStore(SQLiteStore):
+    """A store whose finishing commit fails once (a full disk as the run ends)."""
+
+    fail = True
+
+    async def finish(self, run_id: str, owner: str, **kwargs: Any) -> None:  # Any: forwarded
+        if kwargs["status"] == "completed" and self.fail:
+            self.fail = False
+            raise StoreError(run_id, f"run {run_id!r}: database or disk is full")
+        await super().finish(run_id, owner, **kwargs)
+
+
+async def test_a_finish_that_fails_ends_the_run_failed_after_checkpoint_failed(
+    tmp_path: Path,
+) -> None:
+    events: list[CadenceEvent] = []
+    ended: list[BaseException | None] = []
+
+    class Ends(CadenceHooks):
+        def after_cadence(
+            self, cadence_name: str, context: object, duration: float, error: Exception | None
+        ) -> None:
+            ended.append(error)
+
+    store = FinishFailingStore(tmp_path / "runs.db", synchronous="NORMAL")
+    cadence = flow(events, [], []).with_hooks(Ends())
+    with pytest.raises(StoreError, match="disk is full"):
+        await cadence.run(Tally(), run_id="order-5", store=store)
+    kinds = [type(e).__name__ for e in events]
+    assert "RunCompleted" not in kinds  # the result was not stored: the run did not complete
+    assert kinds[-2:] == ["CheckpointFailed", "RunFailed"]  # told inside the run, then its end
+    failed = events[-2]
+    assert isinstance(failed, CheckpointFailed)
+    assert (failed.position, failed.step) == (2, "c")  # its last commit: c ran, not stored
+    assert len(ended) == 1
+    assert isinstance(ended[0], StoreError)
+    events.clear()
+    assert (await cadence.run(Tally(), run_id="order-5", store=store)).done == ["a", "b", "c"]
+    assert [e.beat for e in events if isinstance(e, BeatStarted)] == ["c"]  # in flight: again
+    assert sum(isinstance(e, RunCompleted) for e in events) == 1
+    await store.aclose()
+
+
+async def test_a_refused_resume_tells_no_claim(store: SQLiteStore) -> None:
+    events: list[CadenceEvent] = []
+    with pytest.raises(BeatError):
+        await flow(events, ["b"], []).run(Tally(), run_id="order-6", store=store)
+    events.clear()
+    renamed = (
+        Cadence("tally", context_type=Tally)
+        .then("a", lambda ctx: None)
+        .then("b2", lambda ctx: None)
+        .then("c", lambda ctx: None)
+        .with_listener(events.append)
+    )
+    with pytest.raises(PlanChangedError):
+        await renamed.run(Tally(), run_id="order-6", store=store)
+    assert events == []  # the claim was undone: nothing was claimed, nothing resumed
+    record = await store.get("order-6")
+    assert record is not None
+    assert (record.status, record.attempts) == ("failed", 1)
+    await store.aclose()
+
+
+async def test_a_migrated_resume_tells_where_it_goes_on_in_the_new_plan(
+    store: SQLiteStore,
+) -> None:
+    events: list[CadenceEvent] = []
+    with pytest.raises(BeatError):
+        await flow(events, ["c"], []).run(Tally(), run_id="order-7", store=store)
+    events.clear()
+
+    def did(name: str) -> Callable[[Tally], None]:
+        return lambda ctx: ctx.done.append(name)
+
+    grown = (
+        Cadence("tally", context_type=Tally)
+        .then("a", did("a"))
+        .then("x", did("x"))
+        .then("b", did("b"))
+        .then("c2", did("c2"))
+        .with_listener(events.append)
+    )
+    migration = Migration(renamed={"c": "c2"}, skip={"x"})
+    result = await grown.run(Tally(), run_id="order-7", store=store, migration=migration)
+    assert result.done == ["a", "b", "c2"]
+    claimed, resumed = events[0], events[1]
+    assert isinstance(claimed, RunClaimed)
+    assert isinstance(resumed, RunResumed)
+    # Three steps of the new plan are passed over (a, x, b), and c2 goes on: not the stored 2, c.
+    assert (claimed.position, claimed.step) == (3, "c2")
+    assert (resumed.position, resumed.step) == (3, "c2")
     await store.aclose()
 
 

@@ -275,7 +275,7 @@ async def test_workers_share_the_queue_and_recover_a_killed_workers_runs(
 
 async def test_a_worker_whose_lease_is_taken_tells_lease_lost(dsn: str) -> None:
     from cadence.durable import LeaseLostError  # noqa: PLC0415 # the test's own
-    from cadence.events import CadenceEvent, LeaseLost, RunClaimed  # noqa: PLC0415 # as above
+    from cadence.events import CadenceEvent, LeaseLost, RunClaimed, RunFailed  # noqa: PLC0415 # as above
 
     store = PostgresStore(dsn, lease=0.3)
     events: list[CadenceEvent] = []
@@ -298,7 +298,7 @@ async def test_a_worker_whose_lease_is_taken_tells_lease_lost(dsn: str) -> None:
         async with anyio.create_task_group() as group:
             group.start_soon(functools.partial(worker.run, handle_signals=False))
             await told.wait()
-            worker.stop()
+            worker.stop()  # returns once the run has ended
     claimed = events[0]
     assert isinstance(claimed, RunClaimed)
     assert (claimed.run_id, claimed.attempt, claimed.new) == ("lost-1", 1, True)
@@ -309,6 +309,13 @@ async def test_a_worker_whose_lease_is_taken_tells_lease_lost(dsn: str) -> None:
         lost.error
     )
     assert "found by the heartbeat" in str(lost.error)
+    # The run ends failed by the lost lease, told before it ends: not as a cancelled run.
+    kinds = [type(e).__name__ for e in events]
+    assert "RunCancelled" not in kinds
+    assert kinds.index("LeaseLost") < kinds.index("RunFailed")
+    failed = events[kinds.index("RunFailed")]
+    assert isinstance(failed, RunFailed)
+    assert isinstance(failed.error, LeaseLostError)
     record = await store.get("lost-1")
     assert record is not None
     assert (record.status, record.owner) == ("running", "thief")  # the thief's, untouched

@@ -203,8 +203,8 @@ async def test_an_inline_store_checkpoints_the_wal_on_the_writer_thread(
     checkpoint = store._checkpoint  # pyright: ignore[reportPrivateUsage] # to watch it
 
     def spy(_: None) -> None:
-        threads.append(threading.current_thread().name)
         checkpoint(None)
+        threads.append(threading.current_thread().name)  # once its pages are in the file
 
     store._checkpoint = spy  # type: ignore[method-assign] # pyright: ignore[reportPrivateUsage] # a spy
     store._writes = 0  # pyright: ignore[reportPrivateUsage] # count from here

@@ -10,6 +10,7 @@ import difflib
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from types import UnionType
 from typing import (
     TYPE_CHECKING,
     Annotated,
@@ -18,6 +19,7 @@ from typing import (
     SupportsIndex,
     TypeAlias,
     TypeVar,
+    Union,
     cast,
     get_args,
     get_origin,
@@ -499,17 +501,29 @@ def _is_shared(annotation: object, cls: type) -> bool:
             annotation = eval(text, namespace)  # noqa: S307 # an annotation, as typing.get_type_hints evaluates it
         except Exception:  # noqa: BLE001 # a name known only to type checkers: read the text
             return _names_shared(text)
-    if get_origin(annotation) is Annotated:
+    origin = get_origin(annotation)
+    if origin is Annotated:
         return any(meta is SHARED_MARKER for meta in get_args(annotation)[1:])
+    if origin is Union or origin is UnionType:  # `Shared[Client] | None`: one resource or none
+        return any(_is_shared(arg, cls) for arg in get_args(annotation))
     return False
 
 
 def _names_shared(annotation: str) -> bool:
-    """Return whether annotation text reads `Shared[...]` (or `cadence.Shared[...]`)."""
+    """Return whether annotation text reads `Shared[...]` (or `cadence.Shared[...]`).
+
+    Or a union holding one (`Shared[Client] | None`).
+    """
     try:
         node = ast.parse(annotation, mode="eval").body
     except SyntaxError:
         return False
+    return _reads_shared(node)
+
+
+def _reads_shared(node: ast.expr) -> bool:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _reads_shared(node.left) or _reads_shared(node.right)
     if not isinstance(node, ast.Subscript):
         return False
     target = node.value

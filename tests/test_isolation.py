@@ -133,6 +133,14 @@ def test_shared_fields_are_found_in_postponed_and_real_annotations() -> None:
 
     assert shared_fields(Local) == {"conn", "other"}
 
+    @dataclass
+    class Optional(Context):
+        client: Shared[threading.Lock] | None = None
+        text: Shared[UnknownToRuntime] | None = None  # type: ignore[name-defined] # noqa: F821 # pyright: ignore[reportUndefinedVariable]
+        plain: int | None = None
+
+    assert shared_fields(Optional) == {"client", "text"}  # as Shared[... | None]
+
 
 @dataclass(frozen=True)
 class Frozen(ImmutableContext):

@@ -96,7 +96,7 @@ def runs() -> None:
 @_store_options
 @click.option("--status", type=click.Choice(_STATUSES), help="Only runs of this status.")
 @click.option("--cadence", "cadence_name", help="Only runs of this cadence.")
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True)
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table")
 def list_runs(  # noqa: PLR0917 # click passes each option
     db: str | None,

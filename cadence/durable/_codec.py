@@ -50,26 +50,29 @@ C = TypeVar("C", bound=Context)
 
 _DELETED = "-deleted"  # the stored key that lists the fields a beat deleted
 
-_LEAVES: frozenset[object] = frozenset(
+# Written as JSON strings, read back by their type: values, and dict keys too.
+_STRING_LIKE: frozenset[object] = frozenset(
     {
-        int,
-        float,
-        str,
-        bool,
-        bytes,
-        bytearray,
-        type(None),
-        None,
         datetime.datetime,
         datetime.date,
         datetime.time,
         datetime.timedelta,
         uuid.UUID,
         decimal.Decimal,
-        Any,
-        object,
     }
 )
+_LEAVES: frozenset[object] = _STRING_LIKE | {
+    int,
+    float,
+    str,
+    bool,
+    bytes,
+    bytearray,
+    type(None),
+    None,
+    Any,
+    object,
+}
 _CONTAINERS: frozenset[object] = frozenset(
     {
         list,
@@ -102,7 +105,12 @@ def _convert(value: object, kind: object) -> object:
 
 
 def _dec_hook(kind: Any, value: Any) -> Any:  # Any: msgspec's hook signature
-    """Rebuild the atomic containers msgspec does not know, with typed items."""
+    """Rebuild the atomic containers msgspec does not know, with typed items.
+
+    An `object` field is plain JSON, as `Any` is (msgspec takes `object` for a class of its own).
+    """
+    if kind is object:
+        return value
     origin = typing.get_origin(kind) or kind
     args = typing.get_args(kind)
     if origin is AtomicList:
@@ -118,6 +126,8 @@ def _unsupported(kind: object, seen: set[int]) -> str | None:  # noqa: PLR0911, 
     """Return why `kind` cannot round-trip through JSON, or `None` if it can."""
     if isinstance(kind, typing.TypeVar):
         return f"type variable {kind}"
+    if isinstance(kind, typing.NewType):
+        return _unsupported(kind.__supertype__, seen)
     if kind in _LEAVES:
         return None
     origin = typing.get_origin(kind)
@@ -134,6 +144,19 @@ def _unsupported(kind: object, seen: set[int]) -> str | None:  # noqa: PLR0911, 
         return None
     if origin is Sequence or kind is Sequence:  # a tuple would come back as a list
         return "Sequence (JSON cannot tell a tuple from a list: write list[...] or tuple[...])"
+    if origin is AbstractSet or kind is AbstractSet:  # a frozenset would come back as a set
+        return "Set (JSON cannot tell a frozenset from a set: write set[...] or frozenset[...])"
+    if origin in _MAPPINGS and args:
+        reason = _unkeyed(args[0])
+        if reason is not None:
+            return reason
+    if origin is AtomicList or origin is AtomicDict:  # msgspec does not look inside them
+        builtin: Any = list if origin is AtomicList else dict  # Any: subscripted at run time
+        plain: object = builtin[args]
+        try:
+            msgspec.json.Decoder(plain, dec_hook=_dec_hook)
+        except TypeError as exc:
+            return str(exc)
     if origin in _CONTAINERS:
         for arg in args:
             if arg is not Ellipsis:
@@ -156,8 +179,8 @@ def _unsupported(kind: object, seen: set[int]) -> str | None:  # noqa: PLR0911, 
                 hints = typing.get_type_hints(cls, include_extras=True)
             except Exception as exc:  # noqa: BLE001 # an unresolvable annotation is the reason
                 return f"{title} (its annotations cannot be resolved: {exc})"
-            for name, hint in hints.items():
-                reason = _unsupported(hint, seen)
+            for name in _field_names(cls):  # not its ClassVars and InitVars: never stored
+                reason = _unsupported(hints.get(name, Any), seen)
                 if reason is not None:
                     return f"{title}.{name}: {reason}"
             return None
@@ -169,6 +192,46 @@ def _unsupported(kind: object, seen: set[int]) -> str | None:  # noqa: PLR0911, 
 
 def _is_struct(kind: type) -> bool:
     return issubclass(kind, msgspec.Struct)
+
+
+def _field_names(cls: type[object]) -> Sequence[str]:
+    """Return the fields of a dataclass or a msgspec Struct: what msgspec writes of it."""
+    if _is_struct(cls):
+        return cast("tuple[str, ...]", getattr(cls, "__struct_fields__"))  # noqa: B009 # a Struct's, unknown to the checkers
+    return [f.name for f in dataclasses.fields(cast("Any", cls))]  # Any: a dataclass type
+
+
+_MAPPINGS: frozenset[object] = frozenset({dict, Mapping, MutableMapping, AtomicDict})
+_KEYS: frozenset[object] = _STRING_LIKE | {str, int, float, bytes}
+
+
+def _unkeyed(kind: object) -> str | None:
+    """Return why `kind` cannot be a dict's key type that reads back as itself, or `None`.
+
+    JSON's keys are strings: a key is read back by its type, so a union of key types (`1` and
+    `"1"` both stored as `"1"`), a bool, a tuple or a frozenset has no key to come back as.
+    """
+    named = cast("str | None", getattr(kind, "__qualname__", None))  # `tuple[int, int]`: "tuple"
+    title = named if named and typing.get_origin(kind) is None else repr(kind)
+    if isinstance(kind, typing.NewType):
+        return _unkeyed(kind.__supertype__)
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin is typing.Annotated:
+        return _unkeyed(args[0])
+    if kind is Any or kind in _KEYS:  # Any: plain JSON, its keys strings
+        return None
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return None
+    if origin is typing.Literal and (
+        all(type(a) is str for a in args) or all(type(a) is int for a in args)
+    ):
+        return None
+    return (
+        f"dict keys of type {title} (JSON's keys are "
+        "strings, read back by the key type: it must be one of str, int, float, an enum, "
+        "UUID, Decimal, a date, time or datetime, or a Literal of str or of int)"
+    )
 
 
 def _may_hold(kind: object, wanted: tuple[type, ...], seen: set[int], *, untyped: bool) -> bool:  # noqa: PLR0911 # one answer per kind of type
@@ -206,10 +269,20 @@ def _is_non_finite(value: object) -> bool:
 
 
 def _is_zoned(value: object) -> bool:
-    """Whether `value` is a datetime or time in a time zone JSON cannot name (a zoneinfo's)."""
+    """Whether `value` is a datetime or time in a time zone JSON cannot name.
+
+    A zoneinfo's, or a fixed offset with seconds in it (ISO 8601 keeps whole minutes).
+    """
     if not isinstance(value, datetime.datetime | datetime.time) or value.tzinfo is None:
         return False
-    return type(value.tzinfo) is not datetime.timezone
+    if type(value.tzinfo) is not datetime.timezone:
+        return True
+    offset = value.utcoffset()
+    return offset is not None and offset % _MINUTE != _NO_TIME
+
+
+_MINUTE = datetime.timedelta(minutes=1)
+_NO_TIME = datetime.timedelta(0)
 
 
 def _first(value: object, found: Callable[[object], bool]) -> tuple[str, object] | None:  # noqa: PLR0911, PLR0912 # one answer per kind of value
@@ -367,9 +440,9 @@ class ContextCodec(Generic[C]):
                 values,
                 self._zoned,
                 _is_zoned,
-                "in a time zone JSON cannot name (only its UTC offset): a resumed run would hold "
-                "another value; store it in UTC (.astimezone(datetime.UTC)) and the zone's name "
-                "in a field of its own",
+                "in a time zone JSON cannot keep (only a UTC offset in whole minutes): a resumed "
+                "run would hold another value; store it in UTC (.astimezone(datetime.UTC)) and "
+                "the zone's name in a field of its own",
             )
         return data
 

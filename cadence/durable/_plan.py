@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -101,8 +101,21 @@ class Migration:
     skip: Set[str] = frozenset()
 
     def __post_init__(self) -> None:
-        skip: object = self.skip  # a str passes untyped callers, and `in` finds its substrings
-        if isinstance(skip, str):
+        # Untyped callers are checked here, not deep in a resume: a str passes them as `skip`
+        # (and `in` would find its substrings), a function or a list of pairs as `renamed`.
+        skip = cast("object", self.skip)
+        if isinstance(skip, str) or not isinstance(skip, Iterable):
+            raise TypeError(f"Migration: skip takes a set of step names, got {skip!r}")
+        renamed = cast("object", self.renamed)
+        if not isinstance(renamed, Mapping) or not all(
+            isinstance(old, str) and isinstance(new, str)
+            for old, new in cast("Mapping[object, object]", renamed).items()
+        ):
+            raise TypeError(
+                f"Migration: renamed maps old step names to new ones ({{'old': 'new'}}), "
+                f"got {renamed!r}"
+            )
+        if not all(isinstance(name, str) for name in cast("Iterable[object]", skip)):
             raise TypeError(f"Migration: skip takes a set of step names, got {skip!r}")
         object.__setattr__(self, "skip", frozenset(self.skip))
 

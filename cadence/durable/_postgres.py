@@ -55,6 +55,7 @@ from cadence.durable._store import (
     NewRun,
     RunRecord,
     RunStatus,
+    check_listing,
     listed_from_row,
     record_from_row,
     undone_to,
@@ -1047,6 +1048,7 @@ class PostgresStore:
         self, *, status: RunStatus | None = None, cadence: str | None = None, limit: int = 100
     ) -> list[RunRecord]:
         """Return runs, newest first, optionally of one status or cadence."""
+        check_listing(status, limit)
         rows = await self._fetch(
             "",
             "listing runs",

@@ -28,6 +28,7 @@ from cadence.durable._store import (
     NewRun,
     RunRecord,
     RunStatus,
+    check_listing,
     listed_from_row,
     record_from_row,
 )
@@ -554,6 +555,7 @@ class SQLiteStore:
         self, *, status: RunStatus | None = None, cadence: str | None = None, limit: int = 100
     ) -> list[RunRecord]:
         """Return runs, newest first, optionally of one status or cadence."""
+        check_listing(status, limit)
         where: list[str] = []
         parameters: list[object] = []
         if status is not None:

@@ -181,6 +181,22 @@ def record_from_row(row: Sequence[object], where: str) -> RunRecord:
 T = TypeVar("T")
 
 
+def check_listing(status: object, limit: object) -> None:
+    """Refuse a listing's filter that would quietly list nothing, or everything.
+
+    Raises:
+        ValueError: `status` is no run status, or `limit` is not a count (0 or more).
+
+    """
+    if status is not None and status not in STATUSES:
+        raise ValueError(
+            f"list_runs: status must be one of {', '.join(sorted(STATUSES))} or None, "
+            f"got {status!r}"
+        )
+    if type(limit) is not int or limit < 0:
+        raise ValueError(f"list_runs: limit must be a count of runs (0 or more), got {limit!r}")
+
+
 def listed_from_row(row: Sequence[object], where: str) -> RunRecord:
     """Return a row's record for a listing: one that does not decode is listed all the same.
 

@@ -93,6 +93,9 @@ def test_cancel_and_errors(db: Path) -> None:
     assert mistyped.exit_code == 2
     assert "Invalid value for '--db'" in mistyped.output
     assert not typo.exists()  # no store made for a mistyped name
+    negative = runner.invoke(runs, ["list", "--db", str(db), "--limit", "-5"])
+    assert negative.exit_code == 2
+    assert "Invalid value for '--limit'" in negative.output
 
 
 def test_a_corrupted_row_is_listed_with_its_decoding_error(db: Path) -> None:

@@ -12,8 +12,10 @@ import re
 import threading
 import uuid
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Any, ClassVar, Literal, NewType
 
 import pytest
 from hypothesis import given, settings
@@ -221,6 +223,96 @@ def test_a_datetime_in_a_time_zone_json_cannot_name_is_refused_naming_the_field(
         raw=str(datetime.datetime(2026, 1, 1, tzinfo=paris)),
     )
     assert codec.decode(codec.encode(kept, "r"), Clocks(), "r") == kept  # offsets round-trip
+
+
+def test_an_offset_with_seconds_in_it_is_refused_as_json_keeps_whole_minutes() -> None:
+    codec = codec_for(Clocks)
+    odd = datetime.timezone(datetime.timedelta(minutes=5, seconds=30))
+    with pytest.raises(StoreError, match=r"field Clocks.at holds .*whole minutes"):
+        codec.encode(Clocks(at=datetime.datetime(2024, 6, 1, 12, tzinfo=odd)), "r")
+    with pytest.raises(StoreError, match=r"field Clocks.times\[0\] holds"):
+        codec.encode(Clocks(times=[datetime.time(1, tzinfo=odd)]), "r")
+    west = datetime.timezone(-datetime.timedelta(hours=9, minutes=30))
+    kept = Clocks(at=datetime.datetime(2024, 6, 1, 12, tzinfo=west))
+    assert codec.decode(codec.encode(kept, "r"), Clocks(), "r") == kept
+
+
+UserId = NewType("UserId", int)
+
+
+@dataclass
+class Untyped(Context):
+    note: object = None
+    payload: dict[str, object] = field(default_factory=dict[str, object])
+    items: list[object] = field(default_factory=list[object])
+    owner: UserId = UserId(0)
+
+
+def test_object_fields_round_trip_as_plain_json_and_new_types_as_their_base() -> None:
+    codec = codec_for(Untyped)
+    ctx = Untyped("hi", {"a": [1, {"b": None}], "c": 1.5}, [1, "x", True], UserId(7))
+    assert codec.decode(codec.encode(ctx, "r"), Untyped(), "r") == ctx
+
+
+class Kind(enum.Enum):
+    A = "a"
+
+
+@dataclass
+class Money:
+    CURRENCIES: ClassVar[frozenset[str]] = frozenset({"EUR", "USD"})
+    amount: int = 0
+    currency: str = "EUR"
+
+
+@dataclass
+class WellKeyed(Context):
+    by_day: dict[datetime.date, int] = field(default_factory=dict[datetime.date, int])
+    by_id: dict[uuid.UUID, str] = field(default_factory=dict[uuid.UUID, str])
+    by_kind: AtomicDict[Kind, Money] = field(default_factory=AtomicDict[Kind, Money])
+    by_code: dict[Literal[1, 2], bool] = field(default_factory=dict[Literal[1, 2], bool])
+    by_user: dict[UserId, Decimal] = field(default_factory=dict[UserId, Decimal])
+
+
+def test_dict_keys_that_read_back_as_themselves_round_trip() -> None:
+    codec = codec_for(WellKeyed)  # Money's ClassVar is no field: not looked at
+    day, key = datetime.date(2024, 2, 29), uuid.uuid4()
+    ctx = WellKeyed(
+        {day: 1},
+        {key: "k"},
+        AtomicDict({Kind.A: Money(5, "USD")}),
+        {2: True},
+        {UserId(3): Decimal("1.10")},
+    )
+    back = codec.decode(codec.encode(ctx, "r"), WellKeyed(), "r")
+    assert back == ctx
+    assert type(next(iter(back.by_user.values()))) is Decimal
+
+
+@pytest.mark.parametrize(
+    ("annotation", "why"),
+    [
+        ("dict[int | str, int]", "dict keys of type int | str"),
+        ("AtomicDict[int | str, int]", "dict keys of type int | str"),
+        ("dict[bool, int]", "dict keys of type bool"),
+        ("dict[tuple[int, int], str]", r"dict keys of type tuple\[int, int\]"),
+        ("dict[frozenset[int], str]", r"dict keys of type frozenset\[int\]"),
+        ("dict[Literal['a', 1], int]", "dict keys of type typing.Literal"),
+        ("AtomicList[datetime.datetime | str]", "more than one str-like type"),
+        ("AtomicDict[str, datetime.date | uuid.UUID]", "more than one str-like type"),
+        ("AbstractSet[str]", "cannot tell a frozenset from a set"),
+    ],
+)
+def test_a_type_json_cannot_bring_back_as_itself_is_refused_at_build(
+    annotation: str, why: str
+) -> None:
+    namespace = {**globals(), "AbstractSet": AbstractSet}
+    kind = eval(annotation, namespace)  # noqa: S307 # the test's own annotations
+    cls = dataclasses.make_dataclass(
+        "Held", [("value", kind, field(default=None))], bases=(Context,)
+    )
+    with pytest.raises(CadenceDefinitionError, match=rf"Held: field 'value' cannot .*{why}"):
+        ContextCodec(cls)
 
 
 def test_a_stored_context_missing_a_field_names_it() -> None:

@@ -1658,4 +1658,6 @@ async def test_a_queue_refuses_a_context_of_another_class_and_a_store_without_a_
         await enqueue(flow, Job(), run_id="ty-2", store=sqlite)
     with pytest.raises(TypeError, match="Worker: store must be a PostgresStore"):
         Worker(sqlite, [flow])
+    with pytest.raises(ValueError, match=r"list_runs: limit must be a count .* got -1"):
+        await store.list_runs(limit=-1)  # PostgreSQL's own refusal was a StoreError
     await store.aclose()

@@ -625,6 +625,19 @@ async def test_a_stored_position_outside_the_plan_is_a_corrupted_row(
     assert len(beats.calls) == calls  # no step ran, none was skipped
 
 
+async def test_a_listing_refuses_a_status_it_does_not_know_and_a_negative_limit(
+    store: SQLiteStore,
+) -> None:
+    await Beats().flow().run(Order(), run_id="one", store=store)
+    wrong: Any = "done"  # Any: an untyped caller's
+    with pytest.raises(ValueError, match=r"list_runs: status must be one of cancelled, .*'done'"):
+        await store.list_runs(status=wrong)
+    with pytest.raises(ValueError, match=r"list_runs: limit must be a count .* got -5"):
+        await store.list_runs(limit=-5)  # SQLite's LIMIT -5 lists every run
+    assert [r.run_id for r in await store.list_runs(status="completed", limit=1)] == ["one"]
+    assert await store.list_runs(limit=0) == []
+
+
 @pytest.mark.parametrize("stamp", ["1e20", "9e999"])  # past time_t; infinity
 async def test_a_stored_timestamp_out_of_range_is_a_corrupted_row(
     store: SQLiteStore, stamp: str
@@ -892,6 +905,24 @@ def test_a_migrations_skip_is_a_set_of_names_not_a_string() -> None:
     with pytest.raises(TypeError, match="skip takes a set of step names, got 'wait'"):
         Migration(skip="wait")  # type: ignore[arg-type]
     assert Migration(skip={"wait"}).skip == frozenset({"wait"})
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"renamed": lambda name: name},
+        {"renamed": [("add", "plus")]},
+        {"renamed": {"add": 1}},
+        {"skip": 3},
+        {"skip": [1]},
+    ],
+)
+def test_a_migration_of_the_wrong_shape_from_untyped_code_is_refused_at_once(
+    wrong: dict[str, Any],
+) -> None:
+    with pytest.raises(TypeError, match=r"Migration: (renamed maps old step names|skip takes)"):
+        Migration(**wrong)
+    assert Migration(renamed={"add": "plus"}).renamed == {"add": "plus"}
 
 
 @dataclass

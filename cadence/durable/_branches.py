@@ -34,7 +34,7 @@ from cadence._context import (
 )
 from cadence._isolation import DELETED, FingerprintCache
 from cadence._isolation import _state_of as state_of  # pyright: ignore[reportPrivateUsage] # a branch view's state
-from cadence.durable._errors import RunDecodeError
+from cadence.durable._errors import ProgressDecodeError, RunDecodeError
 
 if TYPE_CHECKING:
     from cadence._steps import Sync
@@ -55,7 +55,7 @@ def branches_done(run_id: str, stored: bytes) -> dict[str, bytes]:
     try:
         frames = msgspec.json.decode(stored, type=dict[str, msgspec.Raw])
     except msgspec.DecodeError as exc:
-        raise RunDecodeError(
+        raise ProgressDecodeError(
             run_id, f"run {run_id!r}: its stored parallel branches do not decode: {exc}"
         ) from exc
     return {name: bytes(raw) for name, raw in frames.items()}
@@ -123,7 +123,10 @@ class Branches(Generic[C]):
         # Decoded before the step runs: a branch stored that does not decode stops the run
         # before its other branches commit anything, so the claim is undone.
         stored, run_id = self._done[spec.name], self._progress.run_id
-        context = self._codec.decode(stored, _snapshot(self._context), run_id)
+        try:
+            context = self._codec.decode(stored, _snapshot(self._context), run_id)
+        except RunDecodeError as exc:
+            raise ProgressDecodeError(run_id, str(exc)) from exc.__cause__
 
         async def restored(_view: Any) -> Any:  # Any: the step's context type
             token = atomic_writes.set(AtomicWrites())  # a replay, not a change to note

@@ -10,10 +10,11 @@ CadenceError
         └── LeaseLostError      this caller no longer owns the run (another may run it)
 ```
 
-`RunCancelledError`, `RunDecodeError` and `StoreError` stop the run as themselves (they are
-`RunStoppedError`s), even when raised inside a `sync` or `child` step (by a commit, or by a
-branch's or child's stored progress that does not decode): never wrapped as a beat's failure,
-never handed to `on_error`.
+`RunCancelledError` and `StoreError` stop the run as themselves (they are `RunStoppedError`s),
+even when raised by a commit inside a `sync` or `child` step, as does a `sync` branch's or a
+`child` step's stored progress that does not decode (`ProgressDecodeError`): never wrapped as
+a beat's failure, never handed to `on_error`. A `RunDecodeError` a beat raises itself (reading
+another run, say) is that beat's failure.
 """
 
 from __future__ import annotations
@@ -54,8 +55,12 @@ class RunCancelledError(DurableError, RunStoppedError):
     """The run was cancelled through the store (`store.cancel(run_id)`)."""
 
 
-class RunDecodeError(DurableError, RunStoppedError):
+class RunDecodeError(DurableError):
     """A stored row (context, plan or result) could not be decoded."""
+
+
+class ProgressDecodeError(RunDecodeError, RunStoppedError):
+    """A step's stored progress (a `sync` branch's, a `child`'s) did not decode as it resumed."""
 
 
 class StoreError(DurableError, RunStoppedError):

@@ -34,6 +34,7 @@ from cadence.durable._errors import (
     DurableError,
     LeaseLostError,
     PlanChangedError,
+    ProgressDecodeError,
     RunCancelledError,
     RunDecodeError,
     StoreError,
@@ -279,8 +280,7 @@ class _Walk(Generic[C]):
         position = self._position
         if level > 0:
             if progress.resume:  # resumed inside this child: its stored context and position
-                position, stored = progress.resume.pop(0)
-                context = codec.decode(stored, context, run_id, refill=True)
+                position, context = _child_resumed(progress, codec, context)
             progress.frames[level:] = [(position, None, codec.encode(context, run_id))]
         run_token = _RUN.set(run_id)
         try:
@@ -315,6 +315,20 @@ class _Walk(Generic[C]):
         finally:
             _RUN.reset(run_token)
         return context
+
+
+def _child_resumed(progress: _Progress, codec: ContextCodec[C], context: C) -> tuple[int, C]:
+    """Return the position and the context a resumed child's stored frame holds.
+
+    Raises:
+        ProgressDecodeError: the frame does not decode (it stops the run, not the child step).
+
+    """
+    position, stored = progress.resume.pop(0)
+    try:
+        return position, codec.decode(stored, context, progress.run_id, refill=True)
+    except RunDecodeError as exc:
+        raise ProgressDecodeError(progress.run_id, str(exc)) from exc.__cause__
 
 
 _LOOK_FOR = 10.0  # seconds a run whose lease is lost waits to read who holds it now
@@ -515,20 +529,23 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
         finished.append(done)
         return done
 
+    told = bool(cadence.hooks) and claim.outcome in ("created", "claimed")
+    began = False  # whether the run was told as claimed and its steps began: then it counts
     try:  # from here on the run is ours: however this attempt stops, `_stop` records it
         with _Watched(store, run_id, token) as lost:  # observers and a resume's decoding too
             inner = None
             if claim.outcome == "claimed":
                 context, position, inner = await _resume_at(
-                    store, record, token, context, codec, plan, migration, len(cadence.steps)
+                    cadence, store, claim, token, context, codec, plan, migration, told=told
                 )
             step = cadence.steps[position].name if position < len(cadence.steps) else None
-            if cadence.hooks and claim.outcome in ("created", "claimed"):  # where steps go on
-                await _tell_claim(cadence, claim, token, position, step, in_child=bool(inner))
             progress = _Progress(
                 cadence, store, run_id, token, position, step, codec.encode(context, run_id)
             )
             progress.load_inner(inner)
+            if told:  # where the steps go on
+                await _tell_claim(cadence, claim, token, position, step, in_child=bool(inner))
+            began = True
             observed = durable_run(cadence, run_id)
             try:
                 await execute(cadence, context, None, walk_and_finish)
@@ -542,9 +559,10 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
     except BaseException as exc:
         if finished:  # an observer's end failed it after the result was stored
             raise
-        untouched = progress is None or not progress.wrote  # nothing committed: undo the claim
+        # Refused before it began (another plan, a row that does not decode): undo the claim.
+        undo = None if began else undone_to(claim.previous)
         with anyio.CancelScope(shield=True):
-            await _stop(store, run_id, token, exc, undone_to(claim.previous) if untouched else None)
+            await _stop(store, run_id, token, exc, undo)
         raise
 
 
@@ -697,19 +715,24 @@ async def _tell_claim(  # the pieces of one claim, passed once
 
 
 async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
+    cadence: Cadence[C],
     store: Store,
-    record: RunRecord,
+    claim: Claim,
     owner: str,
     context: C,
     codec: ContextCodec[C],
     plan: tuple[str, ...],
     migration: Migration | None,
-    count: int,
+    *,
+    told: bool,
 ) -> tuple[C, int, bytes | None]:
     """Return the stored context, the position to go on at and its step's stored progress.
 
     The progress is a child's or a sync's, kept across a changed plan only for the same step.
+    A migration commits the run under the new plan; if that fails, observers are `told` of
+    the claim and the failure, as the run stands.
     """
+    record, count = claim.record, len(cadence.steps)
     run_id = record.run_id
     if record.context is None:
         raise RunDecodeError(run_id, f"run {run_id!r} has no stored context")
@@ -738,16 +761,23 @@ async def _resume_at(  # noqa: PLR0917 # the pieces of one resume, passed once
             "Migration(skip={...}) to accept that",
         )
     inner = record.inner if resumption.keeps_inner else None  # the step in flight's progress
-    await store.checkpoint(
-        run_id,
-        owner,
-        position=position,
-        step=_step_name(plan[position]) if position < count else None,
-        context=codec.encode(context, run_id),
-        inner=inner,
-        plan=plan,
-        fingerprint=fingerprint,
-    )
+    try:
+        await store.checkpoint(
+            run_id,
+            owner,
+            position=position,
+            step=_step_name(plan[position]) if position < count else None,
+            context=codec.encode(context, run_id),
+            inner=inner,
+            plan=plan,
+            fingerprint=fingerprint,
+        )
+    except StoreError as exc:
+        if told:
+            at, step = record.position, record.step
+            await _tell_claim(cadence, claim, owner, at, step, in_child=bool(record.inner))
+            await store_failed(cadence, run_id, owner, at, step, exc)
+        raise
     return context, position, inner
 
 

@@ -403,5 +403,37 @@ async def test_stored_progress_inside_a_step_that_does_not_decode_stops_the_run(
     assert handled == []  # stopped as itself: not a beat's failure to pass over
     record = await store.get("odd-1")
     assert record is not None
-    assert (record.status, record.attempts, record.step) == ("failed", 1, "both")  # as it was
+    # Found once the run had begun (told as claimed): the attempt counts, and the run is
+    # handed back where it stood, resumable once the class or the row is mended.
+    assert (record.status, record.attempts, record.step) == ("pending", 2, "both")
+    await store.aclose()
+
+
+async def test_a_run_decode_error_a_beat_raises_is_that_beats_failure(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL")
+    handled: list[BaseException] = []
+
+    async def reads_another_run(ctx: Order) -> None:
+        raise RunDecodeError("other", "run 'other': its row is corrupted")
+
+    async def handle(ctx: Order, error: Exception) -> None:
+        handled.append(error)
+
+    part = Cadence("part", Order()).then("reads", reads_another_run)
+    flow = (
+        Cadence("reader", Order())
+        .then("first", reads_another_run)
+        .child("kid", part, lambda order, done: None)
+        .sync("both", [reads_another_run, lambda ctx: None])
+        .then("last", lambda ctx: None)
+        .on_error(handle, stop=False)
+    )
+    await flow.run(Order(), run_id="reader-1", store=store)  # passed over, each of them
+    assert [type(e).__name__ for e in handled] == ["BeatError"] * 3
+    strict = Cadence("reader", Order()).then("first", reads_another_run)
+    with pytest.raises(BeatError, match="run 'other'"):
+        await strict.run(Order(), run_id="reader-2", store=store)
+    record = await store.get("reader-2")
+    assert record is not None
+    assert (record.status, record.attempts) == ("failed", 1)  # this run's failure, counted
     await store.aclose()

@@ -22,6 +22,7 @@ from cadence.events import (
     BeatStarted,
     CadenceEvent,
     CheckpointFailed,
+    DurableEvent,
     LeaseLost,
     RunClaimed,
     RunCompleted,
@@ -244,6 +245,40 @@ async def test_a_migrated_resume_tells_where_it_goes_on_in_the_new_plan(
     # Three steps of the new plan are passed over (a, x, b), and c2 goes on: not the stored 2, c.
     assert (claimed.position, claimed.step) == (3, "c2")
     assert (resumed.position, resumed.step) == (3, "c2")
+    await store.aclose()
+
+
+class MigrationFailingStore(SQLiteStore):
+    """A store whose commit of a run under a new plan fails (a full disk as it migrates)."""
+
+    async def checkpoint(self, run_id: str, owner: str, **kwargs: Any) -> None:  # Any: forwarded
+        if kwargs.get("plan") is not None:
+            raise StoreError(run_id, f"run {run_id!r}: database or disk is full")
+        await super().checkpoint(run_id, owner, **kwargs)
+
+
+async def test_a_migration_whose_commit_fails_is_told_as_the_run_stands(tmp_path: Path) -> None:
+    events: list[CadenceEvent] = []
+    store = MigrationFailingStore(tmp_path / "runs.db", synchronous="NORMAL")
+    with pytest.raises(BeatError):
+        await flow(events, ["c"], []).run(Tally(), run_id="order-8", store=store)
+    events.clear()
+    grown = (
+        Cadence("tally", context_type=Tally)
+        .then("a", lambda ctx: None)
+        .then("b", lambda ctx: None)
+        .then("c2", lambda ctx: None)
+        .with_listener(events.append)
+    )
+    with pytest.raises(StoreError, match="disk is full"):
+        await grown.run(
+            Tally(), run_id="order-8", store=store, migration=Migration(renamed={"c": "c2"})
+        )
+    assert [type(e).__name__ for e in events] == ["RunClaimed", "RunResumed", "CheckpointFailed"]
+    assert {(e.position, e.step) for e in events if isinstance(e, DurableEvent)} == {(2, "c")}
+    record = await store.get("order-8")
+    assert record is not None
+    assert (record.status, record.attempts) == ("pending", 2)  # counted, as it was told
     await store.aclose()
 
 

@@ -495,7 +495,7 @@ async def _settled(
     return codec_for(type(context)).decode(record.context, context, run_id)
 
 
-async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
+async def _attempt(  # noqa: PLR0915, PLR0917 # one attempt, read top to bottom; its pieces passed once
     cadence: Cadence[C],
     context: C,
     store: Store,
@@ -520,9 +520,10 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
         try:
             done = await _Walk[C](at, 0, position, "")(c, ctx, observers)
         except BaseException as exc:
-            if lost.cancel_called and _only_cancelled(exc):  # the heartbeat stopped the steps
-                raise await _lease_lost(cadence, store, run_id, token, at.frames[0][:2]) from None
-            raise
+            if not lost.cancel_called:
+                raise
+            stopped = await _as_lost(cadence, store, run_id, token, at.frames[0][:2], exc)
+            raise stopped from stopped.__cause__
         if lost.cancel_called:  # found lost as the last step ended
             raise await _lease_lost(cadence, store, run_id, token, at.frames[0][:2])
         await _finish(cadence, store, token, codec, done, at)
@@ -564,6 +565,41 @@ async def _attempt(  # noqa: PLR0917 # the pieces of one attempt, passed once
         with anyio.CancelScope(shield=True):
             await _stop(store, run_id, token, exc, undo)
         raise
+
+
+async def _as_lost(  # noqa: PLR0917 # one lost lease's pieces, passed once
+    cadence: Cadence[Any],
+    store: Store,
+    run_id: str,
+    owner: str,
+    at: tuple[int, str | None],
+    error: BaseException,
+) -> BaseException:  # Any: any cadence
+    """Return what ends steps the heartbeat stopped, whatever they raised as they stopped.
+
+    The run is lost, and told so once: a `StoreError` a commit raised (told when it was) or,
+    else, the lease lost, its cause any error besides the cancellation.
+    """
+    told = _store_error_in(error)
+    if told is not None:
+        return told
+    lost = await _lease_lost(cadence, store, run_id, owner, at)
+    if not _only_cancelled(error):
+        lost.__cause__ = error
+    return lost
+
+
+def _store_error_in(error: BaseException) -> StoreError | None:
+    """Return `error` if it is a `StoreError`, or the first one a group of errors holds."""
+    if isinstance(error, StoreError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        group = cast("BaseExceptionGroup[BaseException]", error)
+        for inner in group.exceptions:
+            found = _store_error_in(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _only_cancelled(error: BaseException) -> bool:

@@ -322,6 +322,44 @@ async def test_a_worker_whose_lease_is_taken_tells_lease_lost(dsn: str) -> None:
     await store.aclose()
 
 
+async def test_a_lease_lost_while_a_beats_own_tasks_fail_as_they_stop_is_a_lost_lease(
+    dsn: str,
+) -> None:
+    from cadence.events import CadenceEvent, RunFailed  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn, lease=0.3)
+    events: list[CadenceEvent] = []
+
+    async def cleans_up_badly() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            raise ValueError("cleanup failed")  # a task failing as it is cancelled
+
+    async def steal(ctx: Job) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(cleans_up_badly)
+            await _sql(dsn, "UPDATE cadence_runs SET owner = 'thief' WHERE run_id = 'tg-1'")
+            await anyio.sleep_forever()  # cancelled when the heartbeat finds the lease gone
+
+    flow = Cadence("grouped", Job()).then("steal", steal).with_listener(events.append)
+    with anyio.fail_after(30), pytest.raises(LeaseLostError, match="found by the heartbeat") as got:
+        await flow.run(Job(), run_id="tg-1", store=store)
+    # Caused by what the beat's tasks raised: their group as the beat's failure (asyncio), or
+    # the group with the cancellation in it (trio).
+    assert isinstance(got.value.__cause__, BeatError | BaseExceptionGroup)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.count("LeaseLost") == 1
+    assert kinds[-2:] == ["LeaseLost", "RunFailed"]
+    failed = events[-1]
+    assert isinstance(failed, RunFailed)
+    assert isinstance(failed.error, LeaseLostError)
+    record = await store.get("tg-1")
+    assert record is not None
+    assert (record.status, record.owner) == ("running", "thief")  # not marked failed by us
+    await store.aclose()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_sigterm_or_sigint_hands_back_the_runs_still_running_after_the_grace(
     dsn: str, signum: signal.Signals

@@ -152,7 +152,7 @@ class _Progress:
     `i - 1`, with its own context and position. A commit at one level drops the deeper ones.
     """
 
-    __slots__ = ("cadence", "frames", "owner", "resume", "run_id", "store", "wrote")
+    __slots__ = ("cadence", "failed", "frames", "owner", "resume", "run_id", "store", "wrote")
 
     def __init__(  # noqa: PLR0917 # one run's progress, made in one place
         self,
@@ -171,6 +171,7 @@ class _Progress:
         self.frames: list[tuple[int, str | None, bytes]] = [(position, step, context)]
         self.resume: list[tuple[int, bytes]] = []  # stored child frames, consumed on resume
         self.wrote = False  # whether this attempt committed a step
+        self.failed: StoreError | None = None  # the first commit that failed (and was told)
 
     def load_inner(self, inner: bytes | None) -> None:
         """Take the stored child frames of a resumed run."""
@@ -205,6 +206,8 @@ class _Progress:
         except StoreError as exc:  # told as the run stands: at its last commit
             committed, in_flight, _ = self.frames[0]
             await store_failed(self.cadence, self.run_id, self.owner, committed, in_flight, exc)
+            if self.failed is None:
+                self.failed = exc
             raise
         self.frames = frames  # what the heartbeat reads: the last commit, once it is one
 
@@ -522,7 +525,7 @@ async def _attempt(  # noqa: PLR0915, PLR0917 # one attempt, read top to bottom;
         except BaseException as exc:
             if not lost.cancel_called:
                 raise
-            stopped = await _as_lost(cadence, store, run_id, token, at.frames[0][:2], exc)
+            stopped = await _as_lost(cadence, store, at, exc)
             raise stopped from stopped.__cause__
         if lost.cancel_called:  # found lost as the last step ended
             raise await _lease_lost(cadence, store, run_id, token, at.frames[0][:2])
@@ -567,23 +570,19 @@ async def _attempt(  # noqa: PLR0915, PLR0917 # one attempt, read top to bottom;
         raise
 
 
-async def _as_lost(  # noqa: PLR0917 # one lost lease's pieces, passed once
-    cadence: Cadence[Any],
-    store: Store,
-    run_id: str,
-    owner: str,
-    at: tuple[int, str | None],
-    error: BaseException,
+async def _as_lost(
+    cadence: Cadence[Any], store: Store, progress: _Progress, error: BaseException
 ) -> BaseException:  # Any: any cadence
     """Return what ends steps the heartbeat stopped, whatever they raised as they stopped.
 
     The run is lost, and told so once: a `StoreError` a commit raised (told when it was) or,
     else, the lease lost, its cause any error besides the cancellation.
     """
-    told = _store_error_in(error)
+    told = _store_error_in(error) or progress.failed
     if told is not None:
         return told
-    lost = await _lease_lost(cadence, store, run_id, owner, at)
+    at = progress.frames[0][:2]
+    lost = await _lease_lost(cadence, store, progress.run_id, progress.owner, at)
     if not _only_cancelled(error):
         lost.__cause__ = error
     return lost

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from durable_tally import Tally, steal, tally  # tests/, beside conftest.py
 
@@ -115,6 +116,52 @@ async def test_a_run_taken_over_mid_run_tells_lease_lost(
     record = await store.get("order-3")
     assert record is not None
     assert (record.position, record.owner) == (1, "elsewhere:1:1:x")  # nothing overwritten
+    await store.aclose()
+
+
+class HeartbeatStore(SQLiteStore):
+    """SQLite with a heartbeat of its own making: `lose()` gives the runs away and tells it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, synchronous="NORMAL")
+        self.watched: dict[str, Callable[[], None]] = {}
+
+    def watch(self, run_id: str, owner: str, lost: Callable[[], None]) -> None:
+        self.watched[owner] = lost
+
+    def unwatch(self, owner: str) -> None:
+        self.watched.pop(owner, None)
+
+    def lose(self) -> None:
+        steal(self.path)()
+        for lost in list(self.watched.values()):
+            lost()
+
+
+async def test_a_lease_lost_to_a_commit_and_the_heartbeat_at_once_is_told_once(
+    tmp_path: Path,
+) -> None:
+    events: list[CadenceEvent] = []
+    store = HeartbeatStore(tmp_path / "runs.db")
+
+    async def loses(ctx: Tally) -> None:
+        store.lose()  # the heartbeat's cancel reaches the other branch; this one commits
+        ctx.done.append("loses")
+
+    async def waits(ctx: Tally) -> None:
+        await anyio.sleep(5)
+
+    flow = (
+        Cadence("both", context_type=Tally)
+        .then("a", lambda ctx: None)
+        .sync("b", [loses, waits])
+        .with_listener(events.append)
+    )
+    with anyio.fail_after(10), pytest.raises(LeaseLostError):
+        await flow.run(Tally(), run_id="order-9", store=store)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.count("LeaseLost") == 1
+    assert kinds[-1] == "RunFailed"
     await store.aclose()
 
 

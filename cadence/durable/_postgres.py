@@ -67,7 +67,7 @@ try:
     import psycopg.generators
     from psycopg import pq
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
-    from psycopg_pool import AsyncConnectionPool
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
     from cadence.durable._held_socket import HeldSocket  # psycopg's too
 except ImportError as exc:  # pragma: no cover - psycopg is installed in the test venv
@@ -416,13 +416,16 @@ class _Watch:
 
 
 def _bounded(dsn: str, lease: float) -> str:
-    """Return `dsn` with libpq's TCP timeouts added where it sets none.
+    """Return `dsn` with libpq's TCP timeouts and a lock timeout added where it sets none.
 
     Without them a call caught by a network partition waits for the kernel to give up on
     the connection (15 minutes by default), a claim or finish with it, shielded from
     cancellation as they are: keepalives find a silent server within half a lease, and
-    `tcp_user_timeout` fails a write the server has not acknowledged within one lease.
-    Ignored on Unix-domain sockets. A DSN's own values are kept.
+    `tcp_user_timeout` fails a write the server has not acknowledged within one lease
+    (ignored on Unix-domain sockets). A run's row locked by another session (a
+    `SELECT ... FOR UPDATE` left open) would hold a commit, or the hand-back after it, for as
+    long as that session lives: `lock_timeout` fails the wait after a lease, by when the run
+    is lost anyway. A DSN's own values are kept.
 
     Raises:
         psycopg.ProgrammingError: `dsn` does not parse.
@@ -430,14 +433,18 @@ def _bounded(dsn: str, lease: float) -> str:
     """
     given = conninfo_to_dict(dsn)
     idle = max(1, round(lease / 6))
-    bounds = {
+    wait = max(1000, round(lease * 1000))
+    bounds: dict[str, str | int] = {
         "keepalives": 1,
         "keepalives_idle": idle,
         "keepalives_interval": idle,
         "keepalives_count": 2,
-        "tcp_user_timeout": max(1000, round(lease * 1000)),
+        "tcp_user_timeout": wait,
     }
     missing = {key: value for key, value in bounds.items() if key not in given}
+    options = str(given.get("options") or "")
+    if "lock_timeout" not in options:
+        missing["options"] = f"{options} -c lock_timeout={wait}".strip()
     return make_conninfo(dsn, **missing) if missing else dsn
 
 
@@ -576,6 +583,7 @@ class PostgresStore:
             self._conninfo,
             min_size=self._min_size,
             max_size=self._max_size,
+            timeout=_pool_wait(self.lease),
             open=False,
             kwargs={"autocommit": True, "prepare_threshold": 5 if self.prepare else None},
         )
@@ -1367,9 +1375,31 @@ async def _checkout(
     """
     try:
         connection: psycopg.AsyncConnection[Any] = await pool.getconn()
-    except psycopg.Error as exc:  # psycopg_pool's PoolTimeout among them
+    except PoolTimeout as exc:  # the pool's reason is in its log only: look for it
+        conninfo = pool.conninfo  # the store's: a string (a pool may take a function too)
+        why = await _why_no_connection(conninfo) if isinstance(conninfo, str) else "see its log"
+        raise StoreError(run_id, f"{what} failed in PostgreSQL: {exc} ({why})") from exc
+    except psycopg.Error as exc:
         raise StoreError(run_id, f"{what} failed in PostgreSQL: {exc}") from exc
     return connection
+
+
+def _pool_wait(lease: float) -> float:
+    """Seconds a call waits for a pooled connection: about a lease, within 5 s and 30 s.
+
+    psycopg_pool's own 30 s would let a short lease lapse long before the call gave up.
+    """
+    return max(5.0, min(lease, 30.0))
+
+
+async def _why_no_connection(conninfo: str) -> str:
+    """Say why the pool had no connection to give: the server unreachable, or the pool spent."""
+    try:
+        probe = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=2)
+    except psycopg.Error as exc:
+        return f"PostgreSQL is unavailable: {str(exc).strip()}"
+    await probe.close()
+    return "the server answers: every connection of the pool is in use; raise max_size"
 
 
 class _Hand:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import functools
 import itertools
@@ -1487,7 +1488,64 @@ async def test_the_stores_connections_carry_tcp_timeouts_unless_the_dsn_sets_its
     assert given["keepalives_idle"] == "7"  # the DSN's own
     assert (given["keepalives_interval"], given["keepalives_count"]) == ("2", "2")
     assert given["tcp_user_timeout"] == "12000"  # a lease
+    assert "-c lock_timeout=12000" in given["options"]  # a lease too
+    pool = store._pool  # pyright: ignore[reportPrivateUsage] # as above
+    assert pool is not None
+    assert pool.timeout == 12.0  # a call waits a lease for a connection, not the pool's 30 s
     await store.aclose()
+    own = PostgresStore(f"{dsn}?options=-c%20lock_timeout%3D777", lease=12.0)
+    await own.list_runs()
+    [(kept,)] = await _in_the_stores_session(own, "SHOW lock_timeout")
+    assert kept == "777ms"  # the DSN's own
+    await own.aclose()
+
+
+async def test_a_run_whose_row_another_session_holds_locked_stops_within_leases(
+    dsn: str,
+) -> None:
+    import psycopg  # noqa: PLC0415 # the test's own connection
+
+    store = PostgresStore(dsn, lease=1.0)
+    holding, let_go = threading.Event(), threading.Event()
+
+    def hold_the_row() -> None:  # a session left open with the run's row locked
+        with psycopg.connect(dsn) as connection:
+            connection.execute("SELECT 1 FROM cadence_runs WHERE run_id = 'lk-1' FOR UPDATE")
+            holding.set()
+            let_go.wait(30)
+
+    holder = threading.Thread(target=hold_the_row)
+
+    async def locked_out(ctx: Job) -> None:
+        if not holder.is_alive() and not holding.is_set():
+            holder.start()
+            await anyio.to_thread.run_sync(holding.wait)
+
+    flow = Cadence("locked", Job()).then("a", locked_out).then("b", make_beat("b"))
+    started = time.monotonic()
+    try:
+        with anyio.fail_after(30), pytest.raises(StoreError):
+            await flow.run(Job(), run_id="lk-1", store=store)
+        assert time.monotonic() - started < 15  # a lease or a few: not for as long as it is held
+    finally:
+        let_go.set()
+        holder.join()
+    await flow.run(Job(), run_id="lk-1", store=store)  # resumed once the lock is let go
+    record = await store.get("lk-1")
+    assert record is not None
+    assert record.status == "completed"
+    await store.aclose()
+
+
+def test_a_pool_with_no_connection_to_give_says_why(dsn: str) -> None:
+    nowhere = f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres"
+    why = _postgres._why_no_connection  # pyright: ignore[reportPrivateUsage] # the reason's words
+    down, spent = asyncio.run(why(nowhere)), asyncio.run(why(dsn))  # psycopg's async: asyncio
+    assert down.startswith("PostgreSQL is unavailable:")
+    assert "refused" in down
+    assert spent.startswith("the server answers: every connection of the pool is in use")
+    wait = _postgres._pool_wait  # pyright: ignore[reportPrivateUsage] # as above
+    assert (wait(0.3), wait(12.0), wait(300.0)) == (5.0, 12.0, 30.0)
 
 
 @dataclass

@@ -308,7 +308,9 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             name = f"run {run_id!r}: " if run_id else ""
             raise StoreError(
-                run_id, f"{name}{what} failed in SQLite store {str(self.path)!r}: {exc}"
+                run_id,
+                f"{name}{what} failed in SQLite store {str(self.path)!r}: {exc}"
+                f"{_why_unopened(self.path, exc)}",
             ) from exc
 
     def _work(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -644,6 +646,22 @@ class SQLiteStore:
 
 
 A = TypeVar("A")
+
+
+def _why_unopened(path: Path, error: sqlite3.Error) -> str:
+    """Say why SQLite could not open `path`, which its own message does not."""
+    if "unable to open database file" not in str(error):
+        return ""
+    folder = path.parent
+    if path.is_dir():
+        why = "the path is a directory"
+    elif not folder.is_dir():
+        why = f"its directory {str(folder)!r} does not exist"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        why = f"this process may not write in its directory {str(folder)!r}"
+    else:
+        return ""
+    return f" ({why})"
 
 
 class _Writer:

@@ -284,3 +284,20 @@ async def test_a_commit_failing_inside_a_sync_or_child_step_stops_the_run_as_its
     result = await flow.run(run_id="r", store=store)  # resumable, as any store failure
     assert result == await flow.run()
     await store.aclose()
+
+
+@pytest.mark.parametrize(
+    ("where", "why"),
+    [
+        ("a-folder", "the path is a directory"),
+        ("missing/runs.db", "its directory '.*missing' does not exist"),
+    ],
+)
+async def test_a_database_that_cannot_be_opened_says_why(
+    tmp_path: Path, where: str, why: str
+) -> None:
+    (tmp_path / "a-folder").mkdir()
+    store = SQLiteStore(tmp_path / where)
+    with pytest.raises(StoreError, match=rf"unable to open database file \({why}\)"):
+        await flow([]).run(Big(), run_id="o-1", store=store)
+    await store.aclose()

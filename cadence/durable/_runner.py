@@ -705,7 +705,7 @@ async def _lease_lost(
     return error
 
 
-async def _tell_claim(  # the pieces of one claim, passed once
+async def _tell_claim(
     cadence: Cadence[Any],
     claim: Claim,
     owner: str,

@@ -659,8 +659,16 @@ class PostgresStore:
     async def _owned_count(
         self, run_id: str, owner: str, what: str, statement: _Statement, values: Sequence[object]
     ) -> int:
-        """Run `statement` on the connection `owner` holds (else on a pooled one); count rows."""
+        """Run `statement` on the connection `owner` holds (else on a pooled one); count rows.
+
+        A held connection whose session ended while the step ran (a server restart, a
+        terminated backend: its watched socket saw the EOF) is let go, and a pooled one runs
+        the statement instead of the run failing on it.
+        """
         connection = self._held.get(owner)
+        if connection is not None and connection.pgconn.status != pq.ConnStatus.OK:
+            self._drop(owner)
+            connection = None
         if connection is None:
             return len(await self._fetch(run_id, what, statement.query, values))
         try:
@@ -1301,7 +1309,8 @@ class Worker:
                     )
             except StoreError as exc:
                 failures += 1
-                logger.error("claiming a run failed (attempt %d): %s", failures, exc)  # noqa: TRY400 # the error names its cause; a traceback each time would bury it
+                said = " ".join(str(exc).split())  # libpq's message spans lines: one line here
+                logger.error("claiming a run failed (attempt %d): %s", failures, said)  # noqa: TRY400 # the error names its cause; a traceback each time would bury it
             else:
                 if failures:
                     logger.warning("claiming runs again after %d failed claims", failures)

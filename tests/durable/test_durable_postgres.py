@@ -1414,8 +1414,8 @@ def test_a_forked_child_opens_sessions_of_its_own_and_leaves_the_parents_alone(
         portal.call(store.aclose)
 
 
-async def test_a_run_whose_session_the_server_ends_fails_then_resumes(dsn: str) -> None:
-    """The server ends the run's session between two statements: no spin, a clear failure."""
+async def test_a_run_whose_session_the_server_ends_goes_on_with_another(dsn: str) -> None:
+    """The server ends the run's session between two statements: no spin, and no failure."""
     store = PostgresStore(f"{dsn}?application_name=ended", min_size=1)
     ended: dict[str, float] = {}
 
@@ -1434,13 +1434,13 @@ async def test_a_run_whose_session_the_server_ends_fails_then_resumes(dsn: str) 
     flow = Cadence("ended", Job()).then("a", make_beat("a")).then("b", end_the_session)
     flow = flow.then("c", make_beat("c"))
     with anyio.fail_after(30):
-        with pytest.raises(StoreError, match="run 'e1': committing a checkpoint failed"):
-            await flow.run(run_id="e1", store=store)
+        # The commit after b runs on a pooled connection: the run goes on (it failed, and b
+        # ran again, after every server restart or failover).
+        assert await flow.run(run_id="e1", store=store) == Job(n=7, trail=["a", "b", "c"])
         assert ended["cpu"] < 0.25  # a loop spinning on the closed socket would burn the 0.5 s
         record = await store.get("e1")
         assert record is not None
-        assert (record.status, record.position) == ("pending", 1)  # handed back, commit whole
-        assert await flow.run(run_id="e1", store=store) == Job(n=7, trail=["a", "b", "c"])
+        assert (record.status, record.attempts) == ("completed", 1)
     await store.aclose()
 
 

@@ -184,10 +184,15 @@ def _unsupported(kind: object, seen: set[int]) -> str | None:  # noqa: PLR0911, 
                 if reason is not None:
                     return f"{title}.{name}: {reason}"
             return None
-    name = cast("str | None", getattr(kind, "__qualname__", None)) or repr(kind)
     module = cast("str", getattr(kind, "__module__", ""))
     where = "" if module in {"builtins", ""} else f"{module}."
-    return f"{where}{name} (not JSON: mark a resource Shared[...], or use a dataclass)"
+    return f"{where}{_type_name(kind)} (not JSON: mark a resource Shared[...], or use a dataclass)"
+
+
+def _type_name(kind: object) -> str:
+    """Return a type's name for a message: its own, or the whole of a generic (`tuple[int]`)."""
+    named = cast("str | None", getattr(kind, "__qualname__", None))  # `tuple[int]`'s: "tuple"
+    return named if named and typing.get_origin(kind) is None else repr(kind)
 
 
 def _is_struct(kind: type) -> bool:
@@ -211,8 +216,7 @@ def _unkeyed(kind: object) -> str | None:
     JSON's keys are strings: a key is read back by its type, so a union of key types (`1` and
     `"1"` both stored as `"1"`), a bool, a tuple or a frozenset has no key to come back as.
     """
-    named = cast("str | None", getattr(kind, "__qualname__", None))  # `tuple[int, int]`: "tuple"
-    title = named if named and typing.get_origin(kind) is None else repr(kind)
+    title = _type_name(kind)  # before the checks below narrow `kind`
     if isinstance(kind, typing.NewType):
         return _unkeyed(kind.__supertype__)
     origin = typing.get_origin(kind)
@@ -259,7 +263,10 @@ def _may_hold(kind: object, wanted: tuple[type, ...], seen: set[int], *, untyped
             return False
         seen.add(id(cls))
         hints = typing.get_type_hints(cls, include_extras=True)
-        return any(_may_hold(hint, wanted, seen, untyped=untyped) for hint in hints.values())
+        return any(
+            _may_hold(hints.get(name, Any), wanted, seen, untyped=untyped)
+            for name in _field_names(cls)  # as `_unsupported`: not its ClassVars and InitVars
+        )
     return issubclass(cls, wanted)
 
 

@@ -570,11 +570,12 @@ class PostgresStore:
         """
         try:
             self._conninfo = _bounded(self.dsn, self.lease)
-            probe = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=10)
-        except psycopg.Error as exc:
+            error = await _connect_error(self._conninfo, within=10)
+        except psycopg.Error as exc:  # the DSN does not parse
+            error = exc
+        if error is not None:
             name = f"run {run_id!r}: " if run_id else ""
-            raise StoreError(run_id, f"{name}PostgreSQL is unavailable: {exc}") from exc
-        await probe.close()
+            raise StoreError(run_id, f"{name}PostgreSQL is unavailable: {error}") from error
 
     async def _new_pool(self, run_id: str) -> AsyncConnectionPool[Any]:  # Any: as above
         """Open the pool, and create or migrate the schema."""
@@ -1403,12 +1404,20 @@ def _pool_wait(lease: float) -> float:
 
 async def _why_no_connection(conninfo: str) -> str:
     """Say why the pool had no connection to give: the server unreachable, or the pool spent."""
-    try:
-        probe = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=2)
-    except psycopg.Error as exc:
-        return f"PostgreSQL is unavailable: {str(exc).strip()}"
-    await probe.close()
+    error = await _connect_error(conninfo, within=2)
+    if error is not None:
+        return f"PostgreSQL is unavailable: {str(error).strip()}"
     return "the server answers: every connection of the pool is in use; raise max_size"
+
+
+async def _connect_error(conninfo: str, *, within: int) -> psycopg.Error | None:
+    """Connect once, alone (`within` seconds), and close again; return why it failed, if it did."""
+    try:
+        probe = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=within)
+    except psycopg.Error as exc:
+        return exc
+    await probe.close()
+    return None
 
 
 class _Hand:

@@ -42,6 +42,14 @@ def flow(
     return tally(fail_at, hook).with_listener(events.append)
 
 
+def replanned(events: list[CadenceEvent], *steps: str) -> Cadence[Tally]:
+    """The tally cadence under another plan: `steps`, each doing nothing, telling `events`."""
+    cadence = Cadence("tally", context_type=Tally)
+    for name in steps:
+        cadence = cadence.then(name, lambda ctx: None)
+    return cadence.with_listener(events.append)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> SQLiteStore:
     return SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL")
@@ -248,13 +256,7 @@ async def test_a_refused_resume_tells_no_claim(store: SQLiteStore) -> None:
     with pytest.raises(BeatError):
         await flow(events, ["b"], []).run(Tally(), run_id="order-6", store=store)
     events.clear()
-    renamed = (
-        Cadence("tally", context_type=Tally)
-        .then("a", lambda ctx: None)
-        .then("b2", lambda ctx: None)
-        .then("c", lambda ctx: None)
-        .with_listener(events.append)
-    )
+    renamed = replanned(events, "a", "b2", "c")
     with pytest.raises(PlanChangedError):
         await renamed.run(Tally(), run_id="order-6", store=store)
     assert events == []  # the claim was undone: nothing was claimed, nothing resumed
@@ -310,13 +312,7 @@ async def test_a_migration_whose_commit_fails_is_told_as_the_run_stands(tmp_path
     with pytest.raises(BeatError):
         await flow(events, ["c"], []).run(Tally(), run_id="order-8", store=store)
     events.clear()
-    grown = (
-        Cadence("tally", context_type=Tally)
-        .then("a", lambda ctx: None)
-        .then("b", lambda ctx: None)
-        .then("c2", lambda ctx: None)
-        .with_listener(events.append)
-    )
+    grown = replanned(events, "a", "b", "c2")
     with pytest.raises(StoreError, match="disk is full"):
         await grown.run(
             Tally(), run_id="order-8", store=store, migration=Migration(renamed={"c": "c2"})

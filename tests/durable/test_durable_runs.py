@@ -122,6 +122,15 @@ class Beats:
         return checkout.sync("par", [self.left, self.right]).then("last", self.last)
 
 
+async def failed_in_wait(store: SQLiteStore, run_id: str) -> Beats:
+    """Run the checkout as `run_id` until its step `wait` fails; return its beats, failing still."""
+    beats = Beats()
+    beats.fail_at = "wait"
+    with pytest.raises(BeatError):
+        await beats.flow().run(Order(), run_id=run_id, store=store)
+    return beats
+
+
 EXPECTED = Order(total=21, items=["add"], log=AtomicList(["left", "right"]))
 
 
@@ -310,10 +319,7 @@ async def test_a_caller_waiting_on_a_run_that_fails_gets_the_failure(store: SQLi
 
 
 async def test_a_waiters_claim_of_a_failed_run_takes_nothing_over(store: SQLiteStore) -> None:
-    beats = Beats()
-    beats.fail_at = "wait"
-    with pytest.raises(BeatError):
-        await beats.flow().run(Order(), run_id="wf", store=store)
+    await failed_in_wait(store, "wf")
     new = NewRun("checkout", (), "f", b"{}", "add", resume_failed=False)
     claim = await store.claim("wf", store.new_owner(), new)
     assert claim.outcome == "failed"
@@ -417,10 +423,7 @@ async def test_a_changed_plan_is_refused_naming_the_difference(store: SQLiteStor
 async def test_a_migration_refuses_to_pass_over_a_moved_step_the_run_had_not_run(
     store: SQLiteStore,
 ) -> None:
-    beats = Beats()
-    beats.fail_at = "wait"
-    with pytest.raises(BeatError):
-        await beats.flow().run(Order(), run_id="moved", store=store)  # add done, wait failed
+    beats = await failed_in_wait(store, "moved")  # add done, wait failed
     beats.fail_at = None
     moved = beats.flow("wait", "add")
     with pytest.raises(
@@ -575,10 +578,7 @@ async def test_inspecting_deleting_and_pruning_runs(tmp_path: Path) -> None:
 
 
 async def test_a_corrupted_row_is_an_error_naming_the_run(store: SQLiteStore) -> None:
-    beats = Beats()
-    beats.fail_at = "wait"
-    with pytest.raises(BeatError):
-        await beats.flow().run(Order(), run_id="bad", store=store)
+    beats = await failed_in_wait(store, "bad")
     with sqlite3.connect(store.path) as connection:
         connection.execute("UPDATE cadence_runs SET context = 'not json' WHERE run_id = 'bad'")
     with pytest.raises(RunDecodeError, match="run 'bad': the stored context does not decode"):
@@ -611,10 +611,7 @@ async def test_a_corrupted_row_is_an_error_naming_the_run(store: SQLiteStore) ->
 async def test_a_stored_position_outside_the_plan_is_a_corrupted_row(
     store: SQLiteStore, position: int
 ) -> None:
-    beats = Beats()
-    beats.fail_at = "wait"
-    with pytest.raises(BeatError):
-        await beats.flow().run(Order(), run_id="far", store=store)
+    beats = await failed_in_wait(store, "far")
     with sqlite3.connect(store.path) as connection:
         connection.execute("UPDATE cadence_runs SET position = ? WHERE run_id = 'far'", (position,))
     beats.fail_at = None
@@ -642,10 +639,7 @@ async def test_a_listing_refuses_a_status_it_does_not_know_and_a_negative_limit(
 async def test_a_stored_timestamp_out_of_range_is_a_corrupted_row(
     store: SQLiteStore, stamp: str
 ) -> None:
-    beats = Beats()
-    beats.fail_at = "wait"
-    with pytest.raises(BeatError):
-        await beats.flow().run(Order(), run_id="late", store=store)
+    beats = await failed_in_wait(store, "late")
     await Beats().flow().run(Order(), run_id="good", store=store)
     with sqlite3.connect(store.path) as connection:
         connection.execute(f"UPDATE cadence_runs SET created_at = {stamp} WHERE run_id = 'late'")  # noqa: S608 # the test's own constants

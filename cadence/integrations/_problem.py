@@ -13,6 +13,12 @@ The default mapping walks the error's cause chain (outermost first):
 | `MergeConflictError`              | 500    | `urn:cadence:problem:merge-conflict`    |
 | any other `CadenceError`          | 500    | `urn:cadence:problem:beat-failed`       |
 
+A durable run's own error (raised by the run, not by a beat, which would be the beat's failure)
+comes before the chain: `PlanChangedError` and `RunCancelledError` answer 409
+(`urn:cadence:problem:plan-changed`, `run-cancelled`), `StoreError` (`LeaseLostError` included)
+503 (`store-failed`: a retry resumes the run), `RunDecodeError` 500 (`run-undecodable`); the body
+carries the `run_id`.
+
 A `BeatErrorGroup` maps each of its errors; when they agree on the status the group answers it,
 otherwise 500; the body lists each failed beat under `errors`. A context factory's `ValueError` or
 `TypeError` is 422 (`urn:cadence:problem:invalid-input`).
@@ -23,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -171,7 +178,45 @@ def _retry_after(seconds: float) -> int:
     return max(0, math.ceil(seconds))
 
 
+def _durable(error: BaseException, cadence_name: str) -> Problem | None:
+    """Return the problem of a durable run's own error (not one a beat raised), or None."""
+    # Only a durable run raises these, and it has loaded their module: a route that runs
+    # nothing durable neither imports cadence.durable nor needs its extra to map its errors.
+    if "cadence.durable._errors" not in sys.modules:
+        return None
+    from cadence.durable._errors import (  # noqa: PLC0415 # loaded already: see above
+        DurableError,
+        PlanChangedError,
+        RunCancelledError,
+        RunDecodeError,
+        StoreError,
+    )
+
+    if not isinstance(error, DurableError):
+        return None
+    if isinstance(error, PlanChangedError):
+        status, kind, what = 409, "plan-changed", "it was stored under another plan"
+    elif isinstance(error, RunCancelledError):
+        status, kind, what = 409, "run-cancelled", "it was cancelled"
+    elif isinstance(error, StoreError):
+        status, kind = 503, "store-failed"
+        what = "its store failed; retry later, and it resumes where it stopped"
+    elif isinstance(error, RunDecodeError):
+        status, kind, what = 500, "run-undecodable", "its stored record does not decode"
+    else:
+        return None
+    return Problem(
+        status,
+        detail=f"the durable run of cadence {cadence_name!r} could not go on: {what}",
+        type=f"{_TYPE}{kind}",
+        extensions={"run_id": error.run_id},
+    )
+
+
 def _default(error: BaseException, cadence_name: str) -> Problem:
+    durable = _durable(error, cadence_name)
+    if durable is not None:
+        return durable
     for link in _chain(error):
         if isinstance(link, CircuitOpenError):
             return Problem(

@@ -36,7 +36,7 @@ import types
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from enum import Enum
-from typing import Annotated, Any, TypeVar, Union, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Union, cast
 
 import anyio
 import anyio.to_thread
@@ -49,6 +49,7 @@ from starlette.responses import Response
 from cadence._cadence import Cadence
 from cadence._context import AtomicDict, AtomicList, Context
 from cadence._errors import CadenceError
+from cadence.integrations._durable import RouteRun, route_run
 from cadence.integrations._json import UnencodableError, context_to_dict, dumps, json_fields
 from cadence.integrations._problem import (
     PROBLEM_MEDIA_TYPE,
@@ -60,6 +61,9 @@ from cadence.integrations._problem import (
     problem_schema,
     server_problem,
 )
+
+if TYPE_CHECKING:
+    from cadence.durable import Migration, Store
 
 __all__ = ["CadenceRoute", "CadenceRouter", "context_schema"]
 
@@ -174,6 +178,9 @@ class CadenceRouter(APIRouter):
         error_map: ErrorMap | None = None,
         debug: bool | None = None,
         responses: Mapping[int | str, dict[str, Any]] | None = None,  # Any: FastAPI's type
+        store: Store | None = None,
+        run_id: Callable[[C], str] | None = None,
+        migration: Migration | None = None,
         **route_options: Any,  # Any: APIRouter.add_api_route's options, passed on unchanged
     ) -> Callable[[FactoryT], FactoryT]:
         """Serve `cadence` at `path`; the decorated function builds each request's context.
@@ -191,14 +198,25 @@ class CadenceRouter(APIRouter):
             debug: Put exception messages and tracebacks in error bodies; default: the
                 app's `debug` flag.
             responses: More OpenAPI responses; they override the documented error responses.
+            store: Run each request durably in this store (`cadence.durable`), as the run
+                `run_id` names: a retried request resumes the run where it stopped, or answers
+                a finished run's stored result without running anything.
+            run_id: With `store`: the run a request's context names (`lambda ctx:
+                f"order-{ctx.order_id}"`).
+            migration: With `store`: how runs stored under an earlier plan resume.
             **route_options: Any other `APIRouter.add_api_route` option (`tags`, `summary`,
                 `dependencies`, `name`, ...).
 
         Returns:
             A decorator that registers the factory and returns it unchanged.
 
+        Raises:
+            CadenceDefinitionError: `store` without `run_id` or the other way round, or
+                either of the wrong kind.
+
         """
         cadence_name = cadence.name
+        durable = route_run(cadence, self.prefix + path, store, run_id, migration)
 
         def decorate(factory: FactoryT) -> FactoryT:
             signature = _resolved_signature(factory)
@@ -212,6 +230,7 @@ class CadenceRouter(APIRouter):
                 settings,
                 status_code,
                 validate=response_model is not _CONTEXT_SCHEMA and response_model is not None,
+                durable=durable,
             )
             self.add_api_route(
                 path,
@@ -219,7 +238,7 @@ class CadenceRouter(APIRouter):
                 methods=list(methods),
                 response_model=documented,
                 status_code=status_code,
-                responses={**_error_responses(), **(responses or {})},
+                responses={**_error_responses(durable=durable is not None), **(responses or {})},
                 route_class_override=CadenceRoute,
                 **route_options,
             )
@@ -236,6 +255,7 @@ def _endpoint(
     status_code: int,
     *,
     validate: bool,
+    durable: RouteRun[C] | None,
 ) -> Callable[..., Awaitable[object]]:
     is_async = inspect.iscoroutinefunction(factory)
     cadence_name = cadence.name
@@ -267,7 +287,14 @@ def _endpoint(
                 f"{type(context).__qualname__}; it must return the cadence's Context"
             )
             return _server_error(wrong, settings, request)
-        outcome = await _run_watched(cadence, cast("C", context), request)
+        run: Callable[[C], Awaitable[C]] = cadence.run
+        if durable is not None:
+            try:
+                name = durable.run_id(cast("C", context))
+            except Exception as exc:  # noqa: BLE001 # the route's own defect: a logged 500
+                return _server_error(exc, settings, request)
+            run = functools.partial(durable, run_id=name)
+        outcome = await _run_watched(run, cast("C", context), request)
         if isinstance(outcome, _Disconnected):
             logger.info(
                 "cadence %r on %s: the client disconnected; run cancelled", cadence_name, route
@@ -309,9 +336,9 @@ _DISCONNECTED = _Disconnected()
 
 
 async def _run_watched(
-    cadence: Cadence[C], context: C, request: Request
+    run: Callable[[C], Awaitable[C]], context: C, request: Request
 ) -> C | CadenceError | _Disconnected:
-    """Run `cadence` on `context`; cancel the run if the client disconnects first.
+    """Run the cadence on `context`; cancel the run if the client disconnects first.
 
     A watcher reads the request's `receive` channel until `http.disconnect` (the body is read
     already) and then cancels the run's anyio cancel scope, so shielded work inside the run (a
@@ -324,7 +351,7 @@ async def _run_watched(
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # not asyncio (trio)
-        return await _run_in_group(cadence, context, request)
+        return await _run_in_group(run, context, request)
     scope = anyio.CancelScope()
     watchers: list[asyncio.Task[None]] = []
 
@@ -334,7 +361,7 @@ async def _run_watched(
     timer = loop.call_later(_WATCH_AFTER, watch)
     try:
         with scope:
-            return await cadence.run(context)
+            return await run(context)
     except CadenceError as exc:
         return exc
     finally:
@@ -345,14 +372,14 @@ async def _run_watched(
 
 
 async def _run_in_group(
-    cadence: Cadence[C], context: C, request: Request
+    run: Callable[[C], Awaitable[C]], context: C, request: Request
 ) -> C | CadenceError | _Disconnected:
     outcome: C | CadenceError | _Disconnected = _DISCONNECTED
     failure: Exception | None = None
     async with anyio.create_task_group() as group:
         group.start_soon(_watch_disconnect, request, group.cancel_scope.cancel)
         try:
-            outcome = await cadence.run(context)
+            outcome = await run(context)
         except CadenceError as exc:
             outcome = exc
         except Exception as exc:  # noqa: BLE001 # re-raised below, outside the task group
@@ -403,7 +430,7 @@ def _context_type(
 # --------------------------------------------------------------------------- OpenAPI
 
 
-def _error_responses() -> dict[int | str, dict[str, Any]]:  # Any: FastAPI's responses type
+def _error_responses(*, durable: bool) -> dict[int | str, dict[str, Any]]:  # Any: OpenAPI
     schema = problem_schema()
 
     def entry(description: str, **extra: Any) -> dict[str, Any]:  # Any: an OpenAPI object
@@ -413,11 +440,12 @@ def _error_responses() -> dict[int | str, dict[str, Any]]:  # Any: FastAPI's res
             **extra,
         }
 
-    return {
+    responses: dict[int | str, dict[str, Any]] = {  # Any: OpenAPI objects
         422: entry("The input was rejected (validation, or the context factory refused it)"),
         500: entry("A beat failed (or parallel beats wrote one field differently)"),
         503: entry(
-            "A circuit breaker is open",
+            "A circuit breaker is open"
+            + (", or the durable run's store failed" if durable else ""),
             headers={
                 "Retry-After": {
                     "description": "Whole seconds until the breaker lets a call through",
@@ -427,6 +455,9 @@ def _error_responses() -> dict[int | str, dict[str, Any]]:  # Any: FastAPI's res
         ),
         504: entry("A beat ran past its deadline"),
     }
+    if durable:
+        responses[409] = entry("The durable run was cancelled, or stored under another plan")
+    return responses
 
 
 def _documented_model(response_model: Any, context_type: type | None) -> Any:  # Any: a model

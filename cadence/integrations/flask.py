@@ -33,7 +33,7 @@ import inspect
 import os
 import threading
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 from anyio.from_thread import BlockingPortal
@@ -42,6 +42,7 @@ from werkzeug.exceptions import HTTPException
 from cadence._cadence import Cadence
 from cadence._context import Context
 from cadence._errors import CadenceError
+from cadence.integrations._durable import RouteRun, route_run
 from cadence.integrations._json import UnencodableError, dumps
 from cadence.integrations._problem import (
     PROBLEM_MEDIA_TYPE,
@@ -52,6 +53,9 @@ from cadence.integrations._problem import (
     problem_for,
     server_problem,
 )
+
+if TYPE_CHECKING:
+    from cadence.durable import Migration, Store
 
 __all__ = ["CadenceBlueprint", "run_in_portal", "stop_portal"]
 
@@ -73,6 +77,9 @@ class CadenceBlueprint(Blueprint):
         error_map: ErrorMap | None = None,
         debug: bool | None = None,
         endpoint: str | None = None,
+        store: Store | None = None,
+        run_id: Callable[[C], str] | None = None,
+        migration: Migration | None = None,
         **options: Any,  # Any: Blueprint.add_url_rule's options, passed on unchanged
     ) -> Callable[[FactoryT], FactoryT]:
         """Serve `cadence` at `rule`; the decorated view function builds each request's context.
@@ -88,15 +95,26 @@ class CadenceBlueprint(Blueprint):
             debug: Put exception messages and tracebacks in error bodies; default: the app's
                 `debug` flag.
             endpoint: The endpoint name; default: the function's name.
+            store: Run each request durably in this store (`cadence.durable`), as the run
+                `run_id` names: a retried request resumes the run where it stopped, or answers
+                a finished run's stored result without running anything.
+            run_id: With `store`: the run a request's context names (`lambda ctx:
+                f"order-{ctx.order_id}"`).
+            migration: With `store`: how runs stored under an earlier plan resume.
             **options: Any other `add_url_rule` option.
 
         Returns:
             A decorator that registers the factory and returns it unchanged.
 
+        Raises:
+            CadenceDefinitionError: `store` without `run_id` or the other way round, or
+                either of the wrong kind.
+
         """
+        durable = route_run(cadence, rule, store, run_id, migration)
 
         def decorate(factory: FactoryT) -> FactoryT:
-            view = _view(factory, cadence, rule, status_code, error_map, debug)
+            view = _view(factory, cadence, rule, status_code, error_map, debug, durable)
             self.add_url_rule(
                 rule, endpoint or factory.__name__, view, methods=list(methods), **options
             )
@@ -134,6 +152,7 @@ def _view(  # noqa: PLR0917 # the route's settings, passed once at registration
     status_code: int,
     error_map: ErrorMap | None,
     debug: bool | None,
+    durable: RouteRun[C] | None,
 ) -> Callable[..., Response]:
     is_async = inspect.iscoroutinefunction(factory)
     cadence_name = cadence.name
@@ -158,7 +177,14 @@ def _view(  # noqa: PLR0917 # the route's settings, passed once at registration
             )
             return _server_error(wrong, cadence_name, rule, show)
         try:
-            result = run_in_portal(cadence.run, cast("C", context))
+            if durable is None:
+                result = run_in_portal(cadence.run, cast("C", context))
+            else:
+                try:
+                    name = durable.run_id(cast("C", context))
+                except Exception as exc:  # noqa: BLE001 # the route's own defect: a logged 500
+                    return _server_error(exc, cadence_name, rule, show)
+                result = run_in_portal(durable, cast("C", context), name)
         except CadenceError as exc:
             problem = problem_for(
                 exc, cadence_name, error_map=error_map, http=_http_problem, debug=show

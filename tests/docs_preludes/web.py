@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from cadence import Cadence, Context
+from cadence.durable import SQLiteStore
 from cadence.integrations import Problem
 from cadence.integrations.fastapi import CadenceRouter
 

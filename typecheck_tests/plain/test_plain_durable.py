@@ -1,4 +1,5 @@
-"""Plain typing of durable runs: `run(..., store=)`, `enqueue`, `Worker`, inspection, migrations.
+"""Plain typing of durable runs: `run(..., store=)`, `enqueue`, `Worker`, inspection, migrations,
+and durable web routes (`store=`, `run_id=`).
 
 Type-checked only (mypy --strict without the plugin, pyright --strict), never executed, as the
 other cases here: positive cases use `assert_type`; each negative case is one line carrying a
@@ -20,6 +21,8 @@ from cadence.durable import (
     enqueue,
     idempotency_key,
 )
+from cadence.integrations.fastapi import CadenceRouter
+from cadence.integrations.flask import CadenceBlueprint
 
 
 @dataclass
@@ -59,3 +62,22 @@ async def durable_mistakes(sqlite: SQLiteStore, postgres: PostgresStore) -> None
     await checkout.run(Checkout("o-5"), run_id=5, store=sqlite)  # type: ignore[arg-type] # pyright: ignore[reportArgumentType]
     Worker(sqlite, [checkout])  # type: ignore[arg-type] # pyright: ignore[reportArgumentType]
     await postgres.list_runs(status="done")  # type: ignore[arg-type] # pyright: ignore[reportArgumentType]
+
+
+def refund_run(ctx: Refund) -> str:
+    return ctx.refund_id
+
+
+def durable_routes(sqlite: SQLiteStore) -> None:
+    router = CadenceRouter()
+    router.cadence("/o/{order_id}", checkout, store=sqlite, run_id=lambda ctx: ctx.order_id)
+    blueprint = CadenceBlueprint("orders", __name__)
+    blueprint.cadence_route("/o/<order_id>", checkout, store=sqlite, run_id=lambda c: c.order_id)
+
+
+def durable_route_mistakes(sqlite: SQLiteStore) -> None:
+    router = CadenceRouter()
+    router.cadence("/o/{order_id}", checkout, store=sqlite, run_id=refund_run)  # type: ignore[arg-type] # pyright: ignore[reportArgumentType]
+    router.cadence("/o/{order_id}", checkout, store=sqlite, run_id=lambda ctx: ctx.charged)  # type: ignore[arg-type,return-value] # pyright: ignore[reportArgumentType]
+    router.cadence("/o/{order_id}", checkout, store=sqlite, run_id=lambda ctx: ctx.nothing)  # type: ignore[attr-defined] # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType,reportUnknownLambdaType]
+    CadenceBlueprint("o", __name__).cadence_route("/o", checkout, store="runs.db")  # type: ignore[arg-type] # pyright: ignore[reportArgumentType]

@@ -1,0 +1,114 @@
+"""Durable routes: with a store and a run-id function, each request's run is a durable run.
+
+Framework-free, shared by `fastapi.py` and `flask.py`. A retried request that names the same
+run (an order id, an `Idempotency-Key` header the factory put in the context) resumes the run
+where it stopped, or answers a finished run's stored result without running anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
+
+from cadence._context import Context
+from cadence._errors import CadenceDefinitionError
+
+if TYPE_CHECKING:
+    from cadence._cadence import Cadence
+    from cadence.durable import Migration, Store
+
+__all__ = ["RouteRun", "route_run"]
+
+C = TypeVar("C", bound=Context)
+
+# What a store must have for a route to run durably on it (the runner's calls).
+_STORE_METHODS = ("claim", "checkpoint", "finish", "release", "new_owner", "done")
+
+
+class RouteRun(Generic[C]):
+    """Run a route's cadence durably, as the run its context names, in one store."""
+
+    __slots__ = ("_cadence", "_migration", "_route", "_run_id", "_store")
+
+    def __init__(
+        self,
+        cadence: Cadence[C],
+        route: str,
+        store: Store,
+        run_id: Callable[[C], str],
+        migration: Migration | None,
+    ) -> None:
+        self._cadence = cadence
+        self._route = route
+        self._store = store
+        self._run_id = run_id
+        self._migration = migration
+
+    def run_id(self, context: C) -> str:
+        """Return the run this request's context names.
+
+        Raises:
+            TypeError: the run-id function returned something other than a non-empty string
+                (the cadence, the route and the function are named).
+
+        """
+        name = cast("object", self._run_id(context))  # a str, unless the function lies
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                f"cadence {self._cadence.name!r} on {self._route}: run_id="
+                f"{getattr(self._run_id, '__qualname__', self._run_id)!r} returned "
+                f"{type(name).__qualname__} {name!r}; it must return a non-empty str"
+            )
+        return name
+
+    async def __call__(self, context: C, run_id: str) -> C:
+        """Run (resume, or answer the stored result of) the durable run `run_id`."""
+        return await self._cadence.run(
+            context, run_id=run_id, store=self._store, migration=self._migration
+        )
+
+
+def route_run(
+    cadence: Cadence[C],
+    route: str,
+    store: Store | None,
+    run_id: Callable[[C], str] | None,
+    migration: Migration | None,
+) -> RouteRun[C] | None:
+    """Check a route's durability options; return how it runs durably, or None if it does not.
+
+    Raises:
+        CadenceDefinitionError: `store` without `run_id` or the other way round, `migration`
+            without both, a `store` that is not one, or a `run_id` that is not callable (the
+            cadence and the route are named).
+
+    """
+    where = f"cadence {cadence.name!r} on {route}"
+    if store is None and run_id is None:
+        if migration is not None:
+            raise CadenceDefinitionError(
+                f"{where}: migration= needs store= and run_id= (a durable route)"
+            )
+        return None
+    if store is None:
+        raise CadenceDefinitionError(
+            f"{where}: run_id= needs store= (the store its durable runs commit to, "
+            "SQLiteStore(path) or PostgresStore(dsn))"
+        )
+    if run_id is None:
+        raise CadenceDefinitionError(
+            f"{where}: store= needs run_id=, a function naming each request's run from its "
+            "context (run_id=lambda ctx: f'order-{ctx.order_id}')"
+        )
+    missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
+    if missing:
+        raise CadenceDefinitionError(
+            f"{where}: store= must be a cadence.durable store (SQLiteStore, PostgresStore), "
+            f"got {type(store).__qualname__} {store!r}, which has no {', '.join(missing)}"
+        )
+    if not callable(run_id):
+        raise CadenceDefinitionError(
+            f"{where}: run_id= must be a function of the context returning the run's id, got "
+            f"{type(run_id).__qualname__} {run_id!r}"
+        )
+    return RouteRun(cadence, route, store, run_id, migration)

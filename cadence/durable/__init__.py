@@ -16,6 +16,9 @@ from cadence.durable._errors import LeaseLostError as LeaseLostError
 from cadence.durable._errors import PlanChangedError as PlanChangedError
 from cadence.durable._errors import RunCancelledError as RunCancelledError
 from cadence.durable._errors import RunDecodeError as RunDecodeError
+from cadence.durable._errors import RunEncodeError as RunEncodeError
+from cadence.durable._errors import RunFailedError as RunFailedError
+from cadence.durable._errors import RunIdTakenError as RunIdTakenError
 from cadence.durable._errors import StoreError as StoreError
 from cadence.durable._plan import Migration as Migration
 from cadence.durable._runner import idempotency_key as idempotency_key
@@ -48,6 +51,9 @@ __all__ = [
     "PostgresStore",
     "RunCancelledError",
     "RunDecodeError",
+    "RunEncodeError",
+    "RunFailedError",
+    "RunIdTakenError",
     "RunRecord",
     "RunStatus",
     "SQLiteStore",

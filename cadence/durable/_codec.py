@@ -31,7 +31,7 @@ from cadence._context import (
 )
 from cadence._errors import CadenceDefinitionError
 from cadence._steps import Child
-from cadence.durable._errors import RunDecodeError, StoreError
+from cadence.durable._errors import RunDecodeError, RunEncodeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -407,7 +407,7 @@ class ContextCodec(Generic[C]):
         """Return the stored fields of `context` as JSON bytes.
 
         Raises:
-            StoreError: a field holds a value the codec cannot write (the field is named).
+            RunEncodeError: a field holds a value the codec cannot write (the field is named).
 
         """
         state = context_fields(context)
@@ -421,7 +421,7 @@ class ContextCodec(Generic[C]):
                 try:
                     self._encoder.encode(value)
                 except (TypeError, ValueError, OverflowError) as exc:
-                    raise StoreError(
+                    raise RunEncodeError(
                         run_id,
                         f"run {run_id!r}: field {self._cls.__qualname__}.{name} holds a "
                         f"{type(value).__qualname__} that cannot be stored as JSON: {exc}",
@@ -461,11 +461,11 @@ class ContextCodec(Generic[C]):
         found: Callable[[object], bool],
         why: str,
     ) -> None:
-        """Raise `StoreError` naming the first value `found` picks in the `names` fields."""
+        """Raise `RunEncodeError` naming the first value `found` picks in the `names` fields."""
         for name in names:
             inside = _first(values.get(name), found)
             if inside is not None:
-                raise StoreError(
+                raise RunEncodeError(
                     run_id,
                     f"run {run_id!r}: field {self._cls.__qualname__}.{name}{inside[0]} holds "
                     f"{inside[1]!r}, {why}",

@@ -6,15 +6,18 @@ CadenceError
     ├── PlanChangedError        the stored run was made by another plan (name the difference)
     ├── RunCancelledError       the run was cancelled through the store
     ├── RunDecodeError          a stored row could not be decoded (the run is named)
+    ├── RunEncodeError          a context value cannot be stored (the field is named)
+    ├── RunFailedError          the run failed in the caller this one waited for
+    ├── RunIdTakenError         the run id names a run of another cadence
     └── StoreError              the store failed (unreachable, disk full, ownership lost)
         └── LeaseLostError      this caller no longer owns the run (another may run it)
 ```
 
-`RunCancelledError` and `StoreError` stop the run as themselves (they are `RunStoppedError`s),
-even when raised by a commit inside a `sync` or `child` step, as does a `sync` branch's or a
-`child` step's stored progress that does not decode (`ProgressDecodeError`): never wrapped as
-a beat's failure, never handed to `on_error`. A `RunDecodeError` a beat raises itself (reading
-another run, say) is that beat's failure.
+`RunCancelledError`, `RunEncodeError` and `StoreError` stop the run as themselves (they are
+`RunStoppedError`s), even when raised by a commit inside a `sync` or `child` step, as does a
+`sync` branch's or a `child` step's stored progress that does not decode
+(`ProgressDecodeError`): never wrapped as a beat's failure, never handed to `on_error`. A
+`RunDecodeError` a beat raises itself (reading another run, say) is that beat's failure.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ __all__ = [
     "PlanChangedError",
     "RunCancelledError",
     "RunDecodeError",
+    "RunEncodeError",
+    "RunFailedError",
+    "RunIdTakenError",
     "StoreError",
 ]
 
@@ -43,7 +49,7 @@ class DurableError(CadenceError):
         self.run_id = run_id
         super().__init__(message)
 
-    def __reduce__(self) -> tuple[type[DurableError], tuple[str, str]]:
+    def __reduce__(self) -> tuple[type[DurableError], tuple[str | None, ...]]:
         return type(self), (self.run_id, str(self))
 
 
@@ -57,6 +63,36 @@ class RunCancelledError(DurableError, RunStoppedError):
 
 class RunDecodeError(DurableError):
     """A stored row (context, plan or result) could not be decoded."""
+
+
+class RunEncodeError(DurableError, RunStoppedError):
+    """A context value cannot be stored (the field, and where inside it, are named).
+
+    A NaN or an infinity, a datetime in a time zone, a value with no JSON form. No retry could
+    store it, so the run is failed (resumable at its last commit once the beat stores a value
+    that can be), not handed back to be run again as after a store failure.
+    """
+
+
+class RunFailedError(DurableError):
+    """The run failed in the caller this one waited for; it stays `failed` and resumable.
+
+    Attributes:
+        run_id: The run concerned.
+        step: The step it failed at, as stored.
+
+    """
+
+    def __init__(self, run_id: str, message: str, step: str | None = None) -> None:
+        self.step = step
+        super().__init__(run_id, message)
+
+    def __reduce__(self) -> tuple[type[RunFailedError], tuple[str | None, ...]]:
+        return type(self), (self.run_id, str(self), self.step)
+
+
+class RunIdTakenError(DurableError):
+    """The run id names a run of another cadence: give each cadence's runs their own ids."""
 
 
 class ProgressDecodeError(RunDecodeError, RunStoppedError):

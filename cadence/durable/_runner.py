@@ -37,6 +37,8 @@ from cadence.durable._errors import (
     ProgressDecodeError,
     RunCancelledError,
     RunDecodeError,
+    RunFailedError,
+    RunIdTakenError,
     StoreError,
     lost_run_error,
 )
@@ -394,7 +396,7 @@ def new_run(cadence: Cadence[C], context: C, run_id: str) -> NewRun:
 
     Raises:
         CadenceDefinitionError: the context type cannot be stored (the field is named).
-        StoreError: the context holds a value that cannot be stored (the field is named).
+        RunEncodeError: the context holds a value that cannot be stored (the field is named).
 
     """
     codec = codec_for(type(context))
@@ -453,15 +455,16 @@ def _failed_since(seen: RunRecord | None, claimed: RunRecord) -> bool:
     return claimed.error is not None and (seen is None or claimed.error != seen.error)
 
 
-def _failed_elsewhere(cadence: Cadence[Any], record: RunRecord) -> DurableError:  # Any: any
+def _failed_elsewhere(cadence: Cadence[Any], record: RunRecord) -> RunFailedError:  # Any: any
     """Return the error for a run that failed in the caller this one waited for."""
     run_id = record.run_id
     cause = "an unrecorded error" if record.error is None else str(record.error)
-    return DurableError(
+    return RunFailedError(
         run_id,
         f"run {run_id!r} of cadence {cadence.name!r} failed at step {record.step!r} in the "
         f"caller this one waited for: {cause}; it is resumable: call run(run_id={run_id!r}) "
         "again to retry it from that step",
+        record.step,
     )
 
 
@@ -477,7 +480,7 @@ async def _settled(
         if claim.outcome == "claimed":
             with anyio.CancelScope(shield=True):
                 await store.release(run_id, token, undo=undone_to(claim.previous))
-        raise DurableError(
+        raise RunIdTakenError(
             run_id,
             f"run {run_id!r} belongs to cadence {record.cadence!r}, not {name!r}; "
             "give each cadence's runs their own ids",

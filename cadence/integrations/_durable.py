@@ -22,7 +22,7 @@ __all__ = ["RouteRun", "route_run"]
 C = TypeVar("C", bound=Context)
 
 # What a store must have for a route to run durably on it (the runner's calls).
-_STORE_METHODS = ("claim", "checkpoint", "finish", "release", "new_owner", "done")
+_STORE_METHODS = ("claim", "checkpoint", "finish", "release", "get", "new_owner", "done")
 
 
 class RouteRun(Generic[C]):
@@ -43,6 +43,22 @@ class RouteRun(Generic[C]):
         self._store = store
         self._run_id = run_id
         self._migration = migration
+
+    def check_context(self, context_type: type) -> None:
+        """Refuse now a context type the store cannot hold (the route and the field named).
+
+        Raises:
+            CadenceDefinitionError: it cannot be stored.
+
+        """
+        from cadence.durable._codec import codec_for  # noqa: PLC0415 # a store is given: it loads
+
+        try:
+            codec_for(context_type)
+        except CadenceDefinitionError as exc:
+            raise CadenceDefinitionError(
+                f"cadence {self._cadence.name!r} on {self._route}: {exc}"
+            ) from exc
 
     def run_id(self, context: C) -> str:
         """Return the run this request's context names.
@@ -79,8 +95,9 @@ def route_run(
 
     Raises:
         CadenceDefinitionError: `store` without `run_id` or the other way round, `migration`
-            without both, a `store` that is not one, or a `run_id` that is not callable (the
-            cadence and the route are named).
+            without both, a `store` that is not one, a `run_id` that is not callable, or a
+            context type (the cadence's, or a `child`'s) the store cannot hold (the cadence and
+            the route are named).
 
     """
     where = f"cadence {cadence.name!r} on {route}"
@@ -111,4 +128,10 @@ def route_run(
             f"{where}: run_id= must be a function of the context returning the run's id, got "
             f"{type(run_id).__qualname__} {run_id!r}"
         )
+    from cadence.durable._codec import check_storable  # noqa: PLC0415 # a store is given
+
+    try:
+        check_storable(cadence)
+    except CadenceDefinitionError as exc:
+        raise CadenceDefinitionError(f"{where}: {exc}") from exc
     return RouteRun(cadence, route, store, run_id, migration)

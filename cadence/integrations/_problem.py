@@ -14,9 +14,11 @@ The default mapping walks the error's cause chain (outermost first):
 | any other `CadenceError`          | 500    | `urn:cadence:problem:beat-failed`       |
 
 A durable run's own error (raised by the run, not by a beat, which would be the beat's failure)
-comes before the chain: `PlanChangedError` and `RunCancelledError` answer 409
-(`urn:cadence:problem:plan-changed`, `run-cancelled`), `StoreError` (`LeaseLostError` included)
-503 (`store-failed`: a retry resumes the run), `RunDecodeError` 500 (`run-undecodable`); the body
+comes before the chain: `PlanChangedError`, `RunCancelledError` and `RunIdTakenError` answer 409
+(`urn:cadence:problem:plan-changed`, `run-cancelled`, `run-id-taken`), `StoreError`
+(`LeaseLostError` included) 503 (`store-failed`: a retry resumes the run), `RunFailedError` 500
+(`run-failed`: it failed in the request this one waited for; the body names its `step`),
+`RunEncodeError` 500 (`run-unencodable`), `RunDecodeError` 500 (`run-undecodable`); the body
 carries the `run_id`.
 
 A `BeatErrorGroup` maps each of its errors; when they agree on the status the group answers it,
@@ -189,18 +191,30 @@ def _durable(error: BaseException, cadence_name: str) -> Problem | None:
         PlanChangedError,
         RunCancelledError,
         RunDecodeError,
+        RunEncodeError,
+        RunFailedError,
+        RunIdTakenError,
         StoreError,
     )
 
     if not isinstance(error, DurableError):
         return None
+    members: dict[str, object] = {"run_id": error.run_id}
     if isinstance(error, PlanChangedError):
         status, kind, what = 409, "plan-changed", "it was stored under another plan"
     elif isinstance(error, RunCancelledError):
         status, kind, what = 409, "run-cancelled", "it was cancelled"
+    elif isinstance(error, RunIdTakenError):
+        status, kind, what = 409, "run-id-taken", "its id names a run of another cadence"
     elif isinstance(error, StoreError):
         status, kind = 503, "store-failed"
         what = "its store failed; retry later, and it resumes where it stopped"
+    elif isinstance(error, RunFailedError):
+        status, kind = 500, "run-failed"
+        what = "it failed in another request; retry to run it again from the step it failed at"
+        members["step"] = error.step
+    elif isinstance(error, RunEncodeError):
+        status, kind, what = 500, "run-unencodable", "a value of its context cannot be stored"
     elif isinstance(error, RunDecodeError):
         status, kind, what = 500, "run-undecodable", "its stored record does not decode"
     else:
@@ -209,7 +223,7 @@ def _durable(error: BaseException, cadence_name: str) -> Problem | None:
         status,
         detail=f"the durable run of cadence {cadence_name!r} could not go on: {what}",
         type=f"{_TYPE}{kind}",
-        extensions={"run_id": error.run_id},
+        extensions=members,
     )
 
 

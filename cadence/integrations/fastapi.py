@@ -221,6 +221,8 @@ class CadenceRouter(APIRouter):
         def decorate(factory: FactoryT) -> FactoryT:
             signature = _resolved_signature(factory)
             context_type = _context_type(signature, cadence)
+            if durable is not None and context_type is not None:
+                durable.check_context(context_type)  # the factory's, if the cadence has none
             settings = _RouteSettings(cadence_name, error_map, debug, self.prefix + path)
             documented = _documented_model(response_model, context_type)
             endpoint = _endpoint(
@@ -444,7 +446,7 @@ def _error_responses(*, durable: bool) -> dict[int | str, dict[str, Any]]:  # An
         422: entry("The input was rejected (validation, or the context factory refused it)"),
         500: entry("A beat failed (or parallel beats wrote one field differently)"),
         503: entry(
-            "A circuit breaker is open"
+            "A circuit breaker is open (with Retry-After)"
             + (", or the durable run's store failed" if durable else ""),
             headers={
                 "Retry-After": {
@@ -456,7 +458,10 @@ def _error_responses(*, durable: bool) -> dict[int | str, dict[str, Any]]:  # An
         504: entry("A beat ran past its deadline"),
     }
     if durable:
-        responses[409] = entry("The durable run was cancelled, or stored under another plan")
+        responses[409] = entry(
+            "The durable run was cancelled, stored under another plan, or its id names a run "
+            "of another cadence"
+        )
     return responses
 
 

@@ -422,7 +422,7 @@ async def test_sigterm_or_sigint_hands_back_the_runs_still_running_after_the_gra
 
 
 async def test_a_caller_waiting_on_a_run_that_fails_gets_the_failure(dsn: str) -> None:
-    from cadence.durable import DurableError  # noqa: PLC0415 # the test's own
+    from cadence.durable import RunFailedError  # noqa: PLC0415 # the test's own
 
     store = PostgresStore(dsn, poll_interval=0.01)
     gate, entered = anyio.Event(), anyio.Event()
@@ -452,7 +452,8 @@ async def test_a_caller_waiting_on_a_run_that_fails_gets_the_failure(dsn: str) -
     assert calls == ["charge"]  # the waiter did not run it again
     assert isinstance(outcomes["runner"], BeatError)
     waited = outcomes["waiter"]
-    assert type(waited) is DurableError
+    assert type(waited) is RunFailedError
+    assert waited.step == "charge"
     assert waited.run_id == "w-1"
     assert "run 'w-1' of cadence 'waiting' failed at step 'charge'" in str(waited)
     assert "RuntimeError: card declined" in str(waited)
@@ -1577,6 +1578,36 @@ async def test_a_worker_runs_a_queued_run_whatever_its_cadences_template_holds(d
     with pytest.raises(CadenceDefinitionError, match="needs run_id, a non-empty string, got ''"):
         await enqueue(queued, _Scored(), run_id="", store=store)
     assert await store.list_runs() == [record]
+    await store.aclose()
+
+
+async def test_a_worker_fails_a_run_whose_step_leaves_a_value_it_cannot_store_once(
+    dsn: str,
+) -> None:
+    """Failed, not handed back: a worker would claim it again and run its step for ever."""
+    store = PostgresStore(dsn)
+    calls: list[float] = []
+
+    async def score(ctx: _Scored) -> None:
+        calls.append(ctx.score)
+        ctx.score = float("inf")
+
+    flow = Cadence("unstorable", _Scored()).then("score", score).then("after", score)
+    assert await enqueue(flow, _Scored(score=1.0), run_id="inf-1", store=store)
+    worker = Worker(store, [flow], idle=0.01)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(worker.run, handle_signals=False))
+            while (record := await store.get("inf-1")) is None or record.status != "failed":  # noqa: ASYNC110 # the store is the only signal
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.3)  # time to claim it again, were it handed back
+            worker.stop()
+    record = await store.get("inf-1")
+    assert record is not None
+    assert (record.status, record.attempts, record.position) == ("failed", 1, 0)
+    assert record.error is not None
+    assert "field _Scored.score holds inf" in record.error.message
+    assert calls == [1.0]
     await store.aclose()
 
 

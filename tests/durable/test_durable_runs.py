@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import re
 import sqlite3
 import threading
@@ -26,13 +27,15 @@ from cadence import (
     Shared,
 )
 from cadence.durable import (
-    DurableError,
     ErrorInfo,
     Migration,
     NewRun,
     PlanChangedError,
     RunCancelledError,
     RunDecodeError,
+    RunEncodeError,
+    RunFailedError,
+    RunIdTakenError,
     SQLiteStore,
     StoreError,
     idempotency_key,
@@ -277,6 +280,47 @@ async def test_two_callers_of_one_run_id_run_it_once(store: SQLiteStore) -> None
     assert beats.calls == ["add", "wait", "left", "right", "last"]
 
 
+@dataclass
+class Reading(Context):
+    value: float = 0.0
+    sent: bool = False
+
+
+async def test_a_value_the_store_cannot_hold_fails_the_run_naming_the_field(
+    store: SQLiteStore,
+) -> None:
+    calls: list[str] = []
+    broken = [True]
+
+    async def measure(ctx: Reading) -> None:
+        calls.append("measure")
+        ctx.value = math.nan if broken[0] else 1.5
+
+    async def send(ctx: Reading) -> None:
+        calls.append("send")
+        ctx.sent = True
+
+    flow = (
+        Cadence("meter", Reading())
+        .then("measure", measure)
+        .then("send", send)
+        .on_error(lambda ctx, error: calls.append(f"handled {error}"), stop=False)
+    )
+    with pytest.raises(RunEncodeError, match=r"run 'm-1': field Reading.value holds nan"):
+        await flow.run(Reading(), run_id="m-1", store=store)
+    assert calls == ["measure"]  # stopped as itself: no handler saw it, no later step ran
+    record = await store.get("m-1")
+    assert record is not None
+    # Failed, not handed back: no retry could store it (a worker would run the step for ever).
+    assert (record.status, record.position, record.attempts) == ("failed", 0, 1)
+    assert record.error is not None
+    assert record.error.type.endswith("RunEncodeError")
+    broken[0] = False  # the beat mended: a later call resumes the failed run at that step
+    done = await flow.run(Reading(), run_id="m-1", store=store)
+    assert (done.value, done.sent) == (1.5, True)
+    assert calls == ["measure", "measure", "send"]
+
+
 async def test_a_caller_waiting_on_a_run_that_fails_gets_the_failure(store: SQLiteStore) -> None:
     beats = Beats()
     beats.gate = anyio.Event()
@@ -307,7 +351,8 @@ async def test_a_caller_waiting_on_a_run_that_fails_gets_the_failure(store: SQLi
     assert beats.calls == ["add", "wait"]  # the waiter did not run the failed step again
     assert isinstance(outcomes["runner"], BeatError)
     waited = outcomes["waiter"]
-    assert type(waited) is DurableError
+    assert type(waited) is RunFailedError
+    assert waited.step == "wait"
     assert "run 'r6f' of cadence 'checkout' failed at step 'wait'" in str(waited)
     assert "Boom: wait failed" in str(waited)
     record = await store.get("r6f")
@@ -688,7 +733,7 @@ async def test_a_refused_resume_leaves_the_run_as_it_found_it(store: SQLiteStore
         group.cancel_scope.cancel()  # stopped in step 2: handed back, pending
     beats.gate = None
     other = Cadence("other", Order()).then("add", beats.add)
-    with pytest.raises(DurableError, match="belongs to cadence 'checkout', not 'other'"):
+    with pytest.raises(RunIdTakenError, match="belongs to cadence 'checkout', not 'other'"):
         await other.run(Order(), run_id="back", store=store)
     renamed = Cadence("checkout", Order()).then("plus", beats.add)
     with pytest.raises(PlanChangedError, match="step 1 was 'then add' and is now 'then plus'"):
@@ -712,7 +757,7 @@ async def test_misuse_is_refused_clearly(store: SQLiteStore, tmp_path: Path) -> 
         await beats.flow().run(Order(), store=store)
     await beats.flow().run(Order(), run_id="taken", store=store)
     other = Cadence("other", Order()).then("add", beats.add)
-    with pytest.raises(DurableError, match="belongs to cadence 'checkout', not 'other'"):
+    with pytest.raises(RunIdTakenError, match="belongs to cadence 'checkout', not 'other'"):
         await other.run(Order(), run_id="taken", store=store)
     missing = SQLiteStore(tmp_path / "no" / "such" / "dir.db")
     with pytest.raises(StoreError, match="run 'y': claiming the run failed in SQLite store"):

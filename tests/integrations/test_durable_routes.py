@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works
     from fastapi.testclient import TestClient
 
 from cadence import BeatError, Cadence, CadenceDefinitionError, Context
-from cadence.durable import Migration, RunDecodeError, SQLiteStore
+from cadence.durable import Migration, RunDecodeError, RunFailedError, SQLiteStore
 from cadence.integrations import PROBLEM_MEDIA_TYPE, problem_for
 from cadence.integrations.fastapi import CadenceRouter
 from cadence.integrations.flask import CadenceBlueprint
@@ -42,6 +43,7 @@ class Order(Context):
     key: str = ""
     charged: int = 0
     shipped: bool = False
+    weight: float = 0.0
 
 
 class Ledger:
@@ -158,7 +160,13 @@ def test_a_retried_request_answers_the_stored_result_and_charges_once(
     post = serve(checkout(ledger), store=store, run_id=by_key)
     first = post("A-1", "k1")
     assert first.status == 200
-    assert first.body == {"order_id": "A-1", "key": "k1", "charged": 1, "shipped": True}
+    assert first.body == {
+        "order_id": "A-1",
+        "key": "k1",
+        "charged": 1,
+        "shipped": True,
+        "weight": 0.0,
+    }
     again = post("A-1", "k1")
     assert again.status == 200
     assert again.body == first.body
@@ -217,6 +225,38 @@ def test_a_changed_plan_answers_409_and_resumes_with_a_migration(
     assert ledger.lines == ["charge D-4", "ship D-4"]
 
 
+def test_a_run_id_another_cadences_run_holds_answers_409(serve: Serve, store: SQLiteStore) -> None:
+    ledger = Ledger()
+    assert serve(checkout(ledger), store=store, run_id=by_key)("G-7", "k").status == 200
+
+    async def refund(ctx: Order) -> None:
+        ledger.lines.append(f"refund {ctx.order_id}")
+
+    refunds = Cadence[Order]("refunds").then("refund", refund)
+    answer = serve(refunds, store=store, run_id=by_key)("G-7", "k")
+    assert answer.status == 409
+    assert answer.body["type"] == "urn:cadence:problem:run-id-taken"
+    assert (answer.body["cadence"], answer.body["run_id"]) == ("refunds", "order-k")
+    assert ledger.lines == ["charge G-7", "ship G-7"]
+
+
+def test_a_value_the_store_cannot_hold_fails_the_run_and_answers_500(
+    serve: Serve, store: SQLiteStore
+) -> None:
+    async def weigh(ctx: Order) -> None:
+        ctx.weight = float("nan")
+
+    ledger = Ledger()
+    flow = checkout(ledger).then("weigh", weigh)
+    body = assert_problem(
+        serve(flow, store=store, run_id=by_key)("H-8", "k"), 500, "run-unencodable", "order-k"
+    )
+    assert "cannot be stored" in body["detail"]
+    record = anyio.run(store.get, "order-k")
+    assert record is not None
+    assert (record.status, record.step) == ("failed", "weigh")  # not handed back to run again
+
+
 def test_a_store_that_fails_answers_503(serve: Serve, tmp_path: Path) -> None:
     ledger = Ledger()
     broken = SQLiteStore(tmp_path)  # a directory: it cannot be opened
@@ -258,6 +298,14 @@ def test_a_run_id_function_that_misbehaves_is_a_logged_500(
     assert ledger.lines == []
 
 
+def test_a_request_that_waited_for_a_run_that_failed_answers_run_failed() -> None:
+    waited = RunFailedError("order-k", "run 'order-k' failed at step 'ship' ...", "ship")
+    problem = problem_for(waited, "checkout")
+    assert problem.status == 500
+    assert problem.type == "urn:cadence:problem:run-failed"
+    assert problem.extensions == {"cadence": "checkout", "run_id": "order-k", "step": "ship"}
+
+
 def test_a_durable_error_a_beat_raises_is_that_beats_failure() -> None:
     decode = RunDecodeError("other", "run 'other' does not decode")
     failure = BeatError("read", "checkout", cause=decode)
@@ -295,6 +343,40 @@ def test_options_that_do_not_fit_are_refused_at_declaration(
         declare(cadence, **options)
     assert message in str(caught.value)
     assert "cadence 'checkout' on /orders/" in str(caught.value)
+
+
+@dataclass
+class Holding(Context):
+    line: socket.socket | None = None  # a resource not marked Shared[...]
+
+
+@pytest.mark.parametrize("framework", ["fastapi", "flask"])
+def test_a_context_type_the_store_cannot_hold_is_refused_at_declaration(
+    framework: str, store: SQLiteStore
+) -> None:
+    holding = Cadence[Holding]("holding").then("a", lambda ctx: None)
+    if framework == "fastapi":
+        declare = functools.partial(CadenceRouter().cadence, "/hold")
+    else:
+        declare = functools.partial(CadenceBlueprint("h", __name__).cadence_route, "/hold")
+    with pytest.raises(CadenceDefinitionError) as caught:
+        declare(holding, store=store, run_id=lambda c: "h")
+    message = str(caught.value)
+    assert message.startswith("cadence 'holding' on /hold: ")
+    assert "field 'line' cannot be stored as JSON" in message
+
+
+def test_a_factorys_context_type_the_store_cannot_hold_is_refused_at_declaration(
+    store: SQLiteStore,
+) -> None:
+    untyped: Cadence[Any] = Cadence("untyped")
+    decorate = CadenceRouter().cadence("/hold", untyped, store=store, run_id=lambda c: "h")
+
+    def hold() -> Holding:
+        return Holding()
+
+    with pytest.raises(CadenceDefinitionError, match="field 'line' cannot be stored as JSON"):
+        decorate(hold)
 
 
 def test_openapi_documents_409_on_durable_routes_only(store: SQLiteStore) -> None:

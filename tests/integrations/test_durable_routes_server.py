@@ -6,7 +6,8 @@
 - uvicorn in a thread: a client that disconnects while the run is in its second step cancels
   the attempt; the run is handed back (pending, at that step), and the retry resumes it.
 - werkzeug's threaded server, with Flask: eight requests naming one run at once make one run,
-  and all eight answer its result.
+  and all eight answer its result; if it fails, the one that ran answers its beat's failure and
+  the seven that waited `run-failed`, naming the step.
 """
 
 from __future__ import annotations
@@ -183,7 +184,8 @@ class Tally(Context):
     runs: int = 0
 
 
-def test_requests_naming_one_run_at_once_make_one_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fails", [False, True], ids=["completes", "fails"])
+def test_requests_naming_one_run_at_once_make_one_run(tmp_path: Path, *, fails: bool) -> None:
     calls: list[str] = []
     lock = threading.Lock()
 
@@ -191,6 +193,8 @@ def test_requests_naming_one_run_at_once_make_one_run(tmp_path: Path) -> None:
         with lock:
             calls.append(ctx.key)
         await anyio.sleep(0.3)  # the other requests arrive meanwhile, and wait for this run
+        if fails:
+            raise RuntimeError("the counter is down")
         ctx.runs += 1
 
     blueprint = CadenceBlueprint("tally", __name__)
@@ -223,5 +227,12 @@ def test_requests_naming_one_run_at_once_make_one_run(tmp_path: Path) -> None:
             thread.join(timeout=60)
             assert not thread.is_alive(), "a request hung"
     assert calls == ["same"]
-    assert [a.status_code for a in answers] == [200] * 8
-    assert all(a.json() == {"key": "same", "runs": 1} for a in answers)
+    if not fails:
+        assert [a.status_code for a in answers] == [200] * 8
+        assert all(a.json() == {"key": "same", "runs": 1} for a in answers)
+        return
+    # The one that ran answers its beat's failure; those that waited, that the run failed.
+    kinds = sorted((a.status_code, a.json()["type"].rpartition(":")[2]) for a in answers)
+    assert kinds == [(500, "beat-failed")] + [(500, "run-failed")] * 7
+    waited = next(a.json() for a in answers if a.json()["type"].endswith("run-failed"))
+    assert (waited["run_id"], waited["step"]) == ("tally-same", "count")

@@ -14,8 +14,12 @@ swapped every round, so drift hits both alike), for `--seconds` each; the table 
 round of each, with p50/p99 latency of that round, and the server's CPU time per request (its
 threads' on-CPU time from /proc, median over the rounds). On a shared machine requests/s swing
 with other load; CPU time per request barely does, so the CPU ratio is the steadier figure.
-Beats only yield to the loop (no sleeps), so the figures are the framework's own cost. The
-script only prints; it checks nothing.
+Beats only yield to the loop (no sleeps), so the figures are the framework's own cost.
+
+A third route serves the same cadence durably (`store=SQLiteStore(..., synchronous="NORMAL")`,
+`run_id=` the order id, which is new on every request): what a route pays to commit each of
+the three steps of a new run and answer it, next to the plain cadence route. The script only
+prints; it checks nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +42,7 @@ from pathlib import Path
 import anyio
 
 from cadence import Cadence, Context, beat
+from cadence.durable import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +99,15 @@ async def by_hand(order_id: str) -> OrderContext:
 # ---------------------------------------------------------------------------- servers
 
 
-def serve_fastapi(port: int) -> None:
+def _store(database: str) -> SQLiteStore:
+    return SQLiteStore(database, synchronous="NORMAL")
+
+
+def _order_run(ctx: OrderContext) -> str:
+    return f"order-{ctx.order_id}"
+
+
+def serve_fastapi(port: int, database: str) -> None:
     import uvicorn  # noqa: PLC0415 # each server imports only its own framework
     from fastapi import APIRouter, FastAPI  # noqa: PLC0415
     from fastapi.responses import JSONResponse  # noqa: PLC0415
@@ -107,6 +121,10 @@ def serve_fastapi(port: int) -> None:
     async def create_order(order_id: str) -> OrderContext:
         return OrderContext(order_id=order_id)
 
+    @router.cadence("/durable/{order_id}", checkout, store=_store(database), run_id=_order_run)
+    async def create_durable_order(order_id: str) -> OrderContext:
+        return OrderContext(order_id=order_id)
+
     plain = APIRouter()  # both routes sit behind include_router, as routes of an app do
 
     @plain.post("/hand/{order_id}")
@@ -118,7 +136,7 @@ def serve_fastapi(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def serve_flask(port: int) -> None:
+def serve_flask(port: int, database: str) -> None:
     import waitress  # noqa: PLC0415
     from flask import Flask, jsonify  # noqa: PLC0415
 
@@ -130,6 +148,10 @@ def serve_flask(port: int) -> None:
 
     @bp.cadence_route("/cadence/<order_id>", checkout)
     def create_order(order_id: str) -> OrderContext:
+        return OrderContext(order_id=order_id)
+
+    @bp.cadence_route("/durable/<order_id>", checkout, store=_store(database), run_id=_order_run)
+    def create_durable_order(order_id: str) -> OrderContext:
         return OrderContext(order_id=order_id)
 
     @app.post("/hand/<order_id>")
@@ -222,8 +244,11 @@ def _same_json(port: int) -> None:
 
     cadence_body = httpx.post(f"http://127.0.0.1:{port}/cadence/ORD-1").json()
     hand_body = httpx.post(f"http://127.0.0.1:{port}/hand/ORD-1").json()
-    if cadence_body != hand_body:
-        raise SystemExit(f"the routes answer different JSON: {cadence_body} != {hand_body}")
+    durable_body = httpx.post(f"http://127.0.0.1:{port}/durable/ORD-1").json()
+    if not cadence_body == hand_body == durable_body:
+        raise SystemExit(
+            f"the routes answer different JSON: {cadence_body}, {hand_body}, {durable_body}"
+        )
 
 
 def _cpu_ns(pid: int) -> int:
@@ -252,20 +277,25 @@ def _load_round(port: int, route: str, seconds: float, connections: int) -> dict
     return result
 
 
+ROUTES = ("/cadence", "/hand", "/durable")
+
+
 def bench(framework: str, seconds: float, rounds: int, connections: int) -> None:
     port = _free_port()
+    folder = tempfile.TemporaryDirectory()
+    database = str(Path(folder.name) / "runs.db")
     server = subprocess.Popen(  # noqa: S603 # this very script, as the server
-        [sys.executable, __file__, f"serve-{framework}", str(port)], env=_env()
+        [sys.executable, __file__, f"serve-{framework}", str(port), database], env=_env()
     )
     try:
         _wait_for(port, server)
         _same_json(port)
         best: dict[str, dict[str, float]] = {}
-        cpu: dict[str, list[float]] = {"/cadence": [], "/hand": []}
-        for route in ("/cadence", "/hand"):  # warm both up; not counted
+        cpu: dict[str, list[float]] = {route: [] for route in ROUTES}
+        for route in ROUTES:  # warm them up; not counted
             _load_round(port, route, 0.5, connections)
         for round_number in range(rounds):
-            order = ("/cadence", "/hand") if round_number % 2 == 0 else ("/hand", "/cadence")
+            order = ROUTES if round_number % 2 == 0 else ROUTES[::-1]
             for route in order:
                 before = _cpu_ns(server.pid)
                 result = _load_round(port, route, seconds, connections)
@@ -275,14 +305,19 @@ def bench(framework: str, seconds: float, rounds: int, connections: int) -> None
     finally:
         server.terminate()
         server.wait(timeout=30)
+        folder.cleanup()
     label = {"fastapi": "FastAPI (uvicorn, 1 worker)", "flask": "Flask (waitress, 8 threads)"}
     print(f"\n{label[framework]}, {connections} connections, best of {rounds} x {seconds:g} s")
     header = (
         f"{'route':<24} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} {'errors':>6}"
     )
     print(f"  {header}")
-    names = {"/cadence": "cadence route", "/hand": "hand-written endpoint"}
-    for route in ("/cadence", "/hand"):
+    names = {
+        "/cadence": "cadence route",
+        "/hand": "hand-written endpoint",
+        "/durable": "durable cadence route",
+    }
+    for route in ROUTES:
         r = best[route]
         print(
             f"  {names[route]:<24} {r['rps']:>7.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
@@ -294,14 +329,20 @@ def bench(framework: str, seconds: float, rounds: int, connections: int) -> None
         f"  cadence / hand-written: {ratio:.2f}x requests/s, {cpu_ratio:.2f}x by server CPU "
         "per request (target >= 0.90x)"
     )
+    durable_cpu = statistics.median(cpu["/durable"]) - statistics.median(cpu["/cadence"])
+    print(
+        f"  durable route (SQLite, NORMAL, 3 steps): {durable_cpu:.0f} us of server CPU per "
+        f"request above the cadence route, "
+        f"{best['/durable']['rps'] / best['/cadence']['rps']:.2f}x its requests/s"
+    )
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "serve-fastapi":
-        serve_fastapi(int(sys.argv[2]))
+        serve_fastapi(int(sys.argv[2]), sys.argv[3])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "serve-flask":
-        serve_flask(int(sys.argv[2]))
+        serve_flask(int(sys.argv[2]), sys.argv[3])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "load":
         load_main(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), int(sys.argv[5]))

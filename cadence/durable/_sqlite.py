@@ -73,6 +73,10 @@ _COLUMNS = f"{COLUMNS}, inner"
 _FINISHED = ("completed", "failed", "cancelled")
 # A cancelled run stays while its owner lives and has not let it go (still in its step).
 _LET_GO = "AND NOT (status = 'cancelled' AND cadence_owner_alive(owner))"
+_INSERT = (
+    f"INSERT INTO cadence_runs ({_COLUMNS}) "  # noqa: S608 # constant columns
+    "VALUES (?, ?, 'running', 0, ?, ?, ?, ?, 1, ?, NULL, ?, ?, NULL)"
+)  # a new run, as its claim creates it
 _CHECKPOINT_EVERY = 400  # inline writes between WAL checkpoints: ~1000 pages, as SQLite
 
 
@@ -388,15 +392,18 @@ class SQLiteStore:
 
         def work(connection: sqlite3.Connection) -> tuple[str, RunRecord, RunStatus | None]:
             now = self._clock()
+            # A new run id, the usual case, is one statement: the row as written is the record.
+            created = connection.execute(
+                f"{_INSERT} ON CONFLICT (run_id) DO NOTHING", (*new.row(run_id), owner, now, now)
+            )
+            if created.rowcount == 1:
+                _ACTIVE.add(owner)
+                return "created", new.record(run_id, owner, now), None
             connection.execute("BEGIN IMMEDIATE")
             row = self._select(connection, run_id)
             previous = None if row is None else cast("RunStatus", row[2])
             if row is None:
-                connection.execute(
-                    f"INSERT INTO cadence_runs ({_COLUMNS}) "  # noqa: S608 # constant columns
-                    "VALUES (?, ?, 'running', 0, ?, ?, ?, ?, 1, ?, NULL, ?, ?, NULL)",
-                    (*new.row(run_id), owner, now, now),
-                )
+                connection.execute(_INSERT, (*new.row(run_id), owner, now, now))  # deleted since
                 outcome = "created"
                 _ACTIVE.add(owner)
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias, TypeVar, cast, get_args
@@ -249,6 +250,11 @@ def _timestamp(value: object) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(cast("float", value), tz=datetime.UTC)
 
 
+@functools.lru_cache(maxsize=256)  # a cadence's plan is one tuple, stored with every new run
+def _plan_json(plan: tuple[str, ...]) -> str:
+    return json.dumps(list(plan))
+
+
 @dataclass(frozen=True, slots=True)
 class NewRun:
     """What the runner gives `Store.claim` for a run the store may not hold yet.
@@ -275,13 +281,27 @@ class NewRun:
 
     def row(self, run_id: str) -> tuple[str, str, str | None, str, str, bytes]:
         """Return a new run's first columns: id, cadence, step, plan JSON, fingerprint, context."""
-        return (
-            run_id,
-            self.cadence,
-            self.step,
-            json.dumps(list(self.plan)),
-            self.fingerprint,
-            self.context,
+        plan = _plan_json(self.plan)
+        return (run_id, self.cadence, self.step, plan, self.fingerprint, self.context)
+
+    def record(self, run_id: str, owner: str, at: float) -> RunRecord:
+        """Return the record of the run as created: `running`, owned by `owner` since `at`."""
+        when = _timestamp(at)
+        return RunRecord(
+            run_id=run_id,
+            cadence=self.cadence,
+            status="running",
+            position=0,
+            step=self.step,
+            plan=self.plan,
+            fingerprint=self.fingerprint,
+            context=self.context,
+            attempts=1,
+            owner=owner,
+            error=None,
+            created_at=when,
+            updated_at=when,
+            inner=None,
         )
 
 

@@ -373,6 +373,23 @@ async def test_a_waiters_claim_of_a_failed_run_takes_nothing_over(store: SQLiteS
     assert (record.status, record.owner, record.attempts) == ("failed", None, 1)
 
 
+async def test_a_new_runs_claim_returns_the_record_as_stored(store: SQLiteStore) -> None:
+    """A new run id is created in one statement, its record built from what was written."""
+    new = NewRun("checkout", ("then add", "then wait"), "f", b'{"n":1}', "add")
+    owner = store.new_owner()
+    claim = await store.claim("fresh", owner, new)
+    assert (claim.outcome, claim.previous) == ("created", None)
+    assert claim.record == await store.get("fresh")
+    assert (claim.record.status, claim.record.owner, claim.record.attempts) == (
+        "running",
+        owner,
+        1,
+    )
+    again = await store.claim("fresh", store.new_owner(), new)  # the row is there: the full claim
+    assert (again.outcome, again.previous) == ("busy", "running")
+    await store.release("fresh", owner)
+
+
 async def test_idempotency_keys_are_deterministic_and_per_step(store: SQLiteStore) -> None:
     beats = Beats()
     beats.fail_at = "last"

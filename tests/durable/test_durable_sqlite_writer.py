@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -139,18 +139,27 @@ async def test_a_claim_skips_the_fsync_and_commits_stay_full(tmp_path: Path) -> 
 
     store._work = spy  # type: ignore[method-assign,assignment] # pyright: ignore[reportPrivateUsage] # a spy
     inside: list[int] = []
-    select = store._select  # pyright: ignore[reportPrivateUsage] # the claim reads the run through it
+    assert await store.get("none") is None  # opens the store's connection
+    real = store._connection  # pyright: ignore[reportPrivateUsage] # spied on below
+    assert real is not None
 
-    def select_spy(connection: sqlite3.Connection, run_id: str) -> tuple[object, ...] | None:
-        inside.append(int(connection.execute("PRAGMA synchronous").fetchone()[0]))
-        return select(connection, run_id)
+    class Spied:
+        """The store's connection, telling the level each claim's INSERT runs at."""
 
-    store._select = select_spy  # type: ignore[method-assign] # pyright: ignore[reportPrivateUsage] # a spy
+        def execute(self, sql: str, *parameters: Any) -> sqlite3.Cursor:
+            if sql.startswith("INSERT INTO cadence_runs"):
+                inside.append(int(real.execute("PRAGMA synchronous").fetchone()[0]))
+            return real.execute(sql, *parameters)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    store._connection = cast("sqlite3.Connection", Spied())  # pyright: ignore[reportPrivateUsage] # a spy
     flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump)
     assert (await flow.run(Count(), run_id="full", store=store)).n == 2
-    assert inside[0] == 1  # inside the claim: NORMAL (1), no fsync of its own
+    assert inside == [1]  # inside the claim: NORMAL (1), no fsync of its own
     # after the claim, every call finds FULL (2) again
-    assert levels == [2, 2, 2]
+    assert levels == [2, 2, 2]  # the get that opened the connection, the checkpoint, the finish
     with sqlite3.connect(tmp_path / "w5.db") as connection:
         connection.execute("UPDATE cadence_runs SET plan = 'not json'")
     with pytest.raises(DurableError, match="corrupted"):

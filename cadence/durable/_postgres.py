@@ -377,19 +377,33 @@ def _on_asyncio(
     @functools.wraps(method)
     async def call(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
             coroutine = method(self, *args, **kwargs)
             return await self._on_loop_thread(coroutine)  # pyright: ignore[reportPrivateUsage] # the class's own decorator
+        # The methods about one run take its id first; the others (listing, the queue) none.
+        run_id = args[0] if args and isinstance(args[0], str) else ""
+        name = f"run {run_id!r}: " if run_id else ""
+        self._left_the_parent()  # pyright: ignore[reportPrivateUsage] # a forked child: none of its parent's
         bridge = self._bridge  # pyright: ignore[reportPrivateUsage] # as above
         elsewhere = bridge is not None and bridge.elsewhere()
-        if elsewhere and not self._left_the_parent():  # pyright: ignore[reportPrivateUsage] # as above
+        if elsewhere:
             raise StoreError(
-                "",
-                "this PostgresStore runs on its own loop thread since it was used under trio, "
-                "and this call comes from another asyncio loop: give each event loop its own "
-                "store (or aclose() it first)",
+                run_id,
+                f"{name}this PostgresStore runs on its own loop thread since it was used under "
+                "trio, and this call comes from another asyncio loop: give each event loop its "
+                "own store (or aclose() it first)",
             )
+        opened_on = self._loop  # pyright: ignore[reportPrivateUsage] # as above
+        if opened_on is not None and opened_on is not loop:
+            if opened_on.is_running():  # its pool and sockets are that loop's
+                raise StoreError(
+                    run_id,
+                    f"{name}this PostgresStore's connections belong to another event loop, "
+                    "still running: give each event loop its own store (or aclose() it there "
+                    "first)",
+                )
+            self._forget_the_loop()  # pyright: ignore[reportPrivateUsage] # that loop ended, its pool with it: open anew
         return await method(self, *args, **kwargs)
 
     # An `async def` is a `CoroutineType` to pyright (as the stores' protocol says), a
@@ -503,6 +517,7 @@ class PostgresStore:
         self._claimed_at: dict[str, float] = {}  # owner -> `time.monotonic()` before its claim
         self._beating: asyncio.Task[None] | None = None
         self._opening: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the pool was opened on
         self._ready: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()  # prepared
         self._sockets: dict[psycopg.AsyncConnection[Any], HeldSocket] = {}  # watched by `_fast`
         self._bridge: AsyncioThread | None = None  # under trio: the loop the store runs on
@@ -561,6 +576,7 @@ class PostgresStore:
             opened = cast("AsyncConnectionPool[Any] | None", self._pool)  # set while waiting?
             if opened is None:
                 opened = self._pool = await self._new_pool(run_id)
+                self._loop = asyncio.get_running_loop()
             return opened
 
     async def _probe(self, run_id: str) -> None:
@@ -631,6 +647,17 @@ class PostgresStore:
         with anyio.CancelScope(shield=True):
             for connection in orphans:
                 await pool.putconn(connection)  # the pool discards a broken one
+
+    async def _hand_back(self, owner: str) -> None:
+        """Stop holding `owner`'s connection and put it back in the pool now, with any parked.
+
+        A run's last write ends so: a connection parked until the next `_open` could wait
+        there while every other caller waits in the pool for one (the runs still going make
+        their commits on connections they hold, never through `_open`).
+        """
+        self._drop(owner)
+        if self._orphans and self._pool is not None:
+            await self._return_orphans(self._pool)
 
     def _drop(self, owner: str) -> None:
         """Stop holding `owner`'s connection; it goes back to the pool at the next call."""
@@ -943,7 +970,7 @@ class PostgresStore:
                 ),
             )
         finally:
-            self._drop(owner)
+            await self._hand_back(owner)
 
     @_on_asyncio
     async def release(
@@ -954,7 +981,7 @@ class PostgresStore:
             values = (undo or "pending", int(undo is not None), run_id, owner)
             await self._owned_count(run_id, owner, "releasing the run", _RELEASE, values)
         finally:
-            self._drop(owner)
+            await self._hand_back(owner)
 
     # ------------------------------------------------------------------ the queue
 
@@ -1137,7 +1164,7 @@ class PostgresStore:
 
         A call racing `aclose` may have opened a pool there, which no loop runs any more.
         """
-        self._pool, self._opening, self._beating = None, None, None
+        self._pool, self._opening, self._beating, self._loop = None, None, None, None
         self._sockets.clear()
         self._held.clear()
         self._orphans.clear()
@@ -1149,7 +1176,7 @@ class PostgresStore:
         if beating is not None:
             beating.cancel()
         self._watched.clear()
-        self._opening = None  # bound to this event loop: a later call may be in another
+        self._opening = self._loop = None  # this event loop's: a later call may be in another
         for owner in list(self._held):
             self._drop(owner)
         for connection in list(self._sockets):  # any the store lost track of: not left watched

@@ -970,6 +970,40 @@ async def test_more_runs_at_once_than_the_pool_has_connections_all_complete(dsn:
     await store.aclose()
 
 
+@dataclass
+class _Paced(Context):
+    long: bool = False
+    n: int = 0
+
+
+async def test_the_connections_long_runs_held_go_back_to_the_pool_as_they_end(dsn: str) -> None:
+    """Runs waiting in the pool get the connections of runs that end, not its timeout (30 s)."""
+    store = PostgresStore(dsn, lease=30.0, max_size=3)
+
+    async def step(ctx: _Paced) -> None:
+        await anyio.sleep(0.3 if ctx.long else 0.01)
+        ctx.n += 1
+
+    flow = Cadence("paced", context_type=_Paced).then("a", step)
+    assert await store.get("opens-the-pool") is None
+    done: list[str] = []
+
+    async def one(name: str, *, long: bool, after: float) -> None:
+        await anyio.sleep(after)
+        assert (await flow.run(_Paced(long=long), run_id=name, store=store)).n == 1
+        done.append(name)
+
+    with anyio.fail_after(4):  # a connection parked until a later call: the pool's wait
+        async with anyio.create_task_group() as group:
+            for name in ("long-1", "long-2"):  # each holds one of the 3 connections
+                group.start_soon(functools.partial(one, name, long=True, after=0))
+            for i in range(100):  # waiting in the pool as the long ones finish
+                group.start_soon(functools.partial(one, f"short-{i}", long=False, after=0.29))
+    assert len(done) == 102
+    assert not store._orphans  # pyright: ignore[reportPrivateUsage] # none parked
+    await store.aclose()
+
+
 async def test_a_default_worker_runs_eight_at_once_each_on_a_connection_of_its_own(
     dsn: str,
 ) -> None:
@@ -1317,6 +1351,52 @@ def test_a_store_used_under_trio_refuses_another_loop_until_closed(dsn: str) -> 
         await store.aclose()
 
     anyio.run(on_asyncio, backend="asyncio")
+
+
+def test_a_store_whose_loop_ended_opens_anew_on_the_next_loop(dsn: str) -> None:
+    """As each of a test's clients runs its own loop: the first loop's pool ended with it."""
+    store = PostgresStore(dsn, min_size=1, max_size=4)
+    flow = Cadence("loops", Job()).then("a", make_beat("a")).then("b", make_beat("b"))
+
+    async def runs(tag: str, count: int) -> list[int]:
+        with anyio.fail_after(30):  # the pool's tasks died with the first loop: it cannot grow
+            async with anyio.create_task_group() as group:
+                for i in range(count):  # at once: the pool must grow
+                    run = functools.partial(flow.run, Job(), run_id=f"{tag}-{i}", store=store)
+                    group.start_soon(run)
+        return [r.attempts for r in await store.list_runs(cadence="loops") if r.run_id[0] == tag]
+
+    assert anyio.run(runs, "1", 1, backend="asyncio") == [1]
+    assert anyio.run(runs, "2", 6, backend="asyncio") == [1] * 6
+    anyio.run(store.aclose, backend="asyncio")
+
+
+def test_a_store_in_use_on_a_running_loop_refuses_another_by_name(dsn: str) -> None:
+    from cadence.durable import StoreError  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn)
+    opened, leave = threading.Event(), threading.Event()
+
+    async def first_loop() -> None:
+        assert await store.get("first") is None
+        opened.set()
+        await anyio.to_thread.run_sync(leave.wait)
+        await store.aclose()
+
+    thread = threading.Thread(target=anyio.run, args=(first_loop,))
+    thread.start()
+    try:
+        assert opened.wait(30)
+        with pytest.raises(StoreError) as caught:
+            anyio.run(store.get, "second", backend="asyncio")
+        assert caught.value.run_id == "second"
+        assert str(caught.value).startswith("run 'second': this PostgresStore's connections")
+        assert "give each event loop its own store" in str(caught.value)
+    finally:
+        leave.set()
+        thread.join(30)
+    assert anyio.run(store.get, "third", backend="asyncio") is None  # closed there: free again
+    anyio.run(store.aclose, backend="asyncio")
 
 
 @pytest.mark.parametrize("probed", [True, False])

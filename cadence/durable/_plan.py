@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Set
@@ -44,6 +45,7 @@ def describe_plan(cadence: Cadence[Any]) -> tuple[str, ...]:  # Any: any context
     return tuple(_describe(step) for step in cadence.steps)
 
 
+@functools.lru_cache(maxsize=256)  # a cadence's plan is the same tuple for each of its runs
 def plan_fingerprint(plan: tuple[str, ...]) -> str:
     """Return the SHA-256 of a described plan."""
     return hashlib.sha256(json.dumps(list(plan)).encode()).hexdigest()

@@ -10,6 +10,7 @@ one run at once, and a commit is written only while its owner still holds the le
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import json
@@ -19,6 +20,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import uuid
 import weakref
@@ -376,13 +378,12 @@ def _on_asyncio(
 
     @functools.wraps(method)
     async def call(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            coroutine = method(self, *args, **kwargs)
-            return await self._on_loop_thread(coroutine)  # pyright: ignore[reportPrivateUsage] # the class's own decorator
         # The methods about one run take its id first; the others (listing, the queue) none.
         run_id = args[0] if args and isinstance(args[0], str) else ""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio: this very call, on the store's own loop thread
+            return await self._on_loop_thread(call(self, *args, **kwargs), run_id)  # pyright: ignore[reportPrivateUsage] # the class's own decorator
         name = f"run {run_id!r}: " if run_id else ""
         self._left_the_parent()  # pyright: ignore[reportPrivateUsage] # a forked child: none of its parent's
         bridge = self._bridge  # pyright: ignore[reportPrivateUsage] # as above
@@ -394,16 +395,8 @@ def _on_asyncio(
                 "trio, and this call comes from another asyncio loop: give each event loop its "
                 "own store (or aclose() it first)",
             )
-        opened_on = self._loop  # pyright: ignore[reportPrivateUsage] # as above
-        if opened_on is not None and opened_on is not loop:
-            if opened_on.is_running():  # its pool and sockets are that loop's
-                raise StoreError(
-                    run_id,
-                    f"{name}this PostgresStore's connections belong to another event loop, "
-                    "still running: give each event loop its own store (or aclose() it there "
-                    "first)",
-                )
-            self._forget_the_loop()  # pyright: ignore[reportPrivateUsage] # that loop ended, its pool with it: open anew
+        if self._loop is not loop:  # pyright: ignore[reportPrivateUsage] # as above
+            self._enter(loop, run_id)  # pyright: ignore[reportPrivateUsage] # as above
         return await method(self, *args, **kwargs)
 
     # An `async def` is a `CoroutineType` to pyright (as the stores' protocol says), a
@@ -517,7 +510,8 @@ class PostgresStore:
         self._claimed_at: dict[str, float] = {}  # owner -> `time.monotonic()` before its claim
         self._beating: asyncio.Task[None] | None = None
         self._opening: asyncio.Lock | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the pool was opened on
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the store is used on
+        self._loop_guard = threading.Lock()  # two loops' first calls at once: one takes it
         self._ready: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()  # prepared
         self._sockets: dict[psycopg.AsyncConnection[Any], HeldSocket] = {}  # watched by `_fast`
         self._bridge: AsyncioThread | None = None  # under trio: the loop the store runs on
@@ -526,16 +520,22 @@ class PostgresStore:
     def __repr__(self) -> str:
         return f"PostgresStore(lease={self.lease})"
 
-    async def _on_loop_thread(self, coroutine: Coroutine[Any, Any, T]) -> T:  # Any: as above
+    async def _on_loop_thread(
+        self, coroutine: Coroutine[Any, Any, T], run_id: str = ""
+    ) -> T:  # Any: as above
         """Run a call made outside asyncio on the store's asyncio loop thread (trio only)."""
         if not _in_trio():
             coroutine.close()
             raise StoreError(
-                "",
+                run_id,
                 "PostgresStore runs under asyncio or trio, and this is neither (no event loop)",
             )
         self._left_the_parent()
         if self._bridge is None:
+            used_on = self._loop
+            if used_on is not None and used_on.is_running():  # an asyncio loop's, until closed
+                coroutine.close()
+                raise self._in_use_elsewhere(run_id)
             self._bridge = AsyncioThread("cadence-postgres")
         try:
             return await self._bridge.run(coroutine)
@@ -561,6 +561,7 @@ class PostgresStore:
             return False
         self._pid = os.getpid()
         self._bridge, self._ready = None, weakref.WeakSet()
+        self._loop_guard = threading.Lock()  # another thread of the parent may have held it
         self._forget_the_loop()  # and the sockets, watched by the parent's loop
         return True
 
@@ -576,8 +577,35 @@ class PostgresStore:
             opened = cast("AsyncConnectionPool[Any] | None", self._pool)  # set while waiting?
             if opened is None:
                 opened = self._pool = await self._new_pool(run_id)
-                self._loop = asyncio.get_running_loop()
             return opened
+
+    def _in_use_elsewhere(self, run_id: str) -> StoreError:
+        name = f"run {run_id!r}: " if run_id else ""
+        return StoreError(
+            run_id,
+            f"{name}this PostgresStore is in use on another event loop, still running: give "
+            "each event loop its own store (or aclose() it there first)",
+        )
+
+    def _enter(self, loop: asyncio.AbstractEventLoop, run_id: str) -> None:
+        """Make `loop` the store's, unless another loop that still runs has it.
+
+        A loop that ended took its pool with it (the pool's tasks died there): the store
+        forgets it and opens a new one on `loop`.
+
+        Raises:
+            StoreError: another loop, still running, uses the store (the run is named).
+
+        """
+        with self._loop_guard:
+            used_on = self._loop
+            if used_on is loop:
+                return
+            if used_on is not None:
+                if used_on.is_running():  # its pool, lock and sockets are that loop's
+                    raise self._in_use_elsewhere(run_id)
+                self._forget_the_loop()
+            self._loop = loop
 
     async def _probe(self, run_id: str) -> None:
         """Connect once, alone: a server that cannot be reached is an error at once, naming why.
@@ -646,7 +674,11 @@ class PostgresStore:
         orphans, self._orphans = self._orphans, []
         with anyio.CancelScope(shield=True):
             for connection in orphans:
-                await pool.putconn(connection)  # the pool discards a broken one
+                try:
+                    await pool.putconn(connection)  # the pool discards a broken one
+                except Exception:  # noqa: BLE001 # not this pool's (one closed since): no pool's
+                    with contextlib.suppress(Exception):
+                        await connection.close()
 
     async def _hand_back(self, owner: str) -> None:
         """Stop holding `owner`'s connection and put it back in the pool now, with any parked.
@@ -788,7 +820,7 @@ class PostgresStore:
                         undo = (undone_to(previous), 1, run_id, owner)
                         await connection.execute(_RELEASE.query, undo)
                         raise
-                    keep = len(self._held) < self._max_size - 1
+                    keep = self._pool is pool and len(self._held) < self._max_size - 1
                     if keep:
                         self._held[owner] = connection
                     self._claimed_at[owner] = sent  # the lease's start, for `watch`
@@ -1035,7 +1067,8 @@ class PostgresStore:
                 cursor = await connection.execute(_CLAIM_NEXT.query, values, prepare=self.prepare)
                 row = await cursor.fetchone()
             record = None if row is None else await self._readable(connection, row)
-            keep = record is not None and len(self._held) < self._max_size - 1
+            keep = record is not None and self._pool is pool
+            keep = keep and len(self._held) < self._max_size - 1
             if keep:
                 self._held[owner] = connection
             if record is not None:

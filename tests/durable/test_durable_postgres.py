@@ -27,6 +27,7 @@ import sniffio
 
 from cadence import BeatError, Cadence, CadenceDefinitionError, Context
 from cadence.durable import (
+    Claim,
     LeaseLostError,
     NewRun,
     PlanChangedError,
@@ -1353,7 +1354,8 @@ def test_a_store_used_under_trio_refuses_another_loop_until_closed(dsn: str) -> 
     anyio.run(on_asyncio, backend="asyncio")
 
 
-def test_a_store_whose_loop_ended_opens_anew_on_the_next_loop(dsn: str) -> None:
+@pytest.mark.parametrize("then", ["asyncio", "trio"])
+def test_a_store_whose_loop_ended_opens_anew_on_the_next_loop(dsn: str, then: str) -> None:
     """As each of a test's clients runs its own loop: the first loop's pool ended with it."""
     store = PostgresStore(dsn, min_size=1, max_size=4)
     flow = Cadence("loops", Job()).then("a", make_beat("a")).then("b", make_beat("b"))
@@ -1367,11 +1369,12 @@ def test_a_store_whose_loop_ended_opens_anew_on_the_next_loop(dsn: str) -> None:
         return [r.attempts for r in await store.list_runs(cadence="loops") if r.run_id[0] == tag]
 
     assert anyio.run(runs, "1", 1, backend="asyncio") == [1]
-    assert anyio.run(runs, "2", 6, backend="asyncio") == [1] * 6
-    anyio.run(store.aclose, backend="asyncio")
+    assert anyio.run(runs, "2", 6, backend=then) == [1] * 6
+    anyio.run(store.aclose, backend=then)
 
 
-def test_a_store_in_use_on_a_running_loop_refuses_another_by_name(dsn: str) -> None:
+@pytest.mark.parametrize("other", ["asyncio", "trio"])
+def test_a_store_in_use_on_a_running_loop_refuses_another_by_name(dsn: str, other: str) -> None:
     from cadence.durable import StoreError  # noqa: PLC0415 # the test's own
 
     store = PostgresStore(dsn)
@@ -1388,15 +1391,83 @@ def test_a_store_in_use_on_a_running_loop_refuses_another_by_name(dsn: str) -> N
     try:
         assert opened.wait(30)
         with pytest.raises(StoreError) as caught:
-            anyio.run(store.get, "second", backend="asyncio")
+            anyio.run(store.get, "second", backend=other)
         assert caught.value.run_id == "second"
-        assert str(caught.value).startswith("run 'second': this PostgresStore's connections")
+        assert str(caught.value).startswith("run 'second': this PostgresStore is in use on")
         assert "give each event loop its own store" in str(caught.value)
     finally:
         leave.set()
         thread.join(30)
-    assert anyio.run(store.get, "third", backend="asyncio") is None  # closed there: free again
-    anyio.run(store.aclose, backend="asyncio")
+    assert anyio.run(store.get, "third", backend=other) is None  # closed there: free again
+    anyio.run(store.aclose, backend=other)
+
+
+def test_two_loops_first_calls_at_once_give_the_store_to_one(dsn: str) -> None:
+    """The other is refused by name: it neither waits on the first loop's lock nor its pool."""
+    from cadence.durable import StoreError  # noqa: PLC0415 # the test's own
+
+    store = PostgresStore(dsn)
+    start = threading.Barrier(2)
+    outcomes: dict[str, object] = {}
+
+    def on_a_loop_of_its_own(name: str) -> None:
+        async def call() -> None:
+            start.wait()
+            with anyio.fail_after(20):
+                outcomes[name] = await store.get(name)
+
+        try:
+            anyio.run(call)
+        except StoreError as exc:
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=on_a_loop_of_its_own, args=(n,)) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    refused = [v for v in outcomes.values() if isinstance(v, StoreError)]
+    assert sorted(map(str, outcomes.values()))[0] == "None"  # one of them got the store
+    assert len(refused) == 1
+    assert "is in use on another event loop" in str(refused[0])
+    anyio.run(store.aclose)  # both loops ended: any loop may close it
+
+
+def test_a_claim_that_lands_after_aclose_keeps_no_connection_of_the_closed_pool(
+    dsn: str,
+) -> None:
+    """Its finish, once a new pool opened, writes and hands nothing of the old pool to it."""
+
+    async def main() -> None:
+        import psycopg  # noqa: PLC0415 # the test's own
+
+        store = PostgresStore(dsn)
+        new = _one_step("late")
+        assert await store.enqueue_row("late-1", new)
+        locker = await psycopg.AsyncConnection.connect(dsn)
+        await locker.execute("SELECT 1 FROM cadence_runs WHERE run_id = 'late-1' FOR UPDATE")
+        owner = store.new_owner()
+        claims: list[Claim] = []
+
+        async def claim() -> None:
+            claims.append(await store.claim("late-1", owner, new))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(claim)
+            await anyio.sleep(0.3)  # the claim waits on the row lock
+            await store.aclose()  # its pool closes under the claim
+            await locker.rollback()
+            await locker.close()
+        assert [c.outcome for c in claims] == ["claimed"]
+        assert await store.get("other") is None  # opens a new pool
+        await store.finish("late-1", owner, status="completed", context=None, error=None)
+        record = await store.get("late-1")
+        assert record is not None
+        assert record.status == "completed"
+        assert not store._orphans  # pyright: ignore[reportPrivateUsage] # none left behind
+        await store.aclose()
+
+    anyio.run(main)
 
 
 @pytest.mark.parametrize("probed", [True, False])

@@ -384,17 +384,10 @@ def _on_asyncio(
             loop = asyncio.get_running_loop()
         except RuntimeError:  # trio: this very call, on the store's own loop thread
             return await self._on_loop_thread(call(self, *args, **kwargs), run_id)  # pyright: ignore[reportPrivateUsage] # the class's own decorator
-        name = f"run {run_id!r}: " if run_id else ""
         self._left_the_parent()  # pyright: ignore[reportPrivateUsage] # a forked child: none of its parent's
         bridge = self._bridge  # pyright: ignore[reportPrivateUsage] # as above
-        elsewhere = bridge is not None and bridge.elsewhere()
-        if elsewhere:
-            raise StoreError(
-                run_id,
-                f"{name}this PostgresStore runs on its own loop thread since it was used under "
-                "trio, and this call comes from another asyncio loop: give each event loop its "
-                "own store (or aclose() it first)",
-            )
+        if bridge is not None and bridge.elsewhere():
+            raise self._on_its_own_thread(run_id)  # pyright: ignore[reportPrivateUsage] # as above
         if self._loop is not loop:  # pyright: ignore[reportPrivateUsage] # as above
             self._enter(loop, run_id)  # pyright: ignore[reportPrivateUsage] # as above
         return await method(self, *args, **kwargs)
@@ -531,16 +524,17 @@ class PostgresStore:
                 "PostgresStore runs under asyncio or trio, and this is neither (no event loop)",
             )
         self._left_the_parent()
-        if self._bridge is None:
-            used_on = self._loop
-            if used_on is not None and used_on.is_running():  # an asyncio loop's, until closed
-                coroutine.close()
-                raise self._in_use_elsewhere(run_id)
-            self._bridge = AsyncioThread("cadence-postgres")
+        with self._loop_guard:  # an asyncio loop's first call at the same time: one wins
+            if self._bridge is None:
+                used_on = self._loop
+                if used_on is not None and used_on.is_running():  # an asyncio loop's, till closed
+                    coroutine.close()
+                    raise self._in_use_elsewhere(run_id)
+                self._bridge = AsyncioThread("cadence-postgres")
         try:
             return await self._bridge.run(coroutine)
         except LoopClosedError as exc:
-            raise StoreError("", f"PostgresStore was closed while a call ran: {exc}") from exc
+            raise StoreError(run_id, f"PostgresStore was closed while a call ran: {exc}") from exc
 
     @property
     def poll_interval(self) -> float:
@@ -579,6 +573,15 @@ class PostgresStore:
                 opened = self._pool = await self._new_pool(run_id)
             return opened
 
+    def _on_its_own_thread(self, run_id: str) -> StoreError:
+        name = f"run {run_id!r}: " if run_id else ""
+        return StoreError(
+            run_id,
+            f"{name}this PostgresStore runs on its own loop thread since it was used under "
+            "trio, and this call comes from another asyncio loop: give each event loop its "
+            "own store (or aclose() it first)",
+        )
+
     def _in_use_elsewhere(self, run_id: str) -> StoreError:
         name = f"run {run_id!r}: " if run_id else ""
         return StoreError(
@@ -601,6 +604,9 @@ class PostgresStore:
             used_on = self._loop
             if used_on is loop:
                 return
+            bridge = self._bridge  # a trio call may have started it since this call looked
+            if bridge is not None and bridge.elsewhere():
+                raise self._on_its_own_thread(run_id)
             if used_on is not None:
                 if used_on.is_running():  # its pool, lock and sockets are that loop's
                     raise self._in_use_elsewhere(run_id)
@@ -1193,9 +1199,10 @@ class PostgresStore:
                 self._forget_the_loop()
 
     def _forget_the_loop(self) -> None:
-        """Drop what belonged to the stopped loop thread; the next call starts afresh.
+        """Drop what belonged to a loop that stopped; the next call starts afresh.
 
-        A call racing `aclose` may have opened a pool there, which no loop runs any more.
+        The store's own loop thread's, or an asyncio loop's that ended. A call racing `aclose`
+        may have opened a pool there, which no loop runs any more.
         """
         self._pool, self._opening, self._beating, self._loop = None, None, None, None
         self._sockets.clear()
@@ -1230,7 +1237,7 @@ async def enqueue(cadence: Cadence[C], context: C, *, run_id: str, store: Postgr
         CadenceDefinitionError: `run_id` is not a non-empty string, `context` is not of the
             cadence's context class (a worker resumes the run onto its template), or the
             context type cannot be stored (the field is named).
-        StoreError: the context holds a value that cannot be stored (the field is named).
+        RunEncodeError: the context holds a value that cannot be stored (the field is named).
         TypeError: `store` is not a `PostgresStore`.
 
     """

@@ -21,7 +21,8 @@ __all__ = ["RouteRun", "route_run"]
 
 C = TypeVar("C", bound=Context)
 
-# What a store must have for a route to run durably on it (the runner's calls).
+# What a store must have for a route to run durably on it: the runner's calls (and the
+# `poll_interval` it waits by, checked apart: a property).
 _STORE_METHODS = ("claim", "checkpoint", "finish", "release", "get", "new_owner", "done")
 
 
@@ -60,7 +61,7 @@ class RouteRun(Generic[C]):
                 f"cadence {self._cadence.name!r} on {self._route}: {exc}"
             ) from exc
 
-    def run_id(self, context: C) -> str:
+    def run_id_for(self, context: C) -> str:
         """Return the run this request's context names.
 
         Raises:
@@ -118,6 +119,8 @@ def route_run(
             "context (run_id=lambda ctx: f'order-{ctx.order_id}')"
         )
     missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
+    if not hasattr(store, "poll_interval"):
+        missing.append("poll_interval")
     if missing:
         raise CadenceDefinitionError(
             f"{where}: store= must be a cadence.durable store (SQLiteStore, PostgresStore), "

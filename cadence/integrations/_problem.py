@@ -14,7 +14,8 @@ The default mapping walks the error's cause chain (outermost first):
 | any other `CadenceError`          | 500    | `urn:cadence:problem:beat-failed`       |
 
 A durable run's own error (raised by the run, not by a beat, which would be the beat's failure)
-comes before the chain: `PlanChangedError`, `RunCancelledError` and `RunIdTakenError` answer 409
+is looked at before the chain (after `error_map` and the framework's HTTP exceptions):
+`PlanChangedError`, `RunCancelledError` and `RunIdTakenError` answer 409
 (`urn:cadence:problem:plan-changed`, `run-cancelled`, `run-id-taken`), `StoreError`
 (`LeaseLostError` included) 503 (`store-failed`: a retry resumes the run), `RunFailedError` 500
 (`run-failed`: it failed in the request this one waited for; the body names its `step`),
@@ -180,7 +181,7 @@ def _retry_after(seconds: float) -> int:
     return max(0, math.ceil(seconds))
 
 
-def _durable(error: BaseException, cadence_name: str) -> Problem | None:
+def _durable_problem(error: BaseException, cadence_name: str) -> Problem | None:
     """Return the problem of a durable run's own error (not one a beat raised), or None."""
     # Only a durable run raises these, and it has loaded their module: a route that runs
     # nothing durable neither imports cadence.durable nor needs its extra to map its errors.
@@ -228,7 +229,7 @@ def _durable(error: BaseException, cadence_name: str) -> Problem | None:
 
 
 def _default(error: BaseException, cadence_name: str) -> Problem:
-    durable = _durable(error, cadence_name)
+    durable = _durable_problem(error, cadence_name)
     if durable is not None:
         return durable
     for link in _chain(error):

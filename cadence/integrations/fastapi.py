@@ -211,8 +211,9 @@ class CadenceRouter(APIRouter):
             A decorator that registers the factory and returns it unchanged.
 
         Raises:
-            CadenceDefinitionError: `store` without `run_id` or the other way round, or
-                either of the wrong kind.
+            CadenceDefinitionError: `store` without `run_id` or the other way round,
+                `migration` without both, either of the wrong kind, or a context type the
+                store cannot hold.
 
         """
         cadence_name = cadence.name
@@ -222,7 +223,7 @@ class CadenceRouter(APIRouter):
             signature = _resolved_signature(factory)
             context_type = _context_type(signature, cadence)
             if durable is not None and context_type is not None:
-                durable.check_context(context_type)  # the factory's, if the cadence has none
+                durable.check_context(context_type)  # the factory's return type, if annotated
             settings = _RouteSettings(cadence_name, error_map, debug, self.prefix + path)
             documented = _documented_model(response_model, context_type)
             endpoint = _endpoint(
@@ -292,7 +293,7 @@ def _endpoint(
         run: Callable[[C], Awaitable[C]] = cadence.run
         if durable is not None:
             try:
-                name = durable.run_id(cast("C", context))
+                name = durable.run_id_for(cast("C", context))
             except Exception as exc:  # noqa: BLE001 # the route's own defect: a logged 500
                 return _server_error(exc, settings, request)
             run = functools.partial(durable, run_id=name)
@@ -442,9 +443,10 @@ def _error_responses(*, durable: bool) -> dict[int | str, dict[str, Any]]:  # An
             **extra,
         }
 
+    failed = ", or the durable run failed elsewhere, or cannot be stored or read" if durable else ""
     responses: dict[int | str, dict[str, Any]] = {  # Any: OpenAPI objects
         422: entry("The input was rejected (validation, or the context factory refused it)"),
-        500: entry("A beat failed (or parallel beats wrote one field differently)"),
+        500: entry("A beat failed (or parallel beats wrote one field differently)" + failed),
         503: entry(
             "A circuit breaker is open (with Retry-After)"
             + (", or the durable run's store failed" if durable else ""),

@@ -107,8 +107,9 @@ class CadenceBlueprint(Blueprint):
             A decorator that registers the factory and returns it unchanged.
 
         Raises:
-            CadenceDefinitionError: `store` without `run_id` or the other way round, or
-                either of the wrong kind.
+            CadenceDefinitionError: `store` without `run_id` or the other way round,
+                `migration` without both, either of the wrong kind, or a context type the
+                store cannot hold.
 
         """
         durable = route_run(cadence, rule, store, run_id, migration)
@@ -181,7 +182,7 @@ def _view(  # noqa: PLR0917 # the route's settings, passed once at registration
                 result = run_in_portal(cadence.run, cast("C", context))
             else:
                 try:
-                    name = durable.run_id(cast("C", context))
+                    name = durable.run_id_for(cast("C", context))
                 except Exception as exc:  # noqa: BLE001 # the route's own defect: a logged 500
                     return _server_error(exc, cadence_name, rule, show)
                 result = run_in_portal(durable, cast("C", context), name)

@@ -1427,7 +1427,7 @@ def test_two_loops_first_calls_at_once_give_the_store_to_one(dsn: str) -> None:
     for thread in threads:
         thread.join(30)
     refused = [v for v in outcomes.values() if isinstance(v, StoreError)]
-    assert sorted(map(str, outcomes.values()))[0] == "None"  # one of them got the store
+    assert sum(v is None for v in outcomes.values()) == 1  # one of them got the store
     assert len(refused) == 1
     assert "is in use on another event loop" in str(refused[0])
     anyio.run(store.aclose)  # both loops ended: any loop may close it

@@ -377,7 +377,14 @@ async def test_a_new_runs_claim_returns_the_record_as_stored(store: SQLiteStore)
     """A new run id is created in one statement, its record built from what was written."""
     new = NewRun("checkout", ("then add", "then wait"), "f", b'{"n":1}', "add")
     owner = store.new_owner()
+    assert await store.get("opens") is None
+    connection = store._connection  # pyright: ignore[reportPrivateUsage] # traced below
+    assert connection is not None
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
     claim = await store.claim("fresh", owner, new)
+    connection.set_trace_callback(None)
+    assert [s.split()[0] for s in statements if not s.startswith("PRAGMA")] == ["INSERT"]
     assert (claim.outcome, claim.previous) == ("created", None)
     assert claim.record == await store.get("fresh")
     assert (claim.record.status, claim.record.owner, claim.record.attempts) == (

@@ -257,17 +257,18 @@ def test_a_value_the_store_cannot_hold_fails_the_run_and_answers_500(
     assert (record.status, record.step) == ("failed", "weigh")  # not handed back to run again
 
 
-def test_a_store_that_fails_answers_503(serve: Serve, tmp_path: Path) -> None:
+def test_a_store_that_fails_answers_503(
+    serve: Serve, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     ledger = Ledger()
     broken = SQLiteStore(tmp_path)  # a directory: it cannot be opened
-    body = assert_problem(
-        serve(checkout(ledger), store=broken, run_id=by_key)("E-5", "k"),
-        503,
-        "store-failed",
-        "order-k",
-    )
+    post = serve(checkout(ledger), store=broken, run_id=by_key)
+    with caplog.at_level(logging.WARNING, logger="cadence.integrations"):
+        answer = post("E-5", "k")
+    body = assert_problem(answer, 503, "store-failed", "order-k")
     assert "retry later" in body["detail"]
     assert str(tmp_path) not in str(body)  # the store's message is logged, not answered
+    assert f"SQLite store {str(tmp_path)!r}" in caplog.text
     assert ledger.lines == []
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "describe_plan",
     "first_difference",
     "plan_fingerprint",
+    "plan_json",
     "resume_position",
     "step_name",
 ]
@@ -46,9 +47,15 @@ def describe_plan(cadence: Cadence[Any]) -> tuple[str, ...]:  # Any: any context
 
 
 @functools.lru_cache(maxsize=256)  # a cadence's plan is the same tuple for each of its runs
+def plan_json(plan: tuple[str, ...]) -> str:
+    """Return a described plan as the JSON list a store keeps."""
+    return json.dumps(list(plan))
+
+
+@functools.lru_cache(maxsize=256)  # as above
 def plan_fingerprint(plan: tuple[str, ...]) -> str:
     """Return the SHA-256 of a described plan."""
-    return hashlib.sha256(json.dumps(list(plan)).encode()).hexdigest()
+    return hashlib.sha256(plan_json(plan).encode()).hexdigest()
 
 
 def first_difference(stored: tuple[str, ...], current: tuple[str, ...]) -> str:

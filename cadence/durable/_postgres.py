@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import datetime
 import functools
-import json
 import logging
 import os
 import signal
@@ -49,6 +48,7 @@ from cadence.durable._errors import (
     StoreError,
     lost_run_error,
 )
+from cadence.durable._plan import plan_json
 from cadence.durable._store import (
     COLUMNS,
     Claim,
@@ -371,6 +371,21 @@ def _in_trio() -> bool:
     return trio is not None and bool(trio.lowlevel.in_trio_task())
 
 
+def _run_of(args: tuple[object, ...]) -> str:
+    """Return the run a store call is about: the methods about one run take its id first."""
+    return args[0] if args and isinstance(args[0], str) else ""
+
+
+def _wrong_loop(run_id: str, why: str) -> StoreError:
+    """Return the error of a call from an event loop the store is not used on."""
+    name = f"run {run_id!r}: " if run_id else ""
+    return StoreError(
+        run_id,
+        f"{name}this PostgresStore {why}: give each event loop its own store (or aclose() it "
+        "there first)",
+    )
+
+
 def _on_asyncio(
     method: Callable[Concatenate[PostgresStore, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[PostgresStore, P], CoroutineType[Any, Any, T]]:  # Any: any coroutine's
@@ -378,18 +393,12 @@ def _on_asyncio(
 
     @functools.wraps(method)
     async def call(self: PostgresStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        # The methods about one run take its id first; the others (listing, the queue) none.
-        run_id = args[0] if args and isinstance(args[0], str) else ""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # trio: this very call, on the store's own loop thread
-            return await self._on_loop_thread(call(self, *args, **kwargs), run_id)  # pyright: ignore[reportPrivateUsage] # the class's own decorator
-        self._left_the_parent()  # pyright: ignore[reportPrivateUsage] # a forked child: none of its parent's
-        bridge = self._bridge  # pyright: ignore[reportPrivateUsage] # as above
-        if bridge is not None and bridge.elsewhere():
-            raise self._on_its_own_thread(run_id)  # pyright: ignore[reportPrivateUsage] # as above
-        if self._loop is not loop:  # pyright: ignore[reportPrivateUsage] # as above
-            self._enter(loop, run_id)  # pyright: ignore[reportPrivateUsage] # as above
+            return await self._on_loop_thread(call(self, *args, **kwargs), _run_of(args))  # pyright: ignore[reportPrivateUsage] # the class's own decorator
+        if self._loop is not loop:  # pyright: ignore[reportPrivateUsage] # as above; else it is the store's loop
+            self._enter(loop, _run_of(args))  # pyright: ignore[reportPrivateUsage] # as above
         return await method(self, *args, **kwargs)
 
     # An `async def` is a `CoroutineType` to pyright (as the stores' protocol says), a
@@ -397,6 +406,11 @@ def _on_asyncio(
     return cast("Callable[Concatenate[PostgresStore, P], CoroutineType[Any, Any, T]]", call)
 
 
+_IN_USE = "is in use on another event loop, still running"
+_ON_ITS_THREAD = (
+    "runs on its own loop thread since it was used under trio, and this call comes from "
+    "another asyncio loop"
+)
 _LAPSE = 0.9  # the share of a lease after which a lease not renewed is given up
 
 
@@ -529,7 +543,7 @@ class PostgresStore:
                 used_on = self._loop
                 if used_on is not None and used_on.is_running():  # an asyncio loop's, till closed
                     coroutine.close()
-                    raise self._in_use_elsewhere(run_id)
+                    raise _wrong_loop(run_id, _IN_USE)
                 self._bridge = AsyncioThread("cadence-postgres")
         try:
             return await self._bridge.run(coroutine)
@@ -573,43 +587,28 @@ class PostgresStore:
                 opened = self._pool = await self._new_pool(run_id)
             return opened
 
-    def _on_its_own_thread(self, run_id: str) -> StoreError:
-        name = f"run {run_id!r}: " if run_id else ""
-        return StoreError(
-            run_id,
-            f"{name}this PostgresStore runs on its own loop thread since it was used under "
-            "trio, and this call comes from another asyncio loop: give each event loop its "
-            "own store (or aclose() it first)",
-        )
-
-    def _in_use_elsewhere(self, run_id: str) -> StoreError:
-        name = f"run {run_id!r}: " if run_id else ""
-        return StoreError(
-            run_id,
-            f"{name}this PostgresStore is in use on another event loop, still running: give "
-            "each event loop its own store (or aclose() it there first)",
-        )
-
     def _enter(self, loop: asyncio.AbstractEventLoop, run_id: str) -> None:
-        """Make `loop` the store's, unless another loop that still runs has it.
+        """Make `loop` the store's, unless its loop thread or another loop that still runs has it.
 
         A loop that ended took its pool with it (the pool's tasks died there): the store
-        forgets it and opens a new one on `loop`.
+        forgets it and opens a new one on `loop`. A forked child forgets its parent's first.
 
         Raises:
-            StoreError: another loop, still running, uses the store (the run is named).
+            StoreError: the store's trio loop thread, or another loop still running, has it
+                (the run is named).
 
         """
+        self._left_the_parent()  # first: a forked child's guard may be held by a parent thread
         with self._loop_guard:
+            bridge = self._bridge  # a trio call may have started it since this call looked
+            if bridge is not None and bridge.elsewhere():
+                raise _wrong_loop(run_id, _ON_ITS_THREAD)
             used_on = self._loop
             if used_on is loop:
                 return
-            bridge = self._bridge  # a trio call may have started it since this call looked
-            if bridge is not None and bridge.elsewhere():
-                raise self._on_its_own_thread(run_id)
             if used_on is not None:
                 if used_on.is_running():  # its pool, lock and sockets are that loop's
-                    raise self._in_use_elsewhere(run_id)
+                    raise _wrong_loop(run_id, _IN_USE)
                 self._forget_the_loop()
             self._loop = loop
 
@@ -685,6 +684,14 @@ class PostgresStore:
                 except Exception:  # noqa: BLE001 # not this pool's (one closed since): no pool's
                     with contextlib.suppress(Exception):
                         await connection.close()
+
+    def _keeps(self, pool: AsyncConnectionPool[Any]) -> bool:  # Any: as above
+        """Whether a run just claimed on a connection of `pool` may hold it until it ends.
+
+        Not if `pool` is no longer the store's (closed under the claim), nor if holding it
+        would leave the pool no connection for everything else.
+        """
+        return self._pool is pool and len(self._held) < self._max_size - 1
 
     async def _hand_back(self, owner: str) -> None:
         """Stop holding `owner`'s connection and put it back in the pool now, with any parked.
@@ -826,7 +833,7 @@ class PostgresStore:
                         undo = (undone_to(previous), 1, run_id, owner)
                         await connection.execute(_RELEASE.query, undo)
                         raise
-                    keep = self._pool is pool and len(self._held) < self._max_size - 1
+                    keep = self._keeps(pool)
                     if keep:
                         self._held[owner] = connection
                     self._claimed_at[owner] = sent  # the lease's start, for `watch`
@@ -877,7 +884,7 @@ class PostgresStore:
             step,
             context,
             inner,
-            None if plan is None else json.dumps(list(plan)),
+            None if plan is None else plan_json(plan),
             fingerprint,
             self.lease / 2,
             self.lease,
@@ -1073,8 +1080,7 @@ class PostgresStore:
                 cursor = await connection.execute(_CLAIM_NEXT.query, values, prepare=self.prepare)
                 row = await cursor.fetchone()
             record = None if row is None else await self._readable(connection, row)
-            keep = record is not None and self._pool is pool
-            keep = keep and len(self._held) < self._max_size - 1
+            keep = record is not None and self._keeps(pool)
             if keep:
                 self._held[owner] = connection
             if record is not None:

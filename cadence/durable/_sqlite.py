@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import os
 import queue
 import socket
@@ -21,6 +20,7 @@ from cadence.durable._errors import (
     StoreError,
     lost_run_error,
 )
+from cadence.durable._plan import plan_json
 from cadence.durable._store import (
     COLUMNS,
     Claim,
@@ -489,7 +489,7 @@ class SQLiteStore:
                 context,
                 inner,
                 self._clock(),
-                None if plan is None else json.dumps(list(plan)),
+                None if plan is None else plan_json(plan),
                 fingerprint,
                 run_id,
                 owner,

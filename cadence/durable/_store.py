@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import functools
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeAlias, TypeVar, cast, get_args
 
 from cadence.durable._errors import RunDecodeError
+from cadence.durable._plan import plan_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -250,11 +250,6 @@ def _timestamp(value: object) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(cast("float", value), tz=datetime.UTC)
 
 
-@functools.lru_cache(maxsize=256)  # a cadence's plan is one tuple, stored with every new run
-def _plan_json(plan: tuple[str, ...]) -> str:
-    return json.dumps(list(plan))
-
-
 @dataclass(frozen=True, slots=True)
 class NewRun:
     """What the runner gives `Store.claim` for a run the store may not hold yet.
@@ -281,7 +276,7 @@ class NewRun:
 
     def row(self, run_id: str) -> tuple[str, str, str | None, str, str, bytes]:
         """Return a new run's first columns: id, cadence, step, plan JSON, fingerprint, context."""
-        plan = _plan_json(self.plan)
+        plan = plan_json(self.plan)
         return (run_id, self.cadence, self.step, plan, self.fingerprint, self.context)
 
     def record(self, run_id: str, owner: str, at: float) -> RunRecord:

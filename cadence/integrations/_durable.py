@@ -29,18 +29,18 @@ _STORE_METHODS = ("claim", "checkpoint", "finish", "release", "get", "new_owner"
 class RouteRun(Generic[C]):
     """Run a route's cadence durably, as the run its context names, in one store."""
 
-    __slots__ = ("_cadence", "_migration", "_route", "_run_id", "_store")
+    __slots__ = ("_cadence", "_migration", "_run_id", "_store", "_where")
 
     def __init__(
         self,
         cadence: Cadence[C],
-        route: str,
+        where: str,
         store: Store,
         run_id: Callable[[C], str],
         migration: Migration | None,
     ) -> None:
         self._cadence = cadence
-        self._route = route
+        self._where = where  # "cadence 'checkout' on /orders/{id}", the messages' prefix
         self._store = store
         self._run_id = run_id
         self._migration = migration
@@ -57,9 +57,7 @@ class RouteRun(Generic[C]):
         try:
             codec_for(context_type)
         except CadenceDefinitionError as exc:
-            raise CadenceDefinitionError(
-                f"cadence {self._cadence.name!r} on {self._route}: {exc}"
-            ) from exc
+            raise CadenceDefinitionError(f"{self._where}: {exc}") from exc
 
     def run_id_for(self, context: C) -> str:
         """Return the run this request's context names.
@@ -72,7 +70,7 @@ class RouteRun(Generic[C]):
         name = cast("object", self._run_id(context))  # a str, unless the function lies
         if not isinstance(name, str) or not name:
             raise TypeError(
-                f"cadence {self._cadence.name!r} on {self._route}: run_id="
+                f"{self._where}: run_id="
                 f"{getattr(self._run_id, '__qualname__', self._run_id)!r} returned "
                 f"{type(name).__qualname__} {name!r}; it must return a non-empty str"
             )
@@ -137,4 +135,4 @@ def route_run(
         check_storable(cadence)
     except CadenceDefinitionError as exc:
         raise CadenceDefinitionError(f"{where}: {exc}") from exc
-    return RouteRun(cadence, route, store, run_id, migration)
+    return RouteRun(cadence, where, store, run_id, migration)

@@ -263,6 +263,7 @@ def _endpoint(
     is_async = inspect.iscoroutinefunction(factory)
     cadence_name = cadence.name
     route = settings.path
+    plain_run: Callable[[C], Awaitable[C]] = cadence.run  # bound once, not per request
 
     async def endpoint(**values: Any) -> object:  # noqa: PLR0911 # Any: the factory's parameters
         request = _current_request.get()
@@ -290,7 +291,7 @@ def _endpoint(
                 f"{type(context).__qualname__}; it must return the cadence's Context"
             )
             return _server_error(wrong, settings, request)
-        run: Callable[[C], Awaitable[C]] = cadence.run
+        run = plain_run
         if durable is not None:
             try:
                 name = durable.run_id_for(cast("C", context))

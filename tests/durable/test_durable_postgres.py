@@ -136,6 +136,19 @@ def _one_step(cadence: str, **extra: bool) -> NewRun:
     return NewRun(cadence, ("then a",), "f", b"{}", "a", **extra)
 
 
+async def _work_until(
+    worker: Worker, store: PostgresStore, run_id: str, status: str, *, then: float = 0.0
+) -> None:
+    """Run `worker` until run `run_id` is `status` (and `then` seconds more), then stop it."""
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(worker.run, handle_signals=False))
+            while (record := await store.get(run_id)) is None or record.status != status:  # noqa: ASYNC110 # the store is the only signal
+                await anyio.sleep(0.01)
+            await anyio.sleep(then)
+            worker.stop()
+
+
 async def _in_the_stores_session(store: PostgresStore, sql: LiteralString) -> list[Any]:
     """Run `sql` on the store's own pooled connection (on its loop thread, under trio)."""
     fetch = store._fetch("", "asking", sql)  # pyright: ignore[reportPrivateUsage] # its session
@@ -1745,14 +1758,8 @@ async def test_a_worker_fails_a_run_whose_step_leaves_a_value_it_cannot_store_on
 
     flow = Cadence("unstorable", _Scored()).then("score", score).then("after", score)
     assert await enqueue(flow, _Scored(score=1.0), run_id="inf-1", store=store)
-    worker = Worker(store, [flow], idle=0.01)
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as group:
-            group.start_soon(functools.partial(worker.run, handle_signals=False))
-            while (record := await store.get("inf-1")) is None or record.status != "failed":  # noqa: ASYNC110 # the store is the only signal
-                await anyio.sleep(0.01)
-            await anyio.sleep(0.3)  # time to claim it again, were it handed back
-            worker.stop()
+    # 0.3 s more: time to claim it again, were it handed back
+    await _work_until(Worker(store, [flow], idle=0.01), store, "inf-1", "failed", then=0.3)
     record = await store.get("inf-1")
     assert record is not None
     assert (record.status, record.attempts, record.position) == ("failed", 1, 0)
@@ -1849,13 +1856,7 @@ async def test_a_timestamp_postgresql_stores_but_python_cannot_read_is_a_corrupt
     listed = {record.run_id: record for record in await store.list_runs(cadence="forever")}
     assert listed.keys() == {"inf-1", "inf-2", "inf-3"}  # one bad row hides no other
     assert [listed[i].error is not None for i in ("inf-1", "inf-2", "inf-3")] == [1, 1, 0]
-    worker = Worker(store, [flow], idle=0.01)
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as group:
-            group.start_soon(functools.partial(worker.run, handle_signals=False))
-            while (done := await store.get("inf-3")) is None or done.status != "completed":  # noqa: ASYNC110 # the store is the only signal
-                await anyio.sleep(0.02)
-            worker.stop()
+    await _work_until(Worker(store, [flow], idle=0.01), store, "inf-3", "completed")
     rows = await _sql(
         dsn,
         "SELECT run_id, status, owner, error FROM cadence_runs "
@@ -1893,13 +1894,7 @@ async def test_a_worker_whose_claims_fail_logs_each_in_a_line_and_backs_off(
         return await claim_next(*args, **kwargs)
 
     monkeypatch.setattr(store, "_claim_next", failing)
-    worker = Worker(store, [flow], idle=0.05)
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as group:
-            group.start_soon(functools.partial(worker.run, handle_signals=False))
-            while (done := await store.get("fl-1")) is None or done.status != "completed":  # noqa: ASYNC110 # as above
-                await anyio.sleep(0.02)
-            worker.stop()
+    await _work_until(Worker(store, [flow], idle=0.05), store, "fl-1", "completed")
     waits = [b - a for a, b in itertools.pairwise(failed_at)]
     assert waits[0] >= 0.09  # 0.05 s doubled, then doubled again: not a claim every 0.05 s
     assert waits[2] >= 0.35

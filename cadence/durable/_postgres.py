@@ -718,16 +718,19 @@ class PostgresStore:
             socket.close()
 
     async def _fetch(
-        self, run_id: str, what: str, sql: str, parameters: Sequence[object] = ()
+        self, run_id: str, what: str, sql: LiteralString, parameters: Sequence[object] = ()
     ) -> list[tuple[Any, ...]]:  # Any: row values of the declared columns
         pool = await self._open(run_id)
+        name = f"run {run_id!r}: " if run_id else ""
+        connection = await _checkout(pool, run_id, f"{name}{what}")
         try:
-            async with pool.connection() as connection:
-                cursor = await connection.execute(sql, parameters)
-                return list(await cursor.fetchall()) if cursor.description else []
+            cursor = await connection.execute(sql, parameters)
+            return list(await cursor.fetchall()) if cursor.description else []
         except psycopg.Error as exc:
-            name = f"run {run_id!r}: " if run_id else ""
             raise StoreError(run_id, f"{name}{what} failed in PostgreSQL: {exc}") from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pool.putconn(connection)
 
     async def _owned_count(
         self, run_id: str, owner: str, what: str, statement: _Statement, values: Sequence[object]
@@ -1451,20 +1454,46 @@ class Worker:
 async def _checkout(
     pool: AsyncConnectionPool[Any], run_id: str, what: str
 ) -> psycopg.AsyncConnection[Any]:  # Any: psycopg's connection class
-    """Take a connection from the pool, as a `StoreError` if none comes in time.
+    """Take a live connection from the pool, as a `StoreError` if none comes in time.
 
-    The server gone or the pool spent: psycopg_pool's `PoolTimeout` is a failure of the
-    store like any other, which the runner and a worker's claim loop expect as `StoreError`.
+    A session the server ended while it sat in the pool (a restart, a crash, a terminated
+    backend) is closed here, so the pool opens another, instead of failing the call that got
+    it: after a restart, each of the pool's idle sessions failed one run. The server gone or
+    the pool spent: psycopg_pool's `PoolTimeout` is a failure of the store like any other,
+    which the runner and a worker's claim loop expect as `StoreError`.
     """
+    deadline = time.monotonic() + pool.timeout
     try:
-        connection: psycopg.AsyncConnection[Any] = await pool.getconn()
+        while True:
+            wait = deadline - time.monotonic()
+            connection: psycopg.AsyncConnection[Any] = await pool.getconn(max(wait, 0.001))
+            if _alive(connection):
+                return connection
+            with anyio.CancelScope(shield=True):
+                await connection.close()
+                await pool.putconn(connection)  # closed: the pool opens another in its place
     except PoolTimeout as exc:  # the pool's reason is in its log only: look for it
         conninfo = pool.conninfo  # the store's: a string (a pool may take a function too)
         why = await _why_no_connection(conninfo) if isinstance(conninfo, str) else "see its log"
         raise StoreError(run_id, f"{what} failed in PostgreSQL: {exc} ({why})") from exc
     except psycopg.Error as exc:
         raise StoreError(run_id, f"{what} failed in PostgreSQL: {exc}") from exc
-    return connection
+
+
+def _alive(connection: psycopg.AsyncConnection[Any]) -> bool:  # Any: as above
+    """Whether a pooled session is still open, as libpq sees after reading what came in.
+
+    An idle session's socket holds nothing unless the server wrote to it unasked: as it ended
+    the session, its farewell and EOF (then libpq closes it); else a notice or notification,
+    kept for psycopg. libpq's reads never block: two syscalls when nothing came.
+    """
+    pgconn = connection.pgconn
+    try:
+        pgconn.consume_input()  # what came: a farewell, a notification
+        pgconn.consume_input()  # the EOF after a farewell: a read that got data ends there
+    except psycopg.OperationalError:
+        return False
+    return pgconn.status == pq.ConnStatus.OK
 
 
 def _pool_wait(lease: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import itertools
@@ -16,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, LiteralString, cast
@@ -68,8 +69,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+@dataclass
+class _Server:
+    """A PostgreSQL server of the tests' own: its DSN, and a restart as `pg_ctl` makes one."""
+
+    dsn: str
+    restart: Callable[[str], None]  # pg_ctl's shutdown mode: "fast", "immediate"
+
+
+@contextlib.contextmanager
+def _postgres_server() -> Generator[_Server]:
+    """Start a server on 127.0.0.1 (the machine's `initdb`/`pg_ctl`), stop it after."""
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if initdb is None or pg_ctl is None:
         pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
@@ -89,13 +99,14 @@ def server() -> Iterator[str]:
         capture_output=True,
     )
     options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
+    control = [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w"]
+    subprocess.run([*control, "start"], check=True, capture_output=True)
+
+    def restart(mode: str) -> None:
+        subprocess.run([*control, "-m", mode, "restart"], check=True, capture_output=True)
+
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield _Server(f"postgresql://postgres@127.0.0.1:{port}/postgres", restart)
     finally:
         subprocess.run(
             [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
@@ -103,6 +114,12 @@ def server() -> Iterator[str]:
             capture_output=True,
         )
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with _postgres_server() as started:
+        yield started.dsn
 
 
 _databases = itertools.count()
@@ -1607,6 +1624,48 @@ async def test_a_run_whose_session_the_server_ends_goes_on_with_another(dsn: str
         assert record is not None
         assert (record.status, record.attempts) == ("completed", 1)
     await store.aclose()
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])  # a restart; a crash and recovery
+async def test_after_a_server_restart_no_call_fails_on_a_pooled_session_it_ended(
+    mode: str,
+) -> None:
+    """The server restarts under idle pooled sessions: the next calls take new ones.
+
+    Each ended session failed one call after the restart (a pool's worth of failed runs).
+    """
+    with _postgres_server() as pg:
+        store = PostgresStore(pg.dsn, min_size=4)
+        flow = Cadence("restarted", Job()).then("a", make_beat("a")).then("b", make_beat("b"))
+        done = Job(n=3, trail=["a", "b"])
+        try:
+            assert await flow.run(run_id="before", store=store) == done
+            pool = store._pool  # pyright: ignore[reportPrivateUsage] # its idle sessions
+            assert pool is not None
+            assert pool.get_stats()["pool_available"] == 4
+            await anyio.to_thread.run_sync(pg.restart, mode)
+            with anyio.fail_after(10):  # no backoff between ended sessions either
+                assert [r.run_id for r in await store.list_runs()] == ["before"]
+                for i in range(5):
+                    assert await flow.run(run_id=f"after-{i}", store=store) == done
+                await enqueue(flow, Job(), run_id="queued", store=store)
+                await _work_until(Worker(store, cadences=[flow]), store, "queued", "completed")
+        finally:
+            await store.aclose()
+
+
+async def test_a_pooled_session_the_server_wrote_to_unasked_is_kept(dsn: str) -> None:
+    """A notification waiting on an idle session's socket is no ended session: it is kept."""
+    store = PostgresStore(dsn, min_size=1, max_size=1)
+    try:
+        [(pid,)] = await _in_the_stores_session(store, "SELECT pg_backend_pid()")
+        await _in_the_stores_session(store, "LISTEN cadence_kept")
+        await _sql(dsn, "NOTIFY cadence_kept")
+        await anyio.sleep(0.2)  # the notification reaches the idle session's socket
+        assert await store.list_runs() == []
+        assert await _in_the_stores_session(store, "SELECT pg_backend_pid()") == [(pid,)]
+    finally:
+        await store.aclose()
 
 
 async def test_a_context_bigger_than_the_sockets_buffer_is_committed_whole(dsn: str) -> None:

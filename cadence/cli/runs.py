@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -50,6 +53,10 @@ def _with_store(db: str | None, dsn: str | None, work: Callable[[Store], Awaitab
         except ImportError as exc:  # an extra not installed: the message names it
             raise UserError(str(exc)) from exc
         try:
+            if db is not None:
+                _refuse_a_file_without_runs(db)
+            else:
+                await _refuse_a_database_without_runs(str(dsn))
             return await work(store)
         except DurableError as exc:
             raise UserError(str(exc)) from exc
@@ -57,6 +64,39 @@ def _with_store(db: str | None, dsn: str | None, work: Callable[[Store], Awaitab
             await store.aclose()
 
     return anyio.run(main)
+
+
+def _refuse_a_file_without_runs(db: str) -> None:
+    """Refuse a SQLite file no store wrote: opening a store on it would create its tables.
+
+    Listing, showing or cancelling runs in another application's file (a mistyped `--db`)
+    must leave it as it was, not add cadence's tables and switch it to WAL.
+    """
+    try:
+        uri = f"{Path(db).absolute().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+            found = connection.execute(_FIND_RUNS_TABLE).fetchone() is not None
+    except sqlite3.Error as exc:
+        raise UserError(f"{db}: {exc}") from exc
+    if not found:
+        raise UserError(f"{db} holds no cadence runs (no cadence_runs table): not a store's file")
+
+
+async def _refuse_a_database_without_runs(dsn: str) -> None:
+    """Refuse a PostgreSQL database no store wrote, as `_refuse_a_file_without_runs`."""
+    import psycopg  # noqa: PLC0415 # the postgres extra's, there since PostgresStore imported
+
+    try:
+        async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=10) as connection:
+            cursor = await connection.execute("SELECT to_regclass('cadence_runs') IS NOT NULL")
+            row = await cursor.fetchone()
+    except psycopg.Error as exc:
+        raise UserError(f"PostgreSQL is unavailable: {exc}") from exc
+    if row is None or not row[0]:
+        raise UserError("the database holds no cadence runs (no cadence_runs table): not a store's")
+
+
+_FIND_RUNS_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cadence_runs'"
 
 
 def _as_json(record: RunRecord) -> dict[str, object]:

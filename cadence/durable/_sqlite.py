@@ -99,9 +99,12 @@ _SELF: list[object] = [-1, ""]  # this process's pid and start time, read once p
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (0 and below name process groups: no owner's pid)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: no pid is that large
         return False
     except PermissionError:
         return True

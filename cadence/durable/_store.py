@@ -142,6 +142,10 @@ COLUMNS: Final = (
 """A run row's columns, as `record_from_row` reads them (then the inner progress column)."""
 
 
+_UNREADABLE = (ValueError, TypeError, KeyError, OverflowError, OSError, RecursionError)
+"""What reading a corrupted column raises (RecursionError: JSON nested past Python's limit)."""
+
+
 def record_from_row(row: Sequence[object], where: str) -> RunRecord:
     """Return the record a run row holds (`COLUMNS`, then the inner progress), or refuse it.
 
@@ -152,11 +156,12 @@ def record_from_row(row: Sequence[object], where: str) -> RunRecord:
     try:
         status = str(row[2])
         if status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}")  # noqa: TRY301 # one message for every bad column
+            raise ValueError(f"unknown status {status!r}")  # one message for every bad column
         position = int(cast("int", row[3]))
         plan = tuple(str(line) for line in json.loads(cast("str", row[5])))
         if not 0 <= position <= len(plan):
-            raise ValueError(f"position {position} is outside its plan of {len(plan)} steps")  # noqa: TRY301 # as above
+            steps = len(plan)
+            raise ValueError(f"position {position} is outside its plan of {steps} steps")
         return RunRecord(
             run_id=run_id,
             cadence=str(row[1]),
@@ -173,7 +178,7 @@ def record_from_row(row: Sequence[object], where: str) -> RunRecord:
             updated_at=_timestamp(row[12]),
             inner=_as_bytes(row[13]),
         )
-    except (ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
+    except _UNREADABLE as exc:
         raise RunDecodeError(
             run_id, f"run {run_id!r}: its row {where} is corrupted: {exc}"
         ) from exc
@@ -212,7 +217,7 @@ def listed_from_row(row: Sequence[object], where: str) -> RunRecord:
     def read(index: int, convert: Callable[[object], T], default: T) -> T:
         try:
             return convert(row[index])
-        except (ValueError, TypeError, KeyError, OverflowError, OSError):
+        except _UNREADABLE:
             return default
 
     status = str(row[2])
@@ -241,7 +246,11 @@ def _as_bytes(value: object) -> bytes | None:
         return None
     if isinstance(value, str):
         return value.encode()
-    return bytes(cast("bytes", value))
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, (bytearray, memoryview)):  # bytes(n) would be n zero bytes
+        raise TypeError(f"a JSON column holds a value of type {type(value).__qualname__}")
+    return bytes(cast("bytearray | memoryview[int]", value))
 
 
 def _timestamp(value: object) -> datetime.datetime:

@@ -98,6 +98,25 @@ def test_cancel_and_errors(db: Path) -> None:
     assert "Invalid value for '--limit'" in negative.output
 
 
+def test_a_file_no_store_wrote_is_refused_and_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # short names: the message fits one line of the error's box
+    other, empty = Path("app.db"), Path("empty.db")
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE users (id INTEGER)")
+    empty.touch()
+    runner = CliRunner()
+    for path in (other, empty):
+        before = path.read_bytes()
+        for args in (["list"], ["show", "r-1"], ["cancel", "r-1"]):
+            refused = runner.invoke(runs, [*args, "--db", str(path)])
+            assert refused.exit_code == 2, refused.output
+            assert f"{path} holds no cadence runs (no cadence_runs table)" in refused.output
+        assert path.read_bytes() == before  # no tables added, still in its journal mode
+        assert not path.with_name(f"{path.name}-wal").exists()
+
+
 def test_a_corrupted_row_is_listed_with_its_decoding_error(db: Path) -> None:
     with sqlite3.connect(db) as connection:
         connection.execute("UPDATE cadence_runs SET plan = '{' WHERE run_id = 'r-bad'")

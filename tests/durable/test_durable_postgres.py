@@ -1668,6 +1668,33 @@ async def test_a_pooled_session_the_server_wrote_to_unasked_is_kept(dsn: str) ->
         await store.aclose()
 
 
+def test_the_cli_lists_a_stores_runs_and_refuses_a_database_no_store_wrote(dsn: str) -> None:
+    from click.testing import CliRunner  # noqa: PLC0415 # the CLI's tests only here
+
+    from cadence.cli.runs import runs  # noqa: PLC0415 # as above
+
+    runner = CliRunner()
+    refused = runner.invoke(runs, ["list", "--dsn", dsn])
+    assert refused.exit_code == 2, refused.output
+    assert "the database holds no cadence runs (no cadence_runs table)" in refused.output
+    tables = anyio.run(_sql, dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    assert tables == []  # nothing created in it
+
+    async def one_run() -> None:
+        store = PostgresStore(dsn)
+        flow = Cadence("listed", Job()).then("a", make_beat("a"))
+        await flow.run(run_id="cli-1", store=store)
+        await store.aclose()
+
+    anyio.run(one_run)
+    listed = runner.invoke(runs, ["list", "--dsn", dsn])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.splitlines() == ["cli-1\tlisted\tcompleted\t1/1 -\t1"]
+    unreachable = runner.invoke(runs, ["list", "--dsn", "postgresql://app@127.0.0.1:1/app"])
+    assert unreachable.exit_code == 2
+    assert "PostgreSQL is unavailable" in unreachable.output
+
+
 async def test_a_context_bigger_than_the_sockets_buffer_is_committed_whole(dsn: str) -> None:
     store = PostgresStore(dsn)
     big = "x" * 8_000_000  # more than a socket takes at once: the statement waits to send it

@@ -704,25 +704,59 @@ async def test_a_listing_refuses_a_status_it_does_not_know_and_a_negative_limit(
     assert await store.list_runs(limit=0) == []
 
 
-@pytest.mark.parametrize("stamp", ["1e20", "9e999"])  # past time_t; infinity
-async def test_a_stored_timestamp_out_of_range_is_a_corrupted_row(
-    store: SQLiteStore, stamp: str
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("context", 2**36),  # bytes(n) was n zero bytes: a MemoryError
+        ("context", 3),  # three zero bytes, read as a context
+        ("plan", "[" * 100_000),  # a RecursionError
+        ("error", "[" * 100_000),
+        ("created_at", 1e20),  # past time_t
+        ("created_at", math.inf),
+    ],
+    ids=["huge-int-context", "int-context", "deep-plan", "deep-error", "late", "infinite"],
+)
+async def test_a_column_holding_what_no_store_writes_is_a_corrupted_row(
+    store: SQLiteStore, column: str, value: object
 ) -> None:
-    beats = await failed_in_wait(store, "late")
+    beats = await failed_in_wait(store, "odd")
     await Beats().flow().run(Order(), run_id="good", store=store)
     with sqlite3.connect(store.path) as connection:
-        connection.execute(f"UPDATE cadence_runs SET created_at = {stamp} WHERE run_id = 'late'")  # noqa: S608 # the test's own constants
-    corrupted = r"run 'late': its row .* is corrupted"
+        connection.execute(f"UPDATE cadence_runs SET {column} = ? WHERE run_id = 'odd'", (value,))  # noqa: S608 # the test's own column names
+    corrupted = r"run 'odd': its row .* is corrupted"
     with pytest.raises(RunDecodeError, match=corrupted):
-        await store.get("late")
+        await store.get("odd")
     with pytest.raises(RunDecodeError, match=corrupted):
-        await beats.flow().run(Order(), run_id="late", store=store)
+        await beats.flow().run(Order(), run_id="odd", store=store)
     listed = {record.run_id: record for record in await store.list_runs()}
-    assert listed.keys() == {"late", "good"}  # the bad row hides no other
-    late = listed["late"]
-    assert late.error is not None
-    assert re.search(corrupted, late.error.message)
-    assert late.created_at == datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
+    assert listed.keys() == {"odd", "good"}  # the bad row hides no other
+    odd = listed["odd"]
+    assert odd.error is not None
+    assert re.search(corrupted, odd.error.message)
+    if column == "created_at":  # listed as far as it reads: the rest as at the epoch
+        assert odd.created_at == datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
+
+
+@pytest.mark.parametrize("pid", ["0", "-1", "99999999999999999999"])
+async def test_a_running_row_whose_owner_names_no_process_is_taken_over(
+    store: SQLiteStore, pid: str
+) -> None:
+    """Not waited on for ever (kill(0) signals a process group), nor an OverflowError."""
+    beats = await failed_in_wait(store, "orphan")
+    host = store.new_owner().split(":")[0]
+    with sqlite3.connect(store.path) as connection:
+        connection.execute(
+            "UPDATE cadence_runs SET status = 'running', owner = ? WHERE run_id = 'orphan'",
+            (f"{host}:{pid}::nonce",),
+        )
+    beats.fail_at = None
+    with anyio.fail_after(5):
+        assert await beats.flow().run(Order(), run_id="orphan", store=store) == EXPECTED
+    with sqlite3.connect(store.path) as connection:
+        connection.execute(
+            "UPDATE cadence_runs SET status = 'cancelled', owner = ?", (f"{host}:{pid}::n",)
+        )
+    assert await store.prune(datetime.timedelta(0)) == 1  # no owner alive keeps it
 
 
 async def test_a_context_suppressed_by_raise_from_none_is_not_stored(store: SQLiteStore) -> None:

@@ -22,6 +22,8 @@ CadenceError
 
 from __future__ import annotations
 
+import re
+
 from cadence._errors import CadenceError, RunStoppedError
 
 __all__ = [
@@ -101,6 +103,13 @@ class ProgressDecodeError(RunDecodeError, RunStoppedError):
 
 class StoreError(DurableError, RunStoppedError):
     """The store failed: unreachable, full, corrupted, or the run's ownership was lost."""
+
+    def __init__(self, run_id: str, message: str) -> None:
+        # One line, for a log line and a problem's detail: libpq's own messages span several.
+        super().__init__(run_id, _ONE_LINE.sub(" ", message.strip()))
+
+
+_ONE_LINE = re.compile(r"\s*\n\s*")
 
 
 class LeaseLostError(StoreError):

@@ -634,6 +634,7 @@ class PostgresStore:
             min_size=self._min_size,
             max_size=self._max_size,
             timeout=_pool_wait(self.lease),
+            reconnect_timeout=_RECONNECTING,
             open=False,
             kwargs={"autocommit": True, "prepare_threshold": 5 if self.prepare else None},
         )
@@ -738,11 +739,16 @@ class PostgresStore:
         """Run `statement` on the connection `owner` holds (else on a pooled one); count rows.
 
         A held connection whose session ended while the step ran (a server restart, a
-        terminated backend: its watched socket saw the EOF) is let go, and a pooled one runs
-        the statement instead of the run failing on it.
+        terminated backend) is let go, and a pooled one runs the statement instead of the run
+        failing on it. A watched socket has read the end as it came; an unwatched one (before
+        the first prepared commit, or with `prepare=False`) reads it now (`_alive`).
         """
         connection = self._held.get(owner)
-        if connection is not None and connection.pgconn.status != pq.ConnStatus.OK:
+        if connection is not None and not (
+            connection.pgconn.status == pq.ConnStatus.OK
+            if connection in self._sockets
+            else _alive(connection)
+        ):
             self._drop(owner)
             connection = None
         if connection is None:
@@ -1386,8 +1392,7 @@ class Worker:
                     )
             except StoreError as exc:
                 failures += 1
-                said = " ".join(str(exc).split())  # libpq's message spans lines: one line here
-                logger.error("claiming a run failed (attempt %d): %s", failures, said)  # noqa: TRY400 # the error names its cause; a traceback each time would bury it
+                logger.error("claiming a run failed (attempt %d): %s", failures, exc)  # noqa: TRY400 # the error names its cause; a traceback each time would bury it
             else:
                 if failures:
                     logger.warning("claiming runs again after %d failed claims", failures)
@@ -1473,8 +1478,7 @@ async def _checkout(
                 await connection.close()
                 await pool.putconn(connection)  # closed: the pool opens another in its place
     except PoolTimeout as exc:  # the pool's reason is in its log only: look for it
-        conninfo = pool.conninfo  # the store's: a string (a pool may take a function too)
-        why = await _why_no_connection(conninfo) if isinstance(conninfo, str) else "see its log"
+        why = await _why_no_connection(pool)
         raise StoreError(run_id, f"{what} failed in PostgreSQL: {exc} ({why})") from exc
     except psycopg.Error as exc:
         raise StoreError(run_id, f"{what} failed in PostgreSQL: {exc}") from exc
@@ -1496,6 +1500,15 @@ def _alive(connection: psycopg.AsyncConnection[Any]) -> bool:  # Any: as above
     return pgconn.status == pq.ConnStatus.OK
 
 
+_RECONNECTING = 5.0
+"""Seconds the pool retries a connection before it gives up until the next call needs one.
+
+Its retries back off (1 s, 2 s, 4 s, ...): with psycopg_pool's 300 s, after an outage of a
+minute its next try could be half a minute away, and calls failed all that time with the
+server back. Given up, the next call that finds no connection makes the pool try at once.
+"""
+
+
 def _pool_wait(lease: float) -> float:
     """Seconds a call waits for a pooled connection: about a lease, within 5 s and 30 s.
 
@@ -1504,12 +1517,25 @@ def _pool_wait(lease: float) -> float:
     return max(5.0, min(lease, 30.0))
 
 
-async def _why_no_connection(conninfo: str) -> str:
-    """Say why the pool had no connection to give: the server unreachable, or the pool spent."""
+async def _why_no_connection(pool: AsyncConnectionPool[Any]) -> str:  # Any: as above
+    """Say why the pool had no connection to give: the server unreachable, or the pool spent.
+
+    Or, the server reachable again and the pool not spent, that it has not reconnected yet.
+    (psycopg_pool counts a connection it is retrying as one of its own: spent or retrying.)
+    """
+    conninfo = pool.conninfo  # the store's: a string (a pool may take a function too)
+    if not isinstance(conninfo, str):  # pragma: no cover - the store's pools take strings
+        return "see the pool's log"
     error = await _connect_error(conninfo, within=2)
     if error is not None:
         return f"PostgreSQL is unavailable: {str(error).strip()}"
-    return "the server answers: every connection of the pool is in use; raise max_size"
+    stats = pool.get_stats()
+    if stats["pool_size"] >= stats["pool_max"] and not stats["pool_available"]:
+        return (
+            "the server answers: every connection of the pool is in use (or reconnecting, "
+            "after an outage); raise max_size"
+        )
+    return "the server answers again: the pool has not reconnected yet (a later call will)"
 
 
 async def _connect_error(conninfo: str, *, within: int) -> psycopg.Error | None:

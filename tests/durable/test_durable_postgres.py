@@ -71,10 +71,19 @@ def _free_port() -> int:
 
 @dataclass
 class _Server:
-    """A PostgreSQL server of the tests' own: its DSN, and a restart as `pg_ctl` makes one."""
+    """A PostgreSQL server of the tests' own: its DSN, and `pg_ctl` to restart, stop, start it."""
 
     dsn: str
-    restart: Callable[[str], None]  # pg_ctl's shutdown mode: "fast", "immediate"
+    control: list[str]  # pg_ctl with its data directory and options, as the server's user
+
+    def restart(self, mode: str) -> None:  # pg_ctl's shutdown mode: "fast", "immediate"
+        subprocess.run([*self.control, "-m", mode, "restart"], check=True, capture_output=True)
+
+    def stop(self) -> None:
+        subprocess.run([*self.control, "-m", "fast", "stop"], check=True, capture_output=True)
+
+    def start(self) -> None:
+        subprocess.run([*self.control, "start"], check=True, capture_output=True)
 
 
 @contextlib.contextmanager
@@ -101,12 +110,8 @@ def _postgres_server() -> Generator[_Server]:
     options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
     control = [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w"]
     subprocess.run([*control, "start"], check=True, capture_output=True)
-
-    def restart(mode: str) -> None:
-        subprocess.run([*control, "-m", mode, "restart"], check=True, capture_output=True)
-
     try:
-        yield _Server(f"postgresql://postgres@127.0.0.1:{port}/postgres", restart)
+        yield _Server(f"postgresql://postgres@127.0.0.1:{port}/postgres", control)
     finally:
         subprocess.run(
             [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
@@ -1084,8 +1089,12 @@ async def test_a_pool_with_no_connection_to_give_in_time_is_a_store_error(dsn: s
     taken = await pool.getconn()  # the one connection: none left for the store
     try:
         flow = Cadence("spent", Job()).then("a", make_beat("a"))
-        with pytest.raises(StoreError, match=r"run 'sp-1': claiming the run failed in Postgre"):
+        with pytest.raises(
+            StoreError, match=r"run 'sp-1': claiming the run failed in Postgre"
+        ) as spent:
             await flow.run(Job(), run_id="sp-1", store=store)
+        assert "every connection of the pool is in use" in str(spent.value)
+        assert "raise max_size" in str(spent.value)
         with pytest.raises(StoreError, match=r"claiming a queued run failed in PostgreSQL"):
             await store.claim_next(["spent"], store.new_owner())
     finally:
@@ -1596,28 +1605,40 @@ def test_a_forked_child_opens_sessions_of_its_own_and_leaves_the_parents_alone(
         portal.call(store.aclose)
 
 
-async def test_a_run_whose_session_the_server_ends_goes_on_with_another(dsn: str) -> None:
-    """The server ends the run's session between two statements: no spin, and no failure."""
-    store = PostgresStore(f"{dsn}?application_name=ended", min_size=1)
+@pytest.mark.parametrize("prepare", [True, False], ids=["prepared", "unprepared"])
+@pytest.mark.parametrize("at", ["a", "b"])  # the claim's commit is the last before a; b's, a's
+async def test_a_run_whose_session_the_server_ends_goes_on_with_another(
+    dsn: str, at: str, *, prepare: bool
+) -> None:
+    """The server ends the run's session between two statements: no spin, and no failure.
+
+    In the first step, and with `prepare=False`, the session's socket is not watched (only a
+    prepared commit watches it): its end is read as the next commit takes it.
+    """
+    store = PostgresStore(f"{dsn}?application_name=ended", min_size=1, prepare=prepare)
     ended: dict[str, float] = {}
 
-    async def end_the_session(ctx: Job) -> None:
-        if not ended:
-            await _sql(
-                dsn,
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'ended' AND datname = current_database()",
-            )
-            before = time.process_time()
-            await anyio.sleep(0.5)  # the server's farewell and EOF reach the watched socket
-            ended["cpu"] = time.process_time() - before
-        await make_beat("b")(ctx)
+    def ending(name: str) -> Callable[[Job], Awaitable[None]]:
+        async def end_the_session(ctx: Job) -> None:
+            if not ended:
+                await _sql(
+                    dsn,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'ended' AND datname = current_database()",
+                )
+                before = time.process_time()
+                await anyio.sleep(0.5)  # the server's farewell and EOF reach the socket
+                ended["cpu"] = time.process_time() - before
+            await make_beat(name)(ctx)
 
-    flow = Cadence("ended", Job()).then("a", make_beat("a")).then("b", end_the_session)
-    flow = flow.then("c", make_beat("c"))
+        return end_the_session
+
+    beats = {name: ending(name) if name == at else make_beat(name) for name in "abc"}
+    flow = Cadence("ended", Job()).then("a", beats["a"]).then("b", beats["b"])
+    flow = flow.then("c", beats["c"])
     with anyio.fail_after(30):
-        # The commit after b runs on a pooled connection: the run goes on (it failed, and b
-        # ran again, after every server restart or failover).
+        # The commit after the step runs on a pooled connection: the run goes on (it failed,
+        # and the step ran again, after every server restart or failover).
         assert await flow.run(run_id="e1", store=store) == Job(n=7, trail=["a", "b", "c"])
         assert ended["cpu"] < 0.25  # a loop spinning on the closed socket would burn the 0.5 s
         record = await store.get("e1")
@@ -1693,6 +1714,27 @@ def test_the_cli_lists_a_stores_runs_and_refuses_a_database_no_store_wrote(dsn: 
     unreachable = runner.invoke(runs, ["list", "--dsn", "postgresql://app@127.0.0.1:1/app"])
     assert unreachable.exit_code == 2
     assert "PostgreSQL is unavailable" in unreachable.output
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the pool's own backoff: either loop
+async def test_after_a_long_outage_the_store_works_as_soon_as_the_server_is_back() -> None:
+    """The pool's retries back off for 5 s at most: after a minute they were 16 s apart."""
+    with _postgres_server() as pg:
+        store = PostgresStore(pg.dsn, lease=3, min_size=2, max_size=4)
+        try:
+            assert await store.get("x") is None
+            await anyio.to_thread.run_sync(pg.stop)
+            outage = time.monotonic() + 20  # psycopg_pool's retries: 1, 3, 7, 15, 31 s on
+            while time.monotonic() < outage:  # callers keep calling
+                with pytest.raises(StoreError, match="PostgreSQL is unavailable") as failed:
+                    await store.get("x")
+                assert "max_size" not in str(failed.value)
+                await anyio.sleep(1)
+            await anyio.to_thread.run_sync(pg.start)
+            with anyio.fail_after(4):
+                assert await store.get("x") is None
+        finally:
+            await store.aclose()
 
 
 async def test_a_context_bigger_than_the_sockets_buffer_is_committed_whole(dsn: str) -> None:
@@ -1789,12 +1831,24 @@ async def test_a_run_whose_row_another_session_holds_locked_stops_within_leases(
 
 
 def test_a_pool_with_no_connection_to_give_says_why(dsn: str) -> None:
+    from psycopg_pool import AsyncConnectionPool  # noqa: PLC0415 # the store's pool, by hand
+
     nowhere = f"postgresql://postgres@127.0.0.1:{_free_port()}/postgres"
-    why = _postgres._why_no_connection  # pyright: ignore[reportPrivateUsage] # the reason's words
-    down, spent = asyncio.run(why(nowhere)), asyncio.run(why(dsn))  # psycopg's async: asyncio
+
+    async def why(conninfo: str) -> str:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(  # Any: its rows
+            conninfo, open=False, min_size=1, max_size=4
+        )
+        return await _postgres._why_no_connection(pool)  # pyright: ignore[reportPrivateUsage] # its words
+
+    down, behind = asyncio.run(why(nowhere)), asyncio.run(why(dsn))  # psycopg's async: asyncio
     assert down.startswith("PostgreSQL is unavailable:")
     assert "refused" in down
-    assert spent.startswith("the server answers: every connection of the pool is in use")
+    # The server answers, and the pool holds none of its connections (none in use): after an
+    # outage, the pool retrying still.
+    assert (
+        behind == "the server answers again: the pool has not reconnected yet (a later call will)"
+    )
     wait = _postgres._pool_wait  # pyright: ignore[reportPrivateUsage] # as above
     assert (wait(0.3), wait(12.0), wait(300.0)) == (5.0, 12.0, 30.0)
 
@@ -1976,7 +2030,11 @@ async def test_a_worker_whose_claims_fail_logs_each_in_a_line_and_backs_off(
     async def failing(*args: Any, **kwargs: Any) -> tuple[RunRecord | None, bool]:  # Any: passed on
         if len(failed_at) < 4:
             failed_at.append(time.monotonic())
-            raise StoreError("", "claiming a queued run failed in PostgreSQL: the server is gone")
+            raise StoreError(  # libpq's message spans lines: the log's is one
+                "",
+                "claiming a queued run failed in PostgreSQL: server closed the connection "
+                "unexpectedly\n\tThis probably means the server terminated abnormally\n",
+            )
         return await claim_next(*args, **kwargs)
 
     monkeypatch.setattr(store, "_claim_next", failing)
@@ -1989,7 +2047,8 @@ async def test_a_worker_whose_claims_fail_logs_each_in_a_line_and_backs_off(
     assert [r.getMessage() for r in told] == [
         *(
             f"claiming a run failed (attempt {n}): claiming a queued run failed in PostgreSQL: "
-            "the server is gone"
+            "server closed the connection unexpectedly This probably means the server "
+            "terminated abnormally"
             for n in range(1, 5)
         ),
         "claiming runs again after 4 failed claims",

@@ -128,6 +128,7 @@ class Floor:
             .replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1)
         )
         connection.execute("CREATE INDEX IF NOT EXISTS bare_runs_status ON bare_runs (status)")
+        connection.execute("CREATE INDEX IF NOT EXISTS bare_runs_created ON bare_runs (created_at)")
         row = connection.execute(
             "SELECT cadence, plan, fingerprint, context FROM cadence_runs "
             "WHERE status = 'completed' LIMIT 1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 import os
 import queue
 import socket
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLiteStore", "Synchronous"]
 
+logger = logging.getLogger("cadence.durable")
+
 T = TypeVar("T")
 
 Synchronous: TypeAlias = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
@@ -67,6 +70,7 @@ CREATE TABLE IF NOT EXISTS cadence_runs (
     updated_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cadence_runs_status ON cadence_runs (status);
+CREATE INDEX IF NOT EXISTS cadence_runs_created ON cadence_runs (created_at);
 """
 
 _COLUMNS = f"{COLUMNS}, inner"
@@ -77,7 +81,12 @@ _INSERT = (
     f"INSERT INTO cadence_runs ({_COLUMNS}) "  # noqa: S608 # constant columns
     "VALUES (?, ?, 'running', 0, ?, ?, ?, ?, 1, ?, NULL, ?, ?, NULL)"
 )  # a new run, as its claim creates it
-_CHECKPOINT_EVERY = 400  # inline writes between WAL checkpoints: ~1000 pages, as SQLite
+# WAL bytes between checkpoints handed to the writer thread: ~1000 pages, as SQLite's own. A
+# write counts its payload (a context, a plan) and about two and a half pages (its row's leaf,
+# an index, the frames' headers): 400 writes of a small context, 4 of a megabyte.
+_CHECKPOINT_BYTES = 4_000_000
+_WRITE_BYTES = 10_000
+_WAL_KEPT = 64 * 1024 * 1024  # a WAL grown past this (a burst) is cut back as it starts over
 
 
 def _stat(pid: int) -> tuple[str, str]:
@@ -169,7 +178,8 @@ class SQLiteStore:
         self._connection: sqlite3.Connection | None = None
         self._checkpointer: sqlite3.Connection | None = None  # the writer thread's, inline only
         self._pid = -1
-        self._writes = 0  # inline writes since the last WAL checkpoint was handed off
+        self._wal_bytes = 0  # about what inline writes added to the WAL since its checkpoint
+        self._checkpoint_failing = False  # told once, until one succeeds again
         self._host = socket.gethostname()
         self._writer = _Writer(f"cadence-sqlite {self.path.name}")
         # Hand-backs that failed, made again later: run id -> (owner, undo).
@@ -231,6 +241,7 @@ class SQLiteStore:
             connection.create_function("cadence_owner_alive", 1, self._owner_alive)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
+            connection.execute(f"PRAGMA journal_size_limit={_WAL_KEPT}")
             if self._inline_claims:
                 # A checkpoint inside a commit writes and fsyncs the database file, which
                 # must not happen on the event loop: the writer thread checkpoints instead.
@@ -264,25 +275,27 @@ class SQLiteStore:
         self._connection = connection
         self._checkpointer = None  # a forked child's parent connection is not its own
         self._pid = os.getpid()
-        self._writes = 0
+        self._wal_bytes = 0
         return connection
 
-    def _wrote(self) -> None:
-        """Count an inline write; every `_CHECKPOINT_EVERY`, checkpoint on the writer thread."""
-        self._writes += 1
-        if self._writes >= _CHECKPOINT_EVERY:
-            self._writes = 0
+    def _wrote(self, size: int) -> None:
+        """Count an inline write of `size` bytes; past `_CHECKPOINT_BYTES`, checkpoint."""
+        self._wal_bytes += size + _WRITE_BYTES
+        if self._wal_bytes >= _CHECKPOINT_BYTES:
+            self._wal_bytes = 0
             self._writer.post(self._checkpoint, None)
 
     def _checkpoint(self, _: None) -> None:
-        """Copy the WAL into the database on a connection of its own, so the WAL restarts.
+        """Copy the WAL into the database, so the WAL restarts from its beginning.
 
-        First without the store's lock: the event loop's connection keeps committing meanwhile
-        (a checkpointer and a writer do not wait for each other in WAL mode). Then, holding
-        the lock, the few frames written in the meantime: with every frame copied, the next
-        commit starts the WAL from its beginning again instead of growing it. Both are
-        PASSIVE (they never wait for other processes) and sync as the store's level says. A
-        checkpoint that fails is retried by the next.
+        First on a connection of its own, without the store's lock: the event loop's connection
+        keeps committing meanwhile (a checkpointer and a writer do not wait for each other in
+        WAL mode). Then, holding the lock, on the store's connection: what was written in the
+        meantime (or all of it, if the first failed: a file this process may no longer write
+        opens read-only). With every frame copied, the next commit starts the WAL from its
+        beginning instead of growing it. Both are PASSIVE (they never wait for other
+        processes) and sync as the store's level says. A checkpoint that fails is logged once
+        (the WAL grows until one succeeds) and retried by the next.
         """
         try:
             checkpointer = self._checkpointer
@@ -293,25 +306,52 @@ class SQLiteStore:
                 checkpointer.execute(f"PRAGMA synchronous={self.synchronous}")
                 self._checkpointer = checkpointer
             checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            with self._lock:
-                checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error:
+            pass  # the store's connection copies it all below
+        try:
+            with self._lock:
+                connection = self._connection
+                if connection is None or self._pid != os.getpid():
+                    return
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            if not self._checkpoint_failing:
+                logger.warning(
+                    "SQLite store %r: checkpointing its WAL failed (it grows until one "
+                    "succeeds): %s",
+                    str(self.path),
+                    exc,
+                )
+            self._checkpoint_failing = True
             return
+        if self._checkpoint_failing:
+            self._checkpoint_failing = False
+            logger.warning("SQLite store %r: its WAL is checkpointed again", str(self.path))
 
-    async def _call(
+    async def _call(  # one call's pieces, passed once
         self,
         run_id: str,
         what: str,
         fn: Callable[[sqlite3.Connection], T],
         *,
         inline: bool = False,
+        slow: bool = False,
+        size: int | None = None,
     ) -> T:
+        """Run `fn` on the connection, inline if it cannot wait, else on the writer thread.
+
+        `inline`: try inline even when the store offloads (a claim never fsyncs). `slow`: never
+        inline, however the store is set (a listing or a prune may read the whole table).
+        `size`: the bytes a write adds to the WAL (its payload), `None` for a read.
+        """
         try:
-            if (inline or not self.offload) and self._connection is not None:
+            if not slow and (inline or not self.offload) and self._connection is not None:
                 done, value = self._try_inline(fn)
                 if done:
+                    if size is not None:
+                        self._wrote(size)
                     return value
-            return await self._writer.run(self._work, fn)
+            value = await self._writer.run(self._work, fn)
         except sqlite3.Error as exc:
             name = f"run {run_id!r}: " if run_id else ""
             raise StoreError(
@@ -319,6 +359,9 @@ class SQLiteStore:
                 f"{name}{what} failed in SQLite store {str(self.path)!r}: {exc}"
                 f"{_why_unopened(self.path, exc)}",
             ) from exc
+        if size is not None and self._inline_claims:
+            self._wrote(size)
+        return value
 
     def _work(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
@@ -334,8 +377,6 @@ class SQLiteStore:
             finally:
                 if not self.offload:
                     connection.execute("PRAGMA busy_timeout = 0")
-            if self._inline_claims:
-                self._wrote()
             return value
 
     def _try_inline(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[bool, T]:
@@ -368,7 +409,6 @@ class SQLiteStore:
             finally:
                 if self.offload:
                     connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            self._wrote()
             return True, value
         finally:
             self._lock.release()
@@ -449,7 +489,7 @@ class SQLiteStore:
         fsyncs = self.synchronous in ("FULL", "EXTRA")
         call = relaxed if fsyncs else work
         outcome, record, previous = await self._call(
-            run_id, "claiming the run", call, inline=self._inline_claims
+            run_id, "claiming the run", call, inline=self._inline_claims, size=len(new.context)
         )
         return Claim(cast("Literal['created']", outcome), record, previous)
 
@@ -498,7 +538,8 @@ class SQLiteStore:
                 owner,
             ),
         )
-        await self._call(run_id, "committing a checkpoint", work)
+        size = len(context) + len(inner or b"")
+        await self._call(run_id, "committing a checkpoint", work, size=size)
 
     async def finish(
         self,
@@ -522,7 +563,7 @@ class SQLiteStore:
             "error = ?, updated_at = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
             (status, context, position, position, position, text, now, run_id, owner),
         )
-        await self._call(run_id, "finishing the run", work)
+        await self._call(run_id, "finishing the run", work, size=len(context or b""))
 
     async def release(
         self, run_id: str, owner: str, *, undo: Literal["pending", "failed"] | None = None
@@ -544,7 +585,7 @@ class SQLiteStore:
             )
 
         try:
-            await self._call(run_id, "releasing the run", work)
+            await self._call(run_id, "releasing the run", work, size=0)
         except StoreError:
             self._owed[run_id] = (owner, undo)
             raise
@@ -586,7 +627,7 @@ class SQLiteStore:
                 "list[tuple[object, ...]]", connection.execute(sql, (*parameters, limit)).fetchall()
             )
 
-        rows = await self._call("", "listing runs", work)
+        rows = await self._call("", "listing runs", work, slow=True)
         return [listed_from_row(row, f"in {str(self.path)!r}") for row in rows]
 
     async def cancel(self, run_id: str) -> bool:
@@ -603,7 +644,7 @@ class SQLiteStore:
             )
             return cursor.rowcount == 1
 
-        return await self._call(run_id, "cancelling the run", work)
+        return await self._call(run_id, "cancelling the run", work, size=0)
 
     async def delete(self, run_id: str) -> bool:
         """Delete a run that is not running; return whether one was deleted.
@@ -619,7 +660,7 @@ class SQLiteStore:
             )
             return cursor.rowcount == 1
 
-        return await self._call(run_id, "deleting the run", work)
+        return await self._call(run_id, "deleting the run", work, size=0)
 
     async def prune(self, older_than: datetime.timedelta) -> int:
         """Delete finished runs (completed, failed, cancelled) last written before the age.
@@ -635,7 +676,7 @@ class SQLiteStore:
             )
             return cursor.rowcount
 
-        return await self._call("", "pruning runs", work)
+        return await self._call("", "pruning runs", work, slow=True, size=0)
 
     async def aclose(self) -> None:
         """Close the store's connection (a later call opens it again)."""

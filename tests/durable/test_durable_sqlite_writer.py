@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
 import subprocess
 import sys
@@ -200,7 +201,8 @@ async def test_at_normal_commits_run_inline_and_at_full_on_the_thread(tmp_path: 
 async def test_an_inline_store_checkpoints_the_wal_on_the_writer_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cadence.durable._sqlite._CHECKPOINT_EVERY", 4)
+    monkeypatch.setattr("cadence.durable._sqlite._WRITE_BYTES", 1000)  # a small context's write:
+    monkeypatch.setattr("cadence.durable._sqlite._CHECKPOINT_BYTES", 4000)  # every 4 writes
     store = SQLiteStore(tmp_path / "w7.db", synchronous="NORMAL")
     flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump).then("c", bump)
     await flow.run(Count(), run_id="warm", store=store)
@@ -216,7 +218,7 @@ async def test_an_inline_store_checkpoints_the_wal_on_the_writer_thread(
         threads.append(threading.current_thread().name)  # once its pages are in the file
 
     store._checkpoint = spy  # type: ignore[method-assign] # pyright: ignore[reportPrivateUsage] # a spy
-    store._writes = 0  # pyright: ignore[reportPrivateUsage] # count from here
+    store._wal_bytes = 0  # pyright: ignore[reportPrivateUsage] # count from here
     for i in range(3):  # a claim, 2 checkpoints, a finish each: 12 writes, 3 checkpoints
         await flow.run(Count(), run_id=f"run-{i}", store=store)
     for _ in range(1000):
@@ -235,37 +237,147 @@ async def test_an_inline_store_checkpoints_the_wal_on_the_writer_thread(
 async def test_an_inline_stores_checkpoint_ends_under_the_lock_so_the_wal_restarts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cadence.durable._sqlite._CHECKPOINT_EVERY", 10**9)  # by hand here
+    monkeypatch.setattr("cadence.durable._sqlite._CHECKPOINT_BYTES", 10**18)  # by hand here
     path = tmp_path / "w8.db"
     store = SQLiteStore(path, synchronous="NORMAL")
     flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump).then("c", bump)
     for i in range(5):
         await flow.run(Count(), run_id=f"run-{i}", store=store)
     lock = store._lock  # pyright: ignore[reportPrivateUsage] # held by every connection call
-    seen: list[tuple[str, bool]] = []
+    seen: list[tuple[str, bool, str]] = []
 
     class Watched(sqlite3.Connection):
-        """A checkpointer that records whether the store's lock is held at each statement."""
+        """A connection that records whether the store's lock is held at each statement."""
 
         def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-            seen.append((sql, lock.locked()))
+            seen.append((sql, lock.locked(), "own" if self is checkpointer else "store's"))
             return super().execute(sql, *args)
 
-    checkpointer = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, factory=Watched
-    )
-    store._checkpointer = checkpointer  # pyright: ignore[reportPrivateUsage] # the watched one
+    def watched() -> sqlite3.Connection:
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False, factory=Watched)
+
+    checkpointer, store_connection = watched(), store._connection  # pyright: ignore[reportPrivateUsage] # watched in turn
+    store._checkpointer, store._connection = checkpointer, watched()  # pyright: ignore[reportPrivateUsage] # as above
     await store._writer.run(store._checkpoint, None)  # pyright: ignore[reportPrivateUsage]
+    store._connection = store_connection  # pyright: ignore[reportPrivateUsage] # as it was
     # the bulk while commits go on; the frames those wrote meanwhile with none going on
     assert seen == [
-        ("PRAGMA wal_checkpoint(PASSIVE)", False),
-        ("PRAGMA wal_checkpoint(PASSIVE)", True),
+        ("PRAGMA wal_checkpoint(PASSIVE)", False, "own"),
+        ("PRAGMA wal_checkpoint(PASSIVE)", True, "store's"),
     ]
     wal = tmp_path / "w8.db-wal"
     size = wal.stat().st_size
     assert size > 10 * 4096
     await flow.run(Count(), run_id="after", store=store)
     assert wal.stat().st_size == size  # every frame was copied: the run wrote over the WAL
+    await store.aclose()
+
+
+@dataclass
+class Blob(Context):
+    data: str = ""
+
+
+async def grow(ctx: Blob) -> None:
+    ctx.data += "x" * 500_000
+
+
+def _wal_size(path: Path) -> int:
+    wal = path.with_name(f"{path.name}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_the_wal_stays_near_a_thousand_pages_whatever_the_contexts_size(
+    tmp_path: Path, synchronous: Synchronous
+) -> None:
+    """The checkpoint counts the bytes written: 400 writes of half a megabyte were 200 MB."""
+    path = tmp_path / "big.db"
+    store = SQLiteStore(path, synchronous=synchronous)
+    flow = Cadence("big", context_type=Blob).then("a", grow).then("b", grow).then("c", grow)
+    for i in range(12):  # claim, 2 checkpoints, finish: 48 writes, 36 MB of contexts
+        await flow.run(Blob(), run_id=f"big-{i}", store=store)
+        await store._writer.run(lambda _: None, None)  # pyright: ignore[reportPrivateUsage] # the checkpoints it was handed
+    assert _wal_size(path) < 12_000_000
+    assert len(await store.list_runs()) == 12
+    await store.aclose()
+
+
+async def test_a_checkpoint_its_own_connection_cannot_write_is_made_on_the_stores(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file this process may no longer write opens read-only: the WAL would grow for ever."""
+    path = tmp_path / "ro.db"
+    store = SQLiteStore(path, synchronous="NORMAL")
+    flow = Cadence("count", context_type=Count).then("a", bump).then("b", bump).then("c", bump)
+    for i in range(5):
+        await flow.run(Count(), run_id=f"run-{i}", store=store)
+
+    def read_only() -> sqlite3.Connection:
+        uri = f"{path.absolute().as_uri()}?mode=ro"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+    store._checkpointer = read_only()  # pyright: ignore[reportPrivateUsage] # as SQLite opens it
+    await store._writer.run(store._checkpoint, None)  # pyright: ignore[reportPrivateUsage]
+    size = _wal_size(path)
+    await flow.run(Count(), run_id="after", store=store)
+    assert _wal_size(path) == size  # every frame was copied: the run wrote over the WAL
+    assert not caplog.records
+    writable = store._connection  # pyright: ignore[reportPrivateUsage] # cannot write either, now
+    store._connection = read_only()  # pyright: ignore[reportPrivateUsage] # as above
+    for _ in range(2):
+        await store._writer.run(store._checkpoint, None)  # pyright: ignore[reportPrivateUsage]
+    store._connection = writable  # pyright: ignore[reportPrivateUsage] # as it was
+    await store._writer.run(store._checkpoint, None)  # pyright: ignore[reportPrivateUsage]
+    told = [r.getMessage().split(": ", 1)[1] for r in caplog.records]
+    assert len(told) == 2  # once, not at every checkpoint; and once it is made again
+    assert told[0].startswith("checkpointing its WAL failed (it grows until one succeeds): ")
+    assert told[1] == "its WAL is checkpointed again"
+    await store.aclose()
+
+
+async def test_a_wal_grown_in_a_burst_is_cut_back_as_it_starts_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cadence.durable._sqlite._CHECKPOINT_BYTES", 10**18)  # by hand here
+    monkeypatch.setattr("cadence.durable._sqlite._WAL_KEPT", 200_000)
+    path = tmp_path / "burst.db"
+    store = SQLiteStore(path, synchronous="NORMAL")
+    flow = Cadence("big", context_type=Blob).then("a", grow)
+    for i in range(4):
+        await flow.run(Blob(), run_id=f"big-{i}", store=store)
+    assert _wal_size(path) > 2_000_000
+    await store._writer.run(store._checkpoint, None)  # pyright: ignore[reportPrivateUsage]
+    await (
+        Cadence("count", context_type=Count)
+        .then("a", bump)
+        .run(Count(), run_id="small", store=store)
+    )
+    assert _wal_size(path) <= 200_000
+    await store.aclose()
+
+
+@pytest.mark.parametrize("offload", [False, None], ids=["inline", "default"])
+async def test_a_listing_and_a_prune_never_run_on_the_event_loop(
+    tmp_path: Path, offload: bool | None
+) -> None:
+    """They may read the whole table: seconds, with a few hundred thousand runs."""
+    store = SQLiteStore(tmp_path / "list.db", synchronous="NORMAL", offload=offload)
+    flow = Cadence("count", context_type=Count).then("a", bump)
+    await flow.run(Count(), run_id="one", store=store)
+    connection = store._connection  # pyright: ignore[reportPrivateUsage] # traced
+    assert connection is not None
+    ran: list[tuple[str, str]] = []
+    connection.set_trace_callback(lambda sql: ran.append((sql, threading.current_thread().name)))
+    assert [r.run_id for r in await store.list_runs()] == ["one"]
+    assert await store.prune(datetime.timedelta(0)) == 1
+    connection.set_trace_callback(None)
+    threads = {thread for sql, thread in ran if sql.startswith(("SELECT", "DELETE"))}
+    assert threads == {"cadence-sqlite list.db"}
+    plan = connection.execute(
+        "EXPLAIN QUERY PLAN SELECT run_id FROM cadence_runs ORDER BY created_at DESC LIMIT 5"
+    ).fetchall()
+    assert "USING INDEX cadence_runs_created" in str(plan)  # newest first, without a sort
     await store.aclose()
 
 

@@ -91,7 +91,8 @@ async def _refuse_a_database_without_runs(dsn: str) -> None:
             cursor = await connection.execute("SELECT to_regclass('cadence_runs') IS NOT NULL")
             row = await cursor.fetchone()
     except psycopg.Error as exc:
-        raise UserError(f"PostgreSQL is unavailable: {exc}") from exc
+        said = " ".join(str(exc).split())  # libpq's message spans lines: one here
+        raise UserError(f"PostgreSQL is unavailable: {said}") from exc
     if row is None or not row[0]:
         raise UserError("the database holds no cadence runs (no cadence_runs table): not a store's")
 

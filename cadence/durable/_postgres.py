@@ -1463,25 +1463,35 @@ async def _checkout(
 
     A session the server ended while it sat in the pool (a restart, a crash, a terminated
     backend) is closed here, so the pool opens another, instead of failing the call that got
-    it: after a restart, each of the pool's idle sessions failed one run. The server gone or
-    the pool spent: psycopg_pool's `PoolTimeout` is a failure of the store like any other,
-    which the runner and a worker's claim loop expect as `StoreError`.
+    it: after a restart, each of the pool's idle sessions failed one run. The call waits in
+    turns of `_RECONNECTING` seconds, each of which makes a pool that gave up retrying try
+    again. The server gone or the pool spent: psycopg_pool's `PoolTimeout` is a failure of
+    the store like any other, which the runner and a worker's claim loop expect as
+    `StoreError`.
     """
     deadline = time.monotonic() + pool.timeout
-    try:
-        while True:
-            wait = deadline - time.monotonic()
-            connection: psycopg.AsyncConnection[Any] = await pool.getconn(max(wait, 0.001))
-            if _alive(connection):
-                return connection
-            with anyio.CancelScope(shield=True):
-                await connection.close()
-                await pool.putconn(connection)  # closed: the pool opens another in its place
-    except PoolTimeout as exc:  # the pool's reason is in its log only: look for it
-        why = await _why_no_connection(pool)
-        raise StoreError(run_id, f"{what} failed in PostgreSQL: {exc} ({why})") from exc
-    except psycopg.Error as exc:
-        raise StoreError(run_id, f"{what} failed in PostgreSQL: {exc}") from exc
+    while True:
+        wait = deadline - time.monotonic()
+        try:
+            connection: psycopg.AsyncConnection[Any] = await pool.getconn(
+                min(max(wait, 0.001), _RECONNECTING)
+            )
+        except PoolTimeout as exc:
+            if time.monotonic() < deadline:
+                continue  # the pool may have given up retrying: this asks it again
+            why = await _why_no_connection(pool)  # the pool's reason is in its log only
+            raise StoreError(
+                run_id,
+                f"{what} failed in PostgreSQL: no connection came within {pool.timeout:g} s "
+                f"({why})",
+            ) from exc
+        except psycopg.Error as exc:
+            raise StoreError(run_id, f"{what} failed in PostgreSQL: {exc}") from exc
+        if _alive(connection):
+            return connection
+        with anyio.CancelScope(shield=True):
+            await connection.close()
+            await pool.putconn(connection)  # closed: the pool opens another in its place
 
 
 def _alive(connection: psycopg.AsyncConnection[Any]) -> bool:  # Any: as above

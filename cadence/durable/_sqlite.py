@@ -145,7 +145,8 @@ class SQLiteStore:
             event loop wait for each commit's fsync: only for a process whose loop runs
             durable work alone (a worker, a batch job). `None` (the default): `False` at OFF
             and NORMAL; at FULL and EXTRA, commits on the writer thread and claims (which
-            never fsync) as with `False`.
+            never fsync) as with `False`. Listings and prunes, which may read the whole
+            table, run on the writer thread whatever it says.
         clock: Wall-clock seconds, for timestamps and retention (injectable for tests).
 
     """
@@ -676,7 +677,10 @@ class SQLiteStore:
             )
             return cursor.rowcount
 
-        return await self._call("", "pruning runs", work, slow=True, size=0)
+        deleted = await self._call("", "pruning runs", work, slow=True)
+        if self._inline_claims:
+            self._wrote(deleted * _WRITE_BYTES)  # each deleted row's pages, in the WAL
+        return deleted
 
     async def aclose(self) -> None:
         """Close the store's connection (a later call opens it again)."""

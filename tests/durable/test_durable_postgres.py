@@ -1737,6 +1737,30 @@ async def test_after_a_long_outage_the_store_works_as_soon_as_the_server_is_back
             await store.aclose()
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # as above
+async def test_a_call_waiting_through_an_outage_gets_a_connection_once_the_server_is_back() -> None:
+    """It waits up to a lease (30 s) in turns, each asking a pool that gave up to retry."""
+    with _postgres_server() as pg:
+        store = PostgresStore(pg.dsn)
+        try:
+            assert await store.get("x") is None
+            await anyio.to_thread.run_sync(pg.stop)
+            async with anyio.create_task_group() as group:
+                got: list[RunRecord | None] = []
+
+                async def call() -> None:
+                    got.append(await store.get("x"))
+
+                group.start_soon(call)
+                await anyio.sleep(8)  # the pool gives up retrying after 5 s
+                await anyio.to_thread.run_sync(pg.start)
+                back = time.monotonic()
+            assert got == [None]
+            assert time.monotonic() - back < 8  # it failed at 30 s, the server back since 8
+        finally:
+            await store.aclose()
+
+
 async def test_a_context_bigger_than_the_sockets_buffer_is_committed_whole(dsn: str) -> None:
     store = PostgresStore(dsn)
     big = "x" * 8_000_000  # more than a socket takes at once: the statement waits to send it

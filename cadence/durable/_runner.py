@@ -376,19 +376,47 @@ async def run_durable(
         store.done(token)
 
 
-def checked_run_id(cadence: Cadence[Any], run_id: object) -> str:  # Any: any cadence
-    """Return `run_id` if it is a non-empty string.
+MAX_RUN_ID_BYTES = 1024
+"""A run id's longest, in UTF-8: PostgreSQL's key index holds about 2700 bytes of one."""
 
-    Raises:
-        CadenceDefinitionError: it is not (the cadence is named).
 
+def run_id_fault(run_id: object) -> str | None:
+    """Say what keeps `run_id` from naming a run in every store, or `None` if nothing does.
+
+    A run id is a non-empty string of at most `MAX_RUN_ID_BYTES` bytes in UTF-8, without NUL
+    (PostgreSQL's text holds none). Stores differ past these; refused in all, a route's
+    client input that breaks them fails the same way whichever store it meets.
     """
     if not isinstance(run_id, str) or not run_id:
+        return f"got {type(run_id).__qualname__} {run_id!r}"
+    shown = repr(run_id) if len(run_id) <= 60 else f"{run_id[:40]!r}... ({len(run_id)} characters)"
+    if "\x00" in run_id:
+        return f"got {shown}, which holds a NUL character"
+    try:
+        size = len(run_id.encode())
+    except UnicodeEncodeError:
+        return f"got {shown}, which UTF-8 cannot encode (a lone surrogate)"
+    if size > MAX_RUN_ID_BYTES:
+        return f"got {shown}, {size} bytes in UTF-8"
+    return None
+
+
+RUN_ID_RULE = f"a non-empty string of at most {MAX_RUN_ID_BYTES} bytes (UTF-8) without NUL"
+
+
+def checked_run_id(cadence: Cadence[Any], run_id: object) -> str:  # Any: any cadence
+    """Return `run_id` if it can name a run (`run_id_fault`).
+
+    Raises:
+        CadenceDefinitionError: it cannot (the cadence is named).
+
+    """
+    fault = run_id_fault(run_id)
+    if fault is not None:
         raise CadenceDefinitionError(
-            f"cadence {cadence.name!r}: a durable run needs run_id, a non-empty string, "
-            f"got {run_id!r}"
+            f"cadence {cadence.name!r}: a durable run needs run_id, {RUN_ID_RULE}; {fault}"
         )
-    return run_id
+    return cast("str", run_id)
 
 
 def new_run(cadence: Cadence[C], context: C, run_id: str) -> NewRun:

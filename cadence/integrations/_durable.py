@@ -63,18 +63,20 @@ class RouteRun(Generic[C]):
         """Return the run this request's context names.
 
         Raises:
-            TypeError: the run-id function returned something other than a non-empty string
-                (the cadence, the route and the function are named).
+            TypeError: the run-id function returned something that cannot name a run (the
+                cadence, the route and the function are named).
 
         """
+        from cadence.durable._runner import RUN_ID_RULE, run_id_fault  # noqa: PLC0415 # durable extra
+
         name = cast("object", self._run_id(context))  # a str, unless the function lies
-        if not isinstance(name, str) or not name:
+        fault = run_id_fault(name)
+        if fault is not None:
             raise TypeError(
-                f"{self._where}: run_id="
-                f"{getattr(self._run_id, '__qualname__', self._run_id)!r} returned "
-                f"{type(name).__qualname__} {name!r}; it must return a non-empty str"
+                f"{self._where}: run_id={getattr(self._run_id, '__qualname__', self._run_id)!r} "
+                f"must return {RUN_ID_RULE}; it {fault.replace('got', 'returned', 1)}"
             )
-        return name
+        return cast("str", name)
 
     async def __call__(self, context: C, run_id: str) -> C:
         """Run (resume, or answer the stored result of) the durable run `run_id`."""

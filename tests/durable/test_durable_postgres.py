@@ -1761,6 +1761,17 @@ async def test_a_call_waiting_through_an_outage_gets_a_connection_once_the_serve
             await store.aclose()
 
 
+async def test_the_longest_run_id_every_store_takes_fits_postgresqls_key_index(dsn: str) -> None:
+    store = PostgresStore(dsn)
+    longest = os.urandom(512).hex()  # 1024 bytes that do not compress
+    flow = Cadence("long", Job()).then("a", make_beat("a"))
+    assert await flow.run(run_id=longest, store=store) == Job(n=1, trail=["a"])
+    record = await store.get(longest)
+    assert record is not None
+    assert record.status == "completed"
+    await store.aclose()
+
+
 async def test_a_context_bigger_than_the_sockets_buffer_is_committed_whole(dsn: str) -> None:
     store = PostgresStore(dsn)
     big = "x" * 8_000_000  # more than a socket takes at once: the statement waits to send it
@@ -1903,7 +1914,10 @@ async def test_a_worker_runs_a_queued_run_whatever_its_cadences_template_holds(d
     record = await store.get("sc-1")
     assert record is not None
     assert (record.status, record.attempts, record.context) == ("completed", 1, b'{"score":2.5}')
-    with pytest.raises(CadenceDefinitionError, match="needs run_id, a non-empty string, got ''"):
+    with pytest.raises(
+        CadenceDefinitionError,
+        match=r"needs run_id, a non-empty string of at most 1024 bytes .*; got str ''",
+    ):
         await enqueue(queued, _Scored(), run_id="", store=store)
     assert await store.list_runs() == [record]
     await store.aclose()

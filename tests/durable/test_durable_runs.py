@@ -822,6 +822,31 @@ async def test_misuse_is_refused_clearly(store: SQLiteStore, tmp_path: Path) -> 
         await beats.flow().run(Order(), run_id="y", store=missing)
 
 
+@pytest.mark.parametrize(
+    ("run_id", "fault"),
+    [
+        ("order\x00-1", "'order\\x00-1', which holds a NUL character"),
+        ("\udcff", "which UTF-8 cannot encode"),  # a path's undecodable byte
+        ("é" * 513, "(513 characters), 1026 bytes in UTF-8"),
+    ],
+    ids=["nul", "surrogate", "too-long"],
+)
+async def test_a_run_id_no_store_could_hold_is_refused_before_the_run(
+    store: SQLiteStore, run_id: str, fault: str
+) -> None:
+    """PostgreSQL's text holds no NUL and its key index about 2700 bytes: refused in every store."""
+    beats = Beats()
+    rule = "a non-empty string of at most 1024 bytes (UTF-8) without NUL"
+    with pytest.raises(
+        CadenceDefinitionError, match=re.escape(f"needs run_id, {rule}; got")
+    ) as refused:
+        await beats.flow().run(Order(), run_id=run_id, store=store)
+    assert fault in str(refused.value)
+    assert beats.calls == []
+    assert await store.list_runs() == []
+    assert await beats.flow().run(Order(), run_id="é" * 512, store=store) == EXPECTED  # 1024 bytes
+
+
 async def test_a_schema_newer_than_the_store_is_refused_by_name(store: SQLiteStore) -> None:
     from cadence.durable._sqlite import SCHEMA_VERSION  # noqa: PLC0415 # the test's own
 

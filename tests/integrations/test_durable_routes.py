@@ -275,11 +275,13 @@ def test_a_store_that_fails_answers_503(
 @pytest.mark.parametrize(
     ("run_id", "logged"),
     [
-        (lambda ctx: "", "returned str ''; it must return a non-empty str"),
-        (lambda ctx: 42, "returned int 42; it must return a non-empty str"),
+        (lambda ctx: "", "it returned str ''"),
+        (lambda ctx: 42, "it returned int 42"),
+        (lambda ctx: "k\x00x", "it returned 'k\\x00x', which holds a NUL character"),
+        (lambda ctx: "k" * 1025, "(1025 characters), 1025 bytes in UTF-8"),
         (lambda ctx: ctx.missing, "has no attribute 'missing'"),
     ],
-    ids=["empty", "not-a-str", "raises"],
+    ids=["empty", "not-a-str", "nul", "too-long", "raises"],
 )
 def test_a_run_id_function_that_misbehaves_is_a_logged_500(
     serve: Serve,

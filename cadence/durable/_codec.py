@@ -451,6 +451,16 @@ class ContextCodec(Generic[C]):
                 "run would hold another value; store it in UTC (.astimezone(datetime.UTC)) and "
                 "the zone's name in a field of its own",
             )
+        # A value its field's type does not take (an int in a str field, from untyped input)
+        # is written as it is, and then no resume nor replay could read it back.
+        try:
+            self._decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise RunEncodeError(
+                run_id,
+                f"run {run_id!r}: {self._cls.__qualname__} holds a value its field's type does "
+                f"not take, which would not read back: {exc}",
+            ) from exc
         return data
 
     def _refuse(  # one check's pieces, passed once

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -375,7 +376,7 @@ async def test_stored_progress_inside_a_step_that_does_not_decode_stops_the_run(
     handled: list[BaseException] = []
 
     async def odd(ctx: Any) -> None:  # Any: an Order's or a Part's
-        ctx.total = True  # a bool in an int field: stored, and refused when read back
+        ctx.total = 7  # stored, then made a bool in the row: refused when read back
 
     async def fails(ctx: Any) -> None:  # Any: as above
         if failing:
@@ -398,6 +399,12 @@ async def test_stored_progress_inside_a_step_that_does_not_decode_stops_the_run(
     store = SQLiteStore(tmp_path / "runs.db", synchronous="NORMAL")
     with pytest.raises(BeatError):
         await build(handled_by=False).run(Order(), run_id="odd-1", store=store)
+    with sqlite3.connect(store.path) as connection:  # a bool in an int field
+        changed = connection.execute(
+            "UPDATE cadence_runs SET inner = "
+            "CAST(replace(CAST(inner AS TEXT), '\"total\":7', '\"total\":true') AS BLOB)"
+        ).rowcount
+    assert changed == 1
     with pytest.raises(RunDecodeError, match="run 'odd-1'"):
         await build(handled_by=True).run(Order(), run_id="odd-1", store=store)
     assert handled == []  # stopped as itself: not a beat's failure to pass over

@@ -155,6 +155,42 @@ def test_a_value_that_cannot_be_written_names_the_field() -> None:
         codec.encode(Loose(raw=Opaque()), "r")
 
 
+@dataclass
+class Typed(Context):
+    name: str = ""
+    price: float = 0.0
+    count: int = 0
+    tags: list[str] = field(default_factory=list[str])
+
+
+@pytest.mark.parametrize(
+    ("changes", "found"),
+    [
+        ({"name": 5}, "Expected `str`, got `int` - at `$.name`"),
+        ({"price": "12.5"}, "Expected `float`, got `str` - at `$.price`"),
+        ({"count": None}, "Expected `int`, got `null` - at `$.count`"),
+        ({"tags": ["a", 2]}, "Expected `str`, got `int` - at `$.tags[1]`"),
+    ],
+    ids=["int-for-str", "str-for-float", "none-for-int", "in-a-list"],
+)
+def test_a_value_its_fields_type_does_not_take_is_refused_as_it_would_not_read_back(
+    changes: dict[str, object], found: str
+) -> None:
+    """Untyped input (a JSON body's value put in a field) was written, then never read back."""
+    codec = codec_for(Typed)
+    context = dataclasses.replace(Typed(), **changes)  # type: ignore[arg-type] # on purpose
+    with pytest.raises(
+        RunEncodeError, match=r"run 'r': Typed holds a value its field's type"
+    ) as refused:
+        codec.encode(context, "r")
+    assert found in str(refused.value)
+    assert codec.decode(
+        codec.encode(Typed(name="n", price=1, tags=["a"]), "r"), Typed(), "r"
+    ) == Typed(
+        name="n", price=1.0, tags=["a"]
+    )  # an int where a float goes reads back as a float: taken
+
+
 def test_a_stored_context_that_does_not_decode_names_the_run() -> None:
     codec = codec_for(Rich)
     with pytest.raises(RunDecodeError, match=r"run 'r9': the stored context does not decode"):

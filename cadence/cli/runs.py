@@ -75,7 +75,8 @@ def _refuse_a_file_without_runs(db: str) -> None:
     try:
         uri = f"{Path(db).absolute().as_uri()}?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-            found = connection.execute(_FIND_RUNS_TABLE).fetchone() is not None
+            tables = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cadence_runs'"
+            found = connection.execute(tables).fetchone() is not None
     except sqlite3.Error as exc:
         raise UserError(f"{db}: {exc}") from exc
     if not found:
@@ -86,18 +87,16 @@ async def _refuse_a_database_without_runs(dsn: str) -> None:
     """Refuse a PostgreSQL database no store wrote, as `_refuse_a_file_without_runs`."""
     import psycopg  # noqa: PLC0415 # the postgres extra's, there since PostgresStore imported
 
+    from cadence.durable._errors import one_line  # noqa: PLC0415 # as the store says it
+
     try:
         async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=10) as connection:
             cursor = await connection.execute("SELECT to_regclass('cadence_runs') IS NOT NULL")
             row = await cursor.fetchone()
     except psycopg.Error as exc:
-        said = " ".join(str(exc).split())  # libpq's message spans lines: one here
-        raise UserError(f"PostgreSQL is unavailable: {said}") from exc
+        raise UserError(f"PostgreSQL is unavailable: {one_line(str(exc))}") from exc
     if row is None or not row[0]:
         raise UserError("the database holds no cadence runs (no cadence_runs table): not a store's")
-
-
-_FIND_RUNS_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cadence_runs'"
 
 
 def _as_json(record: RunRecord) -> dict[str, object]:

@@ -101,15 +101,19 @@ class ProgressDecodeError(RunDecodeError, RunStoppedError):
     """A step's stored progress (a `sync` branch's, a `child`'s) did not decode as it resumed."""
 
 
+def one_line(text: str) -> str:
+    """Return `text` on one line, for a log line or a problem's detail (libpq's span several)."""
+    return _LINE_BREAK.sub(" ", text.strip())
+
+
+_LINE_BREAK = re.compile(r"\s*\n\s*")
+
+
 class StoreError(DurableError, RunStoppedError):
     """The store failed: unreachable, full, corrupted, or the run's ownership was lost."""
 
     def __init__(self, run_id: str, message: str) -> None:
-        # One line, for a log line and a problem's detail: libpq's own messages span several.
-        super().__init__(run_id, _ONE_LINE.sub(" ", message.strip()))
-
-
-_ONE_LINE = re.compile(r"\s*\n\s*")
+        super().__init__(run_id, one_line(message))
 
 
 class LeaseLostError(StoreError):

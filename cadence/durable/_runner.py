@@ -402,6 +402,7 @@ def run_id_fault(run_id: object) -> str | None:
 
 
 RUN_ID_RULE = f"a non-empty string of at most {MAX_RUN_ID_BYTES} bytes (UTF-8) without NUL"
+"""What a run id is, as refusals say it (`run_id_fault` says what one broke)."""
 
 
 def checked_run_id(cadence: Cadence[Any], run_id: object) -> str:  # Any: any cadence

@@ -335,24 +335,22 @@ class SQLiteStore:
         what: str,
         fn: Callable[[sqlite3.Connection], T],
         *,
-        inline: bool = False,
-        slow: bool = False,
+        inline: bool | None = None,
         size: int | None = None,
     ) -> T:
         """Run `fn` on the connection, inline if it cannot wait, else on the writer thread.
 
-        `inline`: try inline even when the store offloads (a claim never fsyncs). `slow`: never
-        inline, however the store is set (a listing or a prune may read the whole table).
-        `size`: the bytes a write adds to the WAL (its payload), `None` for a read.
+        `inline`: whether to try it inline; `None` (most calls) as `offload` says. A claim
+        (which never fsyncs) of an inline store passes `True`; a listing or a prune (which may
+        read the whole table) `False`. `size`: the bytes a write adds to the WAL (its
+        payload), `None` for a read.
         """
+        if inline is None:
+            inline = not self.offload
         try:
-            if not slow and (inline or not self.offload) and self._connection is not None:
-                done, value = self._try_inline(fn)
-                if done:
-                    if size is not None:
-                        self._wrote(size)
-                    return value
-            value = await self._writer.run(self._work, fn)
+            done, value = self._try_inline(fn) if inline else (False, cast("T", None))
+            if not done:
+                value = await self._writer.run(self._work, fn)
         except sqlite3.Error as exc:
             name = f"run {run_id!r}: " if run_id else ""
             raise StoreError(
@@ -628,7 +626,7 @@ class SQLiteStore:
                 "list[tuple[object, ...]]", connection.execute(sql, (*parameters, limit)).fetchall()
             )
 
-        rows = await self._call("", "listing runs", work, slow=True)
+        rows = await self._call("", "listing runs", work, inline=False)
         return [listed_from_row(row, f"in {str(self.path)!r}") for row in rows]
 
     async def cancel(self, run_id: str) -> bool:
@@ -677,7 +675,7 @@ class SQLiteStore:
             )
             return cursor.rowcount
 
-        deleted = await self._call("", "pruning runs", work, slow=True)
+        deleted = await self._call("", "pruning runs", work, inline=False)
         if self._inline_claims:
             self._wrote(deleted * _WRITE_BYTES)  # each deleted row's pages, in the WAL
         return deleted
